@@ -1,1 +1,25 @@
-pub fn x(){}
+//! The sans-IO core of swarm.
+//!
+//! Nothing here touches a socket, a clock, a thread pool or a tensor library:
+//! time comes in as an argument, bytes come in as events, and everything the
+//! node must do (send, fetch, train, apply) goes out as [`round::OutEvent`]s.
+//! The same code runs inside the real node and inside the seeded simulator
+//! ([`sim`], behind the `test-utils` feature).
+
+pub mod codec;
+pub mod envelope;
+pub mod id;
+pub mod round;
+pub mod spec;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod sim;
+
+pub use envelope::{DropReason, Envelope, Message, MAX_ENVELOPE_BYTES};
+pub use id::{Hash, Keypair, PeerId};
+pub use round::{Config, InEvent, Manifest, ManifestEntry, OutEvent, Peer, Phase};
+pub use spec::{RunSpec, SpecError};
+
+/// Milliseconds on whatever clock drives the state machine (virtual in the
+/// simulator, monotonic in the node).
+pub type Time = u64;

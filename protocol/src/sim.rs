@@ -1,0 +1,346 @@
+//! A seeded discrete-event simulator: N [`Peer`] state machines on a virtual
+//! clock, with latency, message loss, crashes and late joins.
+//!
+//! The "node" around each peer is a stand-in: training produces a blob whose
+//! hash depends on (peer, round, base state), applying a manifest hashes the
+//! state with the manifest's entries in order. Honest peers that apply the
+//! same manifests from the same state therefore hold the same state hash,
+//! exactly the property the real node has with real parameters.
+
+use crate::id::{Hash, Keypair, PeerId};
+use crate::round::{Config, InEvent, Manifest, OutEvent, Peer, Phase};
+use crate::Time;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// A small deterministic RNG (splitmix64).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[lo, hi]`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo + 1) }
+    }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+}
+
+/// Simulation settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Peers present from the start.
+    pub peers: usize,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// One-way latency range in ms.
+    pub latency: (Time, Time),
+    /// Probability that one delivery of a broadcast is lost.
+    pub loss: f64,
+    /// Inner-loop duration range in ms.
+    pub train_time: (Time, Time),
+    /// Time to apply a manifest or load a state, ms.
+    pub apply_time: Time,
+    /// `min_peers` of the run.
+    pub min_peers: u32,
+    /// Rounds in the run.
+    pub rounds: u64,
+    /// Round deadline, ms.
+    pub round_timeout: Time,
+    /// Aggregator takeover step, ms.
+    pub aggregator_timeout: Time,
+}
+
+impl SimConfig {
+    /// Sensible defaults for `peers` peers.
+    pub fn new(peers: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            peers,
+            seed,
+            latency: (5, 40),
+            loss: 0.0,
+            train_time: (800, 1200),
+            apply_time: 20,
+            min_peers: peers.min(3) as u32,
+            rounds: 10,
+            round_timeout: 4_000,
+            aggregator_timeout: 1_500,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Deliver(Vec<u8>),
+    In(InEvent),
+    Tick,
+}
+
+/// One simulated node.
+#[derive(Debug)]
+pub struct SimNode {
+    /// The state machine.
+    pub peer: Peer,
+    /// The node's state hash.
+    pub state: Hash,
+    /// Whether the peer has left the run.
+    pub finished: bool,
+    /// False once crashed.
+    pub alive: bool,
+}
+
+/// The simulator.
+#[derive(Debug)]
+pub struct Sim {
+    /// Settings.
+    pub cfg: SimConfig,
+    /// Virtual time, ms.
+    pub now: Time,
+    rng: Rng,
+    run: Hash,
+    genesis: Hash,
+    /// All nodes ever started, by index.
+    pub nodes: Vec<SimNode>,
+    index: BTreeMap<PeerId, usize>,
+    queue: BinaryHeap<Reverse<(Time, u64, usize)>>,
+    events: BTreeMap<u64, Ev>,
+    seq: u64,
+    blobs: BTreeMap<Hash, BTreeSet<usize>>,
+    /// State hash of each node after applying each round.
+    pub applied: BTreeMap<u64, BTreeMap<usize, Hash>>,
+    /// The manifest each node applied in each round, with its aggregator.
+    pub manifests: BTreeMap<u64, BTreeMap<usize, (PeerId, Manifest)>>,
+    /// Nodes that applied a manifest whose start state differed from theirs.
+    pub divergent: Vec<(usize, u64)>,
+}
+
+impl Sim {
+    /// Builds the simulator with `cfg.peers` peers (not started yet).
+    pub fn new(cfg: SimConfig) -> Sim {
+        let run = Hash::of(format!("sim-run-{}", cfg.seed).as_bytes());
+        let genesis = Hash::of(b"genesis");
+        let mut sim = Sim {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            now: 0,
+            run,
+            genesis,
+            nodes: Vec::new(),
+            index: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            blobs: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            manifests: BTreeMap::new(),
+            divergent: Vec::new(),
+        };
+        for _ in 0..sim.cfg.peers {
+            sim.add_node();
+        }
+        sim
+    }
+
+    /// Starts one more node now; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let key = Keypair::from_seed(self.cfg.seed.wrapping_mul(1000).wrapping_add(i as u64));
+        let cfg = Config {
+            run: self.run,
+            min_peers: self.cfg.min_peers,
+            round_timeout: self.cfg.round_timeout,
+            aggregator_timeout: self.cfg.aggregator_timeout,
+            hello_interval: 500,
+            peer_ttl: 3_000,
+            last_round: self.cfg.rounds,
+            genesis: self.genesis,
+            fetch_retry: 200,
+            max_fetch_attempts: 10,
+        };
+        let mut peer = Peer::new(cfg, key);
+        peer.add_local_blob(self.genesis);
+        self.index.insert(peer.id(), i);
+        self.blobs.entry(self.genesis).or_default().insert(i);
+        self.nodes.push(SimNode { peer, state: self.genesis, finished: false, alive: true });
+        let jitter = self.rng.range(0, 50);
+        self.schedule(jitter, i, Ev::Tick);
+        i
+    }
+
+    /// The peer id of node `i`.
+    pub fn peer_id(&self, i: usize) -> PeerId {
+        self.nodes[i].peer.id()
+    }
+
+    /// The node index of a peer id.
+    pub fn node_of(&self, p: &PeerId) -> Option<usize> {
+        self.index.get(p).copied()
+    }
+
+    /// The run id.
+    pub fn run_id(&self) -> Hash {
+        self.run
+    }
+
+    /// Kills node `i` (no goodbye, its blobs become unreachable).
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+    }
+
+    fn schedule(&mut self, delay: Time, node: usize, ev: Ev) {
+        self.seq += 1;
+        self.events.insert(self.seq, ev);
+        self.queue.push(Reverse((self.now + delay, self.seq, node)));
+    }
+
+    /// Runs until virtual time `until` or until every live node finished.
+    pub fn run_until(&mut self, until: Time) {
+        while let Some(Reverse((t, seq, node))) = self.queue.peek().copied() {
+            if t > until || self.all_finished() {
+                break;
+            }
+            self.queue.pop();
+            self.now = t;
+            let Some(ev) = self.events.remove(&seq) else { continue };
+            if !self.nodes[node].alive || self.nodes[node].finished {
+                continue;
+            }
+            let input = match ev {
+                Ev::Tick => {
+                    self.schedule(50, node, Ev::Tick);
+                    InEvent::Tick
+                }
+                Ev::Deliver(b) => InEvent::Gossip(b),
+                Ev::In(e) => e,
+            };
+            let now = self.now;
+            let outs = self.nodes[node].peer.handle(input, now);
+            for o in outs {
+                self.execute(node, o);
+            }
+        }
+        if self.queue.peek().is_none_or(|Reverse((t, _, _))| *t > until) {
+            self.now = self.now.max(until);
+        }
+    }
+
+    /// Runs until `pred` holds (checked after each event) or `until`.
+    pub fn run_while(&mut self, until: Time, mut pred: impl FnMut(&Sim) -> bool) {
+        while pred(self) && self.now < until && !self.all_finished() {
+            let Some(Reverse((t, _, _))) = self.queue.peek().copied() else { break };
+            self.run_until(t);
+        }
+    }
+
+    /// True when every live node has left the run.
+    pub fn all_finished(&self) -> bool {
+        self.nodes.iter().all(|n| !n.alive || n.finished)
+    }
+
+    fn execute(&mut self, i: usize, o: OutEvent) {
+        match o {
+            OutEvent::Broadcast(bytes) => {
+                for j in 0..self.nodes.len() {
+                    if j == i || !self.nodes[j].alive || self.rng.chance(self.cfg.loss) {
+                        continue;
+                    }
+                    let d = self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
+                    self.schedule(d, j, Ev::Deliver(bytes.clone()));
+                }
+            }
+            OutEvent::Fetch { hash, providers } => {
+                let holder = providers.iter().filter_map(|p| self.index.get(p).copied()).find(|&j| {
+                    self.nodes[j].alive && self.blobs.get(&hash).is_some_and(|s| s.contains(&j))
+                });
+                let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
+                if holder.is_some() {
+                    self.blobs.entry(hash).or_default().insert(i);
+                    self.schedule(rtt + 10, i, Ev::In(InEvent::BlobReady(hash)));
+                } else {
+                    self.schedule(rtt + 100, i, Ev::In(InEvent::BlobFailed(hash)));
+                }
+            }
+            OutEvent::StartTraining { round, base_state } => {
+                let mut h = blake3::Hasher::new();
+                h.update(b"grad");
+                h.update(&self.nodes[i].peer.id().0);
+                h.update(&round.to_le_bytes());
+                h.update(&base_state.0);
+                let hash = Hash(*h.finalize().as_bytes());
+                self.blobs.entry(hash).or_default().insert(i);
+                let d = self.rng.range(self.cfg.train_time.0, self.cfg.train_time.1);
+                self.schedule(d, i, Ev::In(InEvent::TrainingDone { round, hash, samples: 64 }));
+            }
+            OutEvent::LoadState { round, state } => {
+                self.nodes[i].state = state;
+                self.schedule(self.cfg.apply_time, i, Ev::In(InEvent::StateLoaded { round }));
+            }
+            OutEvent::Apply { round, aggregator, manifest } => {
+                if self.nodes[i].state != manifest.state {
+                    self.divergent.push((i, round));
+                }
+                let mut h = blake3::Hasher::new();
+                h.update(&self.nodes[i].state.0);
+                for e in &manifest.entries {
+                    h.update(&e.hash.0);
+                    h.update(&e.samples.to_le_bytes());
+                }
+                let state = Hash(*h.finalize().as_bytes());
+                self.nodes[i].state = state;
+                self.blobs.entry(state).or_default().insert(i);
+                self.applied.entry(round).or_default().insert(i, state);
+                self.manifests.entry(round).or_default().insert(i, (aggregator, manifest));
+                self.schedule(self.cfg.apply_time, i, Ev::In(InEvent::Applied { round, state }));
+            }
+            OutEvent::Finished => self.nodes[i].finished = true,
+        }
+    }
+
+    /// Rounds in which every node that applied the round holds the same
+    /// state and the same manifest; returns the first round that breaks it.
+    pub fn first_disagreement(&self) -> Option<u64> {
+        for (r, states) in &self.applied {
+            let mut s = states.values();
+            let first = s.next();
+            if s.any(|x| Some(x) != first) {
+                return Some(*r);
+            }
+            // The content must agree; who signed it may differ when a
+            // fallback aggregator published the same set.
+            let mut m = self.manifests[r].values().map(|(_, m)| m);
+            let first = m.next();
+            if m.any(|x| Some(x) != first) {
+                return Some(*r);
+            }
+        }
+        None
+    }
+
+    /// The node indices included in the manifest of `round`.
+    pub fn contributors(&self, round: u64) -> BTreeSet<usize> {
+        self.manifests
+            .get(&round)
+            .and_then(|m| m.values().next())
+            .map(|(_, m)| m.entries.iter().filter_map(|e| self.node_of(&e.peer)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The phase of node `i`.
+    pub fn phase(&self, i: usize) -> Phase {
+        self.nodes[i].peer.phase()
+    }
+}

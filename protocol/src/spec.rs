@@ -1,0 +1,241 @@
+//! The run spec: what is trained, how, and on what timing. Content-addressed:
+//! the run id is the BLAKE3 hash of the spec's canonical (bincode) encoding,
+//! so two peers with the same spec are in the same run.
+
+use crate::id::Hash;
+use serde::{Deserialize, Serialize};
+
+/// Errors reading or checking a run spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Not valid TOML, a missing or unknown field, or a wrong type. The
+    /// message names the field (and line) as the TOML parser reports it.
+    #[error("run spec: {0}")]
+    Parse(String),
+    /// A field with a value out of range.
+    #[error("run spec: field `{field}`: {reason}")]
+    Invalid {
+        /// The dotted field name, e.g. `train.inner_lr`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Inner-loop hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// H: AdamW steps per round.
+    pub inner_steps: u32,
+    /// AdamW learning rate.
+    pub inner_lr: f64,
+    /// Samples per step.
+    pub batch_size: u32,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+}
+
+/// The outer optimizer (DiLoCo: Nesterov SGD, lr 0.7, momentum 0.9).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OuterSpec {
+    /// Outer learning rate.
+    pub lr: f64,
+    /// Outer momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+impl Default for OuterSpec {
+    fn default() -> Self {
+        OuterSpec { lr: 0.7, momentum: 0.9, nesterov: true }
+    }
+}
+
+/// Round timing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSpec {
+    /// A round's contributions are closed this long after the peer started
+    /// the round, even if not every peer has announced.
+    pub round_timeout_ms: u64,
+    /// How long each next aggregator candidate waits for a silent one.
+    pub aggregator_timeout_ms: u64,
+}
+
+impl Default for TimingSpec {
+    fn default() -> Self {
+        TimingSpec { round_timeout_ms: 60_000, aggregator_timeout_ms: 5_000 }
+    }
+}
+
+/// How pseudo-gradients are encoded on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecSpec {
+    /// `fp32`, `bf16`, `int8` or `int4`.
+    pub name: String,
+    /// Values per quantisation block (int8/int4).
+    pub block_size: u32,
+    /// zstd level applied to the encoded bytes (0 = no zstd).
+    pub zstd_level: i32,
+}
+
+impl Default for CodecSpec {
+    fn default() -> Self {
+        CodecSpec { name: "fp32".into(), block_size: 128, zstd_level: 3 }
+    }
+}
+
+/// A run: everything peers must agree on to train together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// The model's name in the zoo.
+    pub model: String,
+    /// Seed of the initial parameters.
+    pub seed: u64,
+    /// Length of the run in rounds; peers leave after this round.
+    pub rounds: u64,
+    /// Round 1 starts once this many peers are present.
+    pub min_peers: u32,
+    /// Inner loop.
+    pub train: TrainSpec,
+    /// Outer optimizer.
+    #[serde(default)]
+    pub outer: OuterSpec,
+    /// Round timing.
+    #[serde(default)]
+    pub timing: TimingSpec,
+    /// Pseudo-gradient encoding.
+    #[serde(default)]
+    pub codec: CodecSpec,
+}
+
+impl RunSpec {
+    /// The default run of a model: the spec everyone who types
+    /// `swarm join <model>` gets.
+    pub fn new(model: &str, train: TrainSpec) -> RunSpec {
+        RunSpec {
+            model: model.to_string(),
+            seed: 0,
+            rounds: 20,
+            min_peers: 3,
+            train,
+            outer: OuterSpec::default(),
+            timing: TimingSpec::default(),
+            codec: CodecSpec::default(),
+        }
+    }
+
+    /// The run id: BLAKE3 of the canonical encoding.
+    pub fn run_id(&self) -> Hash {
+        let bytes = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a RunSpec always encodes");
+        Hash::of(&bytes)
+    }
+
+    /// Parses TOML and checks every field.
+    pub fn from_toml(s: &str) -> Result<RunSpec, SpecError> {
+        let spec: RunSpec = toml::from_str(s).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Writes TOML that [`RunSpec::from_toml`] reads back to the same spec.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunSpec always serialises")
+    }
+
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        fn bad(field: &'static str, reason: impl Into<String>) -> Result<(), SpecError> {
+            Err(SpecError::Invalid { field, reason: reason.into() })
+        }
+        let pos = |x: f64| x.is_finite() && x > 0.0;
+        if self.model.is_empty() {
+            return bad("model", "must not be empty");
+        }
+        if self.rounds == 0 {
+            return bad("rounds", "must be at least 1");
+        }
+        if self.min_peers == 0 || self.min_peers > 10_000 {
+            return bad("min_peers", "must be between 1 and 10000");
+        }
+        if self.train.inner_steps == 0 || self.train.inner_steps > 1_000_000 {
+            return bad("train.inner_steps", "must be between 1 and 1000000");
+        }
+        if !pos(self.train.inner_lr) {
+            return bad("train.inner_lr", "must be a positive number");
+        }
+        if self.train.batch_size == 0 || self.train.batch_size > 65_536 {
+            return bad("train.batch_size", "must be between 1 and 65536");
+        }
+        if !(self.train.weight_decay.is_finite() && self.train.weight_decay >= 0.0) {
+            return bad("train.weight_decay", "must be zero or positive");
+        }
+        if !pos(self.outer.lr) {
+            return bad("outer.lr", "must be a positive number");
+        }
+        if !(self.outer.momentum.is_finite() && (0.0..1.0).contains(&self.outer.momentum)) {
+            return bad("outer.momentum", "must be in [0, 1)");
+        }
+        if self.timing.round_timeout_ms < 100 {
+            return bad("timing.round_timeout_ms", "must be at least 100");
+        }
+        if self.timing.aggregator_timeout_ms < 50 {
+            return bad("timing.aggregator_timeout_ms", "must be at least 50");
+        }
+        if !crate::codec::CODECS.contains(&self.codec.name.as_str()) {
+            return bad("codec.name", format!("unknown codec; known: {}", crate::codec::CODECS.join(", ")));
+        }
+        if !(16..=65_536).contains(&self.codec.block_size) {
+            return bad("codec.block_size", "must be between 16 and 65536");
+        }
+        if !(0..=19).contains(&self.codec.zstd_level) {
+            return bad("codec.zstd_level", "must be between 0 and 19");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec::new(
+            "digits-mlp",
+            TrainSpec { inner_steps: 50, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
+        )
+    }
+
+    #[test]
+    fn toml_round_trip_keeps_the_run_id() {
+        let s = spec();
+        let back = RunSpec::from_toml(&s.to_toml()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.run_id(), s.run_id());
+        let mut other = s.clone();
+        other.seed = 1;
+        assert_ne!(other.run_id(), s.run_id());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let text = spec().to_toml().replace("inner_lr = 0.002", "inner_lr = -1.0");
+        let err = RunSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("train.inner_lr"), "{err}");
+        let text = spec().to_toml().replace("seed = 0\n", "");
+        let err = RunSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("seed"), "{err}");
+        let text = spec().to_toml().replace("seed = 0", "seed = \"x\"");
+        let err = RunSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("seed"), "{err}");
+        let text = format!("{}\nbogus = 1\n", spec().to_toml());
+        let err = RunSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

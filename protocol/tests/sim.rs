@@ -1,0 +1,95 @@
+//! Simulator scenarios: agreement, aggregator loss, late joins.
+
+use protocol::round::rank_key;
+use protocol::sim::{Sim, SimConfig};
+use protocol::Phase;
+
+fn assert_agreement(sim: &Sim) {
+    assert_eq!(sim.first_disagreement(), None, "peers disagree");
+    assert!(sim.divergent.is_empty(), "applied from a wrong state: {:?}", sim.divergent);
+    for n in &sim.nodes {
+        assert_eq!(n.peer.stats().conflicting_manifests, 0);
+    }
+}
+
+#[test]
+fn three_peers_agree_on_every_manifest() {
+    let mut sim = Sim::new(SimConfig::new(3, 1));
+    sim.run_until(120_000);
+    assert!(sim.all_finished(), "not finished at t={}", sim.now);
+    assert_agreement(&sim);
+    for r in 1..=10 {
+        assert_eq!(sim.applied[&r].len(), 3, "round {r}");
+        assert_eq!(sim.contributors(r).len(), 3, "round {r} should include everyone");
+    }
+}
+
+#[test]
+fn thirty_peers_agree_with_message_loss() {
+    for seed in [2, 3] {
+        let mut cfg = SimConfig::new(30, seed);
+        cfg.loss = 0.01;
+        cfg.rounds = 8;
+        cfg.min_peers = 30;
+        let mut sim = Sim::new(cfg);
+        sim.run_until(200_000);
+        assert!(sim.all_finished(), "seed {seed}: not finished at t={}", sim.now);
+        assert_agreement(&sim);
+        // A peer that lost a manifest syncs from the next one instead of
+        // applying the round; everyone applies the last round.
+        assert_eq!(sim.applied[&8].len(), 30, "seed {seed}: last round");
+        for r in 1..=8 {
+            assert!(sim.applied[&r].len() >= 28, "seed {seed} round {r}");
+            assert!(sim.contributors(r).len() >= 27, "seed {seed} round {r}: {:?}", sim.contributors(r));
+        }
+    }
+}
+
+#[test]
+fn a_lost_aggregator_is_replaced() {
+    let mut sim = Sim::new(SimConfig::new(5, 4));
+    // Run until every node trains round 3, then kill round 3's first candidate.
+    sim.run_while(60_000, |s| (0..5).any(|i| s.phase(i) != Phase::Training(3)));
+    let run = sim.run_id();
+    let first = (0..5).min_by_key(|&i| rank_key(&run, 3, &sim.peer_id(i))).unwrap();
+    sim.crash(first);
+    sim.run_until(200_000);
+    assert!(sim.all_finished());
+    assert_agreement(&sim);
+    let (agg, _) = sim.manifests[&3].values().next().unwrap();
+    assert_ne!(sim.node_of(agg), Some(first), "the dead peer cannot have signed round 3");
+    for r in 3..=10 {
+        assert_eq!(sim.applied[&r].len(), 4, "round {r}");
+        assert!(!sim.contributors(r).contains(&first));
+    }
+}
+
+#[test]
+fn a_late_joiner_syncs_then_contributes_from_the_next_round() {
+    let mut sim = Sim::new(SimConfig::new(3, 5));
+    sim.run_while(60_000, |s| s.nodes[0].peer.round() < 4);
+    let joiner = sim.add_node();
+    sim.run_until(200_000);
+    assert!(sim.all_finished());
+    assert_agreement(&sim);
+    let first_applied = *sim.applied.iter().find(|(_, m)| m.contains_key(&joiner)).unwrap().0;
+    let first_contrib = (1..=10).find(|&r| sim.contributors(r).contains(&joiner)).unwrap();
+    assert!(first_applied >= 4, "joined at round 4 or later, applied {first_applied}");
+    assert_eq!(first_contrib, first_applied + 1, "contributes from the round after its sync");
+    for r in first_contrib..=10 {
+        assert!(sim.contributors(r).contains(&joiner), "round {r}");
+        assert_eq!(sim.applied[&r][&joiner], sim.applied[&r][&0]);
+    }
+}
+
+#[test]
+fn simulation_is_deterministic() {
+    let run = |seed| {
+        let mut cfg = SimConfig::new(8, seed);
+        cfg.loss = 0.02;
+        let mut sim = Sim::new(cfg);
+        sim.run_until(100_000);
+        (sim.now, sim.applied.clone())
+    };
+    assert_eq!(run(9), run(9));
+}
