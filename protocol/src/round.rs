@@ -244,6 +244,8 @@ pub struct Peer {
     seq: u64,
     /// The round whose state we synced to (we do not contribute to it).
     synced_round: Option<u64>,
+    /// Contributors of the last manifest we applied: expected again.
+    last_contributors: BTreeSet<PeerId>,
     stats: Stats,
     out: Vec<OutEvent>,
 }
@@ -267,6 +269,7 @@ impl Peer {
             next_hello: 0,
             seq: 0,
             synced_round: None,
+            last_contributors: BTreeSet::new(),
             stats: Stats::default(),
             out: Vec::new(),
         }
@@ -441,11 +444,22 @@ impl Peer {
         Ok(())
     }
 
+    /// A contribution or manifest from `peer` shows it active in `round`.
     fn touch(&mut self, peer: PeerId, round: u64, now: Time) {
         let info =
             self.peers.entry(peer).or_insert(PeerInfo { status: Status::Active, round, last_seen: now });
         info.last_seen = now;
+        info.status = Status::Active;
         info.round = info.round.max(round);
+    }
+
+    /// Whether the aggregator of `round` should wait for `peer`'s
+    /// contribution: it contributed last round, or says it is active in this
+    /// round or the one before, or (round 1) is waiting for the start.
+    fn expects(&self, peer: &PeerId, info: &PeerInfo, round: u64) -> bool {
+        self.last_contributors.contains(peer)
+            || (info.status == Status::Active && info.round + 1 >= round)
+            || (info.status == Status::Waiting && round == 1)
     }
 
     /// Whether this peer holds the state of its current round.
@@ -598,6 +612,12 @@ impl Peer {
         self.state = state;
         self.have.insert(state);
         self.stats.rounds_applied += 1;
+        self.last_contributors = self
+            .rounds
+            .get(&round)
+            .and_then(|d| d.manifest.as_ref())
+            .map(|(_, m)| m.entries.iter().map(|e| e.peer).filter(|p| *p != self.me).collect())
+            .unwrap_or_default();
         if round >= self.cfg.last_round {
             self.leave();
             return;
@@ -713,7 +733,7 @@ impl Peer {
         let all_in = self
             .peers
             .iter()
-            .filter(|(_, i)| i.status == Status::Active && i.round + 1 >= round)
+            .filter(|(p, i)| self.expects(p, i, round))
             .all(|(p, _)| data.contributions.contains_key(p))
             && ready.len() == data.contributions.len();
         let deadline = self.round_started + self.cfg.round_timeout;

@@ -1,1 +1,60 @@
-pub fn x(){}
+//! The swarm node: libp2p networking around the sans-IO [`protocol`] core and
+//! the burn [`trainer`], plus what the `swarm` command needs.
+//!
+//! One event-loop task ([`node`]) owns the libp2p `Swarm`, the protocol state
+//! machine and the blob store; callers hold a cloneable [`node::Node`] handle.
+
+pub mod blobs;
+pub mod bootstrap;
+pub mod identity;
+pub mod net;
+pub mod node;
+pub mod report;
+pub mod work;
+
+pub use node::{Node, NodeConfig, NodeEvent};
+pub use report::RoundReport;
+
+/// Errors of the node library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file in the data dir could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A key file exists but is not a key.
+    #[error("key file {0} is not a 32-byte ed25519 secret")]
+    BadKey(String),
+    /// A multiaddr that cannot be used.
+    #[error("bad address `{addr}`: {reason}")]
+    BadAddr {
+        /// As given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// None of the bootstrap nodes answered.
+    #[error("could not reach bootstrap node {addrs} after {attempts} attempts")]
+    BootstrapUnreachable {
+        /// The addresses tried.
+        addrs: String,
+        /// Attempts per address.
+        attempts: u32,
+    },
+    /// libp2p refused to start.
+    #[error("network: {0}")]
+    Net(String),
+    /// The model or its training failed.
+    #[error(transparent)]
+    Trainer(#[from] trainer::TrainerError),
+    /// The run spec is not valid.
+    #[error(transparent)]
+    Spec(#[from] protocol::SpecError),
+    /// The node's event loop is gone.
+    #[error("the node has stopped")]
+    Stopped,
+}

@@ -1,1 +1,213 @@
-fn main(){}
+//! The `swarm` command.
+
+mod local;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol::spec::TrainSpec;
+use protocol::RunSpec;
+use std::path::PathBuf;
+use swarm::bootstrap::{self, BootstrapEvent};
+use swarm::{NodeConfig, NodeEvent};
+
+/// Train one model together with strangers: DiLoCo over QUIC.
+#[derive(Parser, Debug)]
+#[command(name = "swarm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Join the default run of a model (or the run of --spec) and train.
+    Join(JoinArgs),
+    /// Run a discovery node; prints the address peers pass to --bootstrap.
+    Bootstrap {
+        /// Address to listen on.
+        #[arg(long, default_value = "/ip4/0.0.0.0/udp/4001/quic-v1")]
+        listen: String,
+        /// Key file (created on first start) so the address stays the same.
+        #[arg(long, default_value = "bootstrap.key")]
+        key: PathBuf,
+    },
+    /// List the models you can join.
+    Models,
+    /// Print the default run spec of a model as TOML (a start for --spec).
+    Spec {
+        /// Model name.
+        model: String,
+    },
+    /// Start a bootstrap node and N peers on 127.0.0.1 and show their progress.
+    Local(local::LocalArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct JoinArgs {
+    /// Model name (see `swarm models`); optional with --spec.
+    model: Option<String>,
+    /// Join the run described by this TOML file instead of the default run.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Bootstrap node address, e.g. /ip4/1.2.3.4/udp/4001/quic-v1/p2p/12D3Koo... (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Leave after the swarm's round N is applied.
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Start round 1 once N peers are present (part of the run spec: changes the run id).
+    #[arg(long)]
+    min_peers: Option<u32>,
+    /// Where the identity key and checkpoints live [default: $SWARM_HOME or ~/.swarm].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "/ip4/0.0.0.0/udp/0/quic-v1")]
+    listen: String,
+    /// One JSON object per round on stdout (everything else goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Dial attempts per bootstrap address before giving up.
+    #[arg(long, default_value_t = 4)]
+    bootstrap_attempts: u32,
+}
+
+fn default_spec(model: &str) -> Result<RunSpec> {
+    trainer::model_info(model)?;
+    let t = trainer::default_train_config(model);
+    Ok(RunSpec::new(
+        model,
+        TrainSpec {
+            inner_steps: t.inner_steps,
+            inner_lr: t.lr,
+            batch_size: t.batch_size as u32,
+            weight_decay: t.weight_decay,
+        },
+    ))
+}
+
+fn resolve_spec(args: &JoinArgs) -> Result<RunSpec> {
+    let mut spec = match (&args.spec, &args.model) {
+        (Some(path), model) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let spec = RunSpec::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+            if let Some(m) = model
+                && *m != spec.model
+            {
+                bail!("the model `{m}` differs from the spec's model `{}`", spec.model);
+            }
+            trainer::model_info(&spec.model)?;
+            spec
+        }
+        (None, Some(model)) => default_spec(model)?,
+        (None, None) => bail!("name a model (see `swarm models`) or pass --spec FILE"),
+    };
+    if let Some(n) = args.min_peers {
+        spec.min_peers = n;
+    }
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
+    if let Some(d) = arg {
+        return d.clone();
+    }
+    if let Some(h) = std::env::var_os("SWARM_HOME") {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".swarm")
+}
+
+async fn join(args: JoinArgs) -> Result<()> {
+    let spec = resolve_spec(&args)?;
+    let cfg = NodeConfig {
+        spec: spec.clone(),
+        data_dir: data_dir(&args.data_dir),
+        bootstrap: args.bootstrap.clone(),
+        listen: args.listen.clone(),
+        last_round: args.rounds,
+        bootstrap_attempts: args.bootstrap_attempts,
+    };
+    let (node, mut events, task) = swarm::node::start(cfg).await?;
+    let ctrlc = node.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("leaving the run (Ctrl+C)");
+            ctrlc.shutdown();
+        }
+    });
+    let bar = ProgressBar::new(u64::from(spec.train.inner_steps));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  loss {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    while let Some(ev) = events.recv().await {
+        match ev {
+            NodeEvent::Listening(a) => bar.suspend(|| eprintln!("listening on {a}")),
+            NodeEvent::Info(s) => bar.suspend(|| eprintln!("{s}")),
+            NodeEvent::TrainStep { round, step, total, loss } => {
+                if step == 1 {
+                    bar.reset();
+                    bar.set_length(u64::from(total));
+                    bar.set_prefix(format!("round {round}"));
+                }
+                bar.set_position(u64::from(step));
+                bar.set_message(format!("{loss:.4}"));
+            }
+            NodeEvent::Round(r) => {
+                bar.finish_and_clear();
+                if args.json {
+                    println!("{}", r.json());
+                } else {
+                    println!("{}", r.line());
+                }
+            }
+            NodeEvent::Finished => bar.suspend(|| eprintln!("left the run")),
+        }
+    }
+    task.await.context("node task")??;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Join(args) => join(args).await,
+        Cmd::Bootstrap { listen, key } => {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            bootstrap::run(
+                &listen,
+                &key,
+                |ev| match ev {
+                    BootstrapEvent::Listening(a) => println!("bootstrap: listening on {a}"),
+                    BootstrapEvent::Peers(n) => println!("bootstrap: {n} peers connected"),
+                },
+                stop,
+            )
+            .await?;
+            Ok(())
+        }
+        Cmd::Models => {
+            println!("{:<14} {:>10}  description", "model", "params");
+            for m in trainer::models() {
+                println!("{:<14} {:>10}  {}", m.name, m.params, m.description);
+            }
+            Ok(())
+        }
+        Cmd::Spec { model } => {
+            print!("{}", default_spec(&model)?.to_toml());
+            Ok(())
+        }
+        Cmd::Local(args) => local::run(args).await,
+    }
+}

@@ -1,1 +1,355 @@
-pub fn x(){}
+//! Models, data, the DiLoCo inner loop (AdamW) and outer optimizer (Nesterov SGD), and
+//! checkpoints for `swarm`.
+//!
+//! Parameters cross the crate boundary as flat `Vec<f32>` in a fixed order (see
+//! [`Trainer::param_layout`]). Everything is deterministic: the same inputs give the same
+//! output bits in any process. All randomness comes from this crate's own seeded generators;
+//! burn runs on its pure-Rust CPU backend (`flex`), with autodiff for training.
+//!
+//! ```no_run
+//! use trainer::{Trainer, default_train_config};
+//! let t = Trainer::new("digits-mlp")?;
+//! let global = t.init_params(42);
+//! let cfg = default_train_config("digits-mlp");
+//! let out = t.inner_loop(&global, &cfg, [0; 32], &mut |_step, _loss| {})?;
+//! let eval = t.evaluate(&out.params)?;
+//! println!("loss {} accuracy {:?}", eval.loss, eval.accuracy);
+//! # Ok::<(), trainer::TrainerError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+mod data;
+mod error;
+mod flat;
+mod gpt;
+mod mlp;
+mod outer;
+pub mod rng;
+mod task;
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::Device;
+
+pub use error::TrainerError;
+pub use outer::{
+    OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average,
+};
+
+use crate::gpt::LipsumTask;
+use crate::mlp::DigitsTask;
+use crate::rng::Rng;
+use crate::task::Task;
+
+/// Name of the MLP on the 8x8 digits.
+pub const DIGITS_MLP: &str = "digits-mlp";
+/// Name of the character-level transformer on `LIBER_PRIMUS`.
+pub const LIPSUM_GPT: &str = "lipsum-gpt";
+
+/// The zoo: names and one-line descriptions.
+const ZOO: [(&str, &str); 2] = [
+    (
+        DIGITS_MLP,
+        "MLP 64-64-10 (ReLU) on the 1797 8x8 UCI digits (smartcore), 360 held out",
+    ),
+    (
+        LIPSUM_GPT,
+        "char-level causal transformer (ctx 64, d 64, 2 layers, 4 heads) on lipsum's LIBER_PRIMUS",
+    ),
+];
+
+/// A model of the zoo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The name used to select it.
+    pub name: &'static str,
+    /// A one-line description.
+    pub description: &'static str,
+    /// Number of scalar parameters (length of the flat parameter vector).
+    pub params: usize,
+}
+
+/// All models of the zoo, with their parameter counts.
+pub fn models() -> Vec<ModelInfo> {
+    ZOO.iter()
+        .filter_map(|(name, _)| model_info(name).ok())
+        .collect()
+}
+
+/// The zoo entry called `name`; [`TrainerError::UnknownModel`] (listing the known names) if none.
+pub fn model_info(name: &str) -> Result<ModelInfo, TrainerError> {
+    let (name, description) = zoo_entry(name)?;
+    let device = Device::flex();
+    let layout = match name {
+        DIGITS_MLP => flat::layout(&mlp::Mlp::new(&device)),
+        _ => flat::layout(&gpt::Gpt::new(gpt::vocab_size(), &device)),
+    };
+    Ok(ModelInfo {
+        name,
+        description,
+        params: flat::layout_len(&layout),
+    })
+}
+
+fn zoo_entry(name: &str) -> Result<(&'static str, &'static str), TrainerError> {
+    ZOO.iter()
+        .find(|(n, _)| *n == name)
+        .copied()
+        .ok_or_else(|| TrainerError::UnknownModel {
+            name: name.to_string(),
+            known: ZOO.iter().map(|(n, _)| n.to_string()).collect(),
+        })
+}
+
+/// Hyper-parameters of one inner loop.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Number of AdamW steps (H).
+    pub inner_steps: u32,
+    /// AdamW learning rate.
+    pub lr: f64,
+    /// Examples per step (images for digits, 64-char windows for lipsum).
+    pub batch_size: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+/// The suggested inner-loop settings for `model` (the digits settings for an unknown name).
+pub fn default_train_config(model: &str) -> TrainConfig {
+    match model {
+        LIPSUM_GPT => TrainConfig {
+            inner_steps: 50,
+            lr: 0.003,
+            batch_size: 16,
+            weight_decay: 0.01,
+        },
+        _ => TrainConfig {
+            inner_steps: 50,
+            lr: 0.002,
+            batch_size: 32,
+            weight_decay: 0.0,
+        },
+    }
+}
+
+/// Outcome of [`Trainer::inner_loop`].
+#[derive(Clone, Debug)]
+pub struct InnerResult {
+    /// Local parameters after the inner steps (flat, layout order).
+    pub params: Vec<f32>,
+    /// Training examples consumed: `inner_steps * batch_size`.
+    pub samples: u64,
+    /// Mean of the per-step training losses.
+    pub mean_loss: f32,
+}
+
+/// Held-out evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Eval {
+    /// Mean cross-entropy.
+    pub loss: f32,
+    /// Fraction of correct (next-char / class) predictions.
+    pub accuracy: Option<f32>,
+}
+
+enum Kind {
+    Digits(DigitsTask),
+    Lipsum(LipsumTask),
+}
+
+/// One model of the zoo with its data: trains and evaluates flat parameter vectors.
+///
+/// Holds no burn state between calls (each call builds its module), so it is `Send + Sync`.
+pub struct Trainer {
+    info: ModelInfo,
+    kind: Kind,
+    layout: Vec<(String, Vec<usize>)>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("info", &self.info).finish()
+    }
+}
+
+impl Trainer {
+    /// Loads the model `model` and its data set.
+    pub fn new(model: &str) -> Result<Trainer, TrainerError> {
+        let (name, description) = zoo_entry(model)?;
+        let device = Device::flex();
+        let (kind, layout) = match name {
+            DIGITS_MLP => {
+                let task = DigitsTask::new()?;
+                let layout = flat::layout(&task.build(&device));
+                (Kind::Digits(task), layout)
+            }
+            _ => {
+                let task = LipsumTask::new()?;
+                let layout = flat::layout(&task.build(&device));
+                (Kind::Lipsum(task), layout)
+            }
+        };
+        let info = ModelInfo {
+            name,
+            description,
+            params: flat::layout_len(&layout),
+        };
+        Ok(Trainer { info, kind, layout })
+    }
+
+    /// The zoo entry of this model.
+    pub fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    /// Length of the flat parameter vector.
+    pub fn num_params(&self) -> usize {
+        self.info.params
+    }
+
+    /// The suggested inner-loop settings for this model.
+    pub fn default_train_config(&self) -> TrainConfig {
+        default_train_config(self.info.name)
+    }
+
+    /// Deterministic initial parameters from `seed` (our own RNG, never burn's):
+    /// weights `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, biases and LayerNorm beta 0, LayerNorm
+    /// gamma 1, embeddings `U(-a, a)` with standard deviation 0.02. Bit-identical for a seed.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::from_u64(seed);
+        let mut out = Vec::with_capacity(self.num_params());
+        for (name, shape) in &self.layout {
+            let n: usize = shape.iter().product();
+            let leaf = name.rsplit('.').next().unwrap_or(name);
+            if leaf == "gamma" {
+                out.extend(std::iter::repeat_n(1.0, n));
+            } else if leaf == "beta" || leaf == "bias" {
+                out.extend(std::iter::repeat_n(0.0, n));
+            } else if name.contains("emb.") {
+                let bound = 0.02 * 3f32.sqrt();
+                out.extend((0..n).map(|_| rng.uniform_sym(bound)));
+            } else {
+                // Linear weights are stored `[d_input, d_output]`.
+                let fan_in = shape.first().copied().unwrap_or(1).max(1);
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                out.extend((0..n).map(|_| rng.uniform_sym(bound)));
+            }
+        }
+        out
+    }
+
+    /// Runs `cfg.inner_steps` AdamW steps (fresh optimizer state) from `global`, on batches
+    /// drawn from the training split by an RNG seeded with `batch_seed`, calling
+    /// `progress(step, loss)` after each step (steps count from 1).
+    ///
+    /// Bit-reproducible: the same inputs give identical output bits in any process.
+    pub fn inner_loop(
+        &self,
+        global: &[f32],
+        cfg: &TrainConfig,
+        batch_seed: [u8; 32],
+        progress: &mut dyn FnMut(u32, f32),
+    ) -> Result<InnerResult, TrainerError> {
+        self.check_len(global)?;
+        check_config(cfg)?;
+        match &self.kind {
+            Kind::Digits(task) => run_inner(task, global, cfg, batch_seed, progress),
+            Kind::Lipsum(task) => run_inner(task, global, cfg, batch_seed, progress),
+        }
+    }
+
+    /// Mean cross-entropy and accuracy on the held-out split (all 360 test digits; for
+    /// lipsum-gpt up to 64 fixed non-overlapping windows from the held-out 10 %).
+    pub fn evaluate(&self, params: &[f32]) -> Result<Eval, TrainerError> {
+        self.check_len(params)?;
+        let device = Device::flex();
+        match &self.kind {
+            Kind::Digits(task) => task.evaluate(&flat::load(task.build(&device), params)?, &device),
+            Kind::Lipsum(task) => task.evaluate(&flat::load(task.build(&device), params)?, &device),
+        }
+    }
+
+    /// Names and shapes of the parameter tensors, in flat order (their sizes sum to
+    /// [`num_params`](Self::num_params)). Linear weights are `[d_input, d_output]`.
+    pub fn param_layout(&self) -> Vec<(String, Vec<usize>)> {
+        self.layout.clone()
+    }
+
+    fn check_len(&self, params: &[f32]) -> Result<(), TrainerError> {
+        if params.len() == self.num_params() {
+            Ok(())
+        } else {
+            Err(TrainerError::ParamLength {
+                what: format!("model `{}`", self.info.name),
+                expected: self.num_params(),
+                got: params.len(),
+            })
+        }
+    }
+}
+
+fn check_config(cfg: &TrainConfig) -> Result<(), TrainerError> {
+    let bad = |m: &str| Err(TrainerError::InvalidConfig(m.to_string()));
+    if cfg.inner_steps == 0 {
+        return bad("inner_steps must be at least 1");
+    }
+    if cfg.batch_size == 0 {
+        return bad("batch_size must be at least 1");
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return bad("lr must be finite and positive");
+    }
+    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+        return bad("weight_decay must be finite and non-negative");
+    }
+    Ok(())
+}
+
+fn run_inner<T: Task>(
+    task: &T,
+    global: &[f32],
+    cfg: &TrainConfig,
+    batch_seed: [u8; 32],
+    progress: &mut dyn FnMut(u32, f32),
+) -> Result<InnerResult, TrainerError> {
+    let device = Device::flex().autodiff();
+    // Nothing here draws from burn's generator; seed it anyway so that nothing could differ.
+    device.seed(Rng::from_bytes(batch_seed).next_u64());
+    let mut model = flat::load(task.build(&device), global)?;
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init();
+    let mut rng = Rng::from_bytes(batch_seed);
+    let mut loss_sum = 0f64;
+    for step in 1..=cfg.inner_steps {
+        let loss = task.train_loss(&model, &mut rng, cfg.batch_size, &device); // [1]
+        let value = loss
+            .clone()
+            .try_into_scalar::<f32>()
+            .map_err(|e| TrainerError::Backend(format!("reading the loss: {e:?}")))?;
+        if !value.is_finite() {
+            return Err(TrainerError::NonFiniteLoss { step, loss: value });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(cfg.lr, model, grads);
+        loss_sum += f64::from(value);
+        progress(step, value);
+    }
+    Ok(InnerResult {
+        params: flat::read(&model)?,
+        samples: u64::from(cfg.inner_steps) * cfg.batch_size as u64,
+        mean_loss: (loss_sum / f64::from(cfg.inner_steps)) as f32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainer_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Trainer>();
+    }
+}

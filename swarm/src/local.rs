@@ -1,0 +1,181 @@
+//! `swarm local`: a bootstrap node and N peers as child processes on
+//! 127.0.0.1, with their progress merged into one view.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use swarm::RoundReport;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Model name (see `swarm models`).
+    model: String,
+    /// Number of peers.
+    #[arg(long, default_value_t = 3)]
+    peers: u32,
+    /// Rounds to run [default: the run spec's].
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Folder for the peers' keys, checkpoints and logs [default: a new temp dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print every peer's JSON line instead of the merged view.
+    #[arg(long)]
+    json: bool,
+}
+
+enum Msg {
+    Report(usize, RoundReport),
+    Exit,
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn run(args: LocalArgs) -> Result<()> {
+    trainer::model_info(&args.model)?;
+    if args.peers == 0 {
+        bail!("--peers must be at least 1");
+    }
+    let exe = std::env::current_exe().context("locating the swarm binary")?;
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("swarm-local-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut children = Children(Vec::new());
+
+    let mut boot = Command::new(&exe)
+        .args(["bootstrap", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--key"])
+        .arg(dir.join("bootstrap.key"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the bootstrap node")?;
+    let out = boot.stdout.take().context("bootstrap stdout")?;
+    children.0.push(boot);
+    let mut lines = BufReader::new(out).lines();
+    let addr = loop {
+        let line = lines.next().context("the bootstrap node exited before listening")??;
+        if let Some(a) = line.strip_prefix("bootstrap: listening on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    eprintln!("bootstrap node at {addr}");
+    eprintln!("peer logs in {}", dir.display());
+
+    let (tx, rx) = mpsc::channel();
+    for i in 0..args.peers as usize {
+        let log = std::fs::File::create(dir.join(format!("peer-{i}.log")))?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["join", &args.model, "--json", "--bootstrap", &addr])
+            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .args(["--min-peers", &args.peers.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join(format!("peer-{i}")));
+        if let Some(r) = args.rounds {
+            cmd.args(["--rounds", &r.to_string()]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().context("starting a peer")?;
+        let out = child.stdout.take().context("peer stdout")?;
+        children.0.push(child);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(r) = serde_json::from_str::<RoundReport>(&line) {
+                    let _ = tx.send(Msg::Report(i, r));
+                }
+            }
+            let _ = tx.send(Msg::Exit);
+        });
+    }
+    drop(tx);
+
+    let n = args.peers as usize;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(format!("waiting for {n} peers to meet"));
+    let mut rounds: BTreeMap<u64, BTreeMap<usize, RoundReport>> = BTreeMap::new();
+    let mut exited = 0;
+    let mut disagreements = 0;
+    let mut last: Option<RoundReport> = None;
+    let started = Instant::now();
+    while exited < n {
+        let Ok(msg) = rx.recv() else { break };
+        match msg {
+            Msg::Exit => exited += 1,
+            Msg::Report(i, r) => {
+                if args.json {
+                    bar.suspend(|| println!("{{\"peer_index\":{i},\"report\":{}}}", r.json()));
+                }
+                let round = r.round;
+                let entry = rounds.entry(round).or_default();
+                entry.insert(i, r);
+                if entry.len() == n {
+                    let reports = rounds.remove(&round).unwrap_or_default();
+                    let first = reports.values().next().cloned();
+                    let Some(first) = first else { continue };
+                    let agree = reports.values().all(|x| x.state_hash == first.state_hash);
+                    if !agree {
+                        disagreements += 1;
+                    }
+                    let sent: u64 = reports.values().map(|x| x.bytes_sent).sum::<u64>() / n as u64;
+                    if !args.json {
+                        let acc = first.eval_accuracy.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
+                        bar.suspend(|| {
+                            println!(
+                                "round {:>3} | loss {:.4}{acc} | {} | {} contributed | sent/peer {} | state {}",
+                                round,
+                                first.eval_loss,
+                                if agree { format!("{n}/{n} peers agree") } else { "PEERS DISAGREE".to_string() },
+                                first.contributors,
+                                swarm::report::human_bytes(sent),
+                                &first.state_hash[..16],
+                            )
+                        });
+                    }
+                    bar.set_message(format!("round {round} applied, training round {}", round + 1));
+                    last = Some(first);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let mut failed = 0;
+    for c in children.0.iter_mut().skip(1) {
+        match c.wait() {
+            Ok(s) if s.success() => {}
+            _ => failed += 1,
+        }
+    }
+    let secs = started.elapsed().as_secs_f32();
+    match &last {
+        Some(r) => eprintln!(
+            "done: {} rounds in {secs:.1} s, final loss {:.4}{}, {}",
+            r.round,
+            r.eval_loss,
+            r.eval_accuracy.map(|a| format!(", accuracy {a:.3}")).unwrap_or_default(),
+            if disagreements == 0 { "all peers agreed on every round".to_string() } else { format!("{disagreements} rounds disagreed") }
+        ),
+        None => eprintln!("done: no round completed (see the peer logs in {})", dir.display()),
+    }
+    if failed > 0 || disagreements > 0 || last.is_none() {
+        bail!("{failed} peers failed, {disagreements} rounds disagreed (logs in {})", dir.display());
+    }
+    Ok(())
+}

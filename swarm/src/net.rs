@@ -1,0 +1,159 @@
+//! libp2p plumbing: the behaviour (gossipsub, Kademlia, identify, ping and a
+//! request-response protocol for blobs), its codec, and swarm construction.
+
+use crate::Error;
+use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identify, kad, ping, request_response, Multiaddr, PeerId, StreamProtocol, Swarm};
+use std::io;
+use std::time::Duration;
+
+/// Kademlia protocol name of swarm's DHT (kept apart from the public IPFS DHT).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/kad/1.0.0");
+/// Blob request-response protocol.
+pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/blob/1.0.0");
+/// Identify's protocol version string.
+pub const IDENTIFY_VERSION: &str = "/swarm/1.0.0";
+/// Gossipsub's limit on one message (our envelopes are bounded at 64 KiB).
+pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
+
+/// The node's libp2p behaviour.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Small signed control messages.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Discovery.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Listen addresses and protocols of peers.
+    pub identify: identify::Behaviour,
+    /// Liveness.
+    pub ping: ping::Behaviour,
+    /// Blob transfer.
+    pub blobs: request_response::Behaviour<BlobCodec>,
+}
+
+/// Frames blob requests (a 32-byte hash) and responses (a status byte, then
+/// the blob) on a stream that the handler closes after each message. Reads
+/// are bounded: a response larger than `max_response` is an error.
+#[derive(Clone, Debug)]
+pub struct BlobCodec {
+    /// Largest response accepted, in bytes.
+    pub max_response: usize,
+}
+
+async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    io.take(max as u64 + 1).read_to_end(&mut v).await?;
+    if v.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("message over {max} bytes")));
+    }
+    Ok(v)
+}
+
+impl request_response::Codec for BlobCodec {
+    type Protocol = StreamProtocol;
+    type Request = [u8; 32];
+    type Response = Option<Vec<u8>>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<[u8; 32]>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let v = read_bounded(io, 32).await?;
+        v.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "request is not a 32-byte hash"))
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Option<Vec<u8>>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut v = read_bounded(io, self.max_response + 1).await?;
+        match v.first() {
+            Some(1) => {
+                v.remove(0);
+                Ok(Some(v))
+            }
+            Some(0) if v.len() == 1 => Ok(None),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "bad blob response")),
+        }
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: [u8; 32]) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Option<Vec<u8>>) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        match res {
+            Some(b) => {
+                io.write_all(&[1]).await?;
+                io.write_all(&b).await
+            }
+            None => io.write_all(&[0]).await,
+        }
+    }
+}
+
+/// Builds the swarm. `topic_bytes` is the blob size bound.
+pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour>, Error> {
+    let keypair = crate::identity::to_libp2p(key);
+    let peer_id = keypair.public().to_peer_id();
+    let gs_cfg = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .heartbeat_interval(Duration::from_millis(500))
+        .flood_publish(true)
+        .build()
+        .map_err(|e| Error::Net(e.to_string()))?;
+    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gs_cfg)
+        .map_err(|e| Error::Net(e.to_string()))?;
+    let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+    kcfg.set_query_timeout(Duration::from_secs(10));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kcfg);
+    kad.set_mode(Some(kad::Mode::Server));
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_VERSION.to_string(), keypair.public())
+            .with_agent_version(format!("swarm/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let blobs = request_response::Behaviour::with_codec(
+        BlobCodec { max_response: max_blob },
+        [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+    );
+    let behaviour = Behaviour { gossipsub, kad, identify, ping: ping::Behaviour::default(), blobs };
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic_config(|mut c| {
+            c.handshake_timeout = Duration::from_secs(3);
+            c
+        })
+        .with_behaviour(move |_| behaviour)
+        .map_err(|e| Error::Net(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// Splits `/ip4/.../udp/N/quic-v1/p2p/ID` into the transport address and the
+/// peer id.
+pub fn split_p2p(addr: &str) -> Result<(Multiaddr, PeerId), Error> {
+    let bad = |reason: &str| Error::BadAddr { addr: addr.to_string(), reason: reason.to_string() };
+    let mut ma: Multiaddr = addr.parse().map_err(|e: libp2p::multiaddr::Error| bad(&e.to_string()))?;
+    match ma.pop() {
+        Some(Protocol::P2p(id)) => Ok((ma, id)),
+        _ => Err(bad("must end with /p2p/<peer id>, as printed by `swarm bootstrap`")),
+    }
+}
+
+/// Parses a listen address.
+pub fn parse_addr(addr: &str) -> Result<Multiaddr, Error> {
+    addr.parse().map_err(|e: libp2p::multiaddr::Error| Error::BadAddr { addr: addr.to_string(), reason: e.to_string() })
+}

@@ -1,0 +1,563 @@
+//! The node: one event loop that owns the libp2p swarm, the protocol state
+//! machine, the blob store and the model state, and a cloneable [`Node`]
+//! handle to talk to it.
+
+use crate::blobs::BlobStore;
+use crate::net::{self, Behaviour, BehaviourEvent};
+use crate::report::RoundReport;
+use crate::work::{self, ModelState};
+use crate::Error;
+use libp2p::futures::StreamExt;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, kad, request_response, Multiaddr, Swarm};
+use protocol::{Config, Hash, InEvent, OutEvent, Peer, RunSpec};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use trainer::Trainer;
+
+/// How a node is started.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The run to join.
+    pub spec: RunSpec,
+    /// Where the key, and the run's checkpoints, live.
+    pub data_dir: PathBuf,
+    /// Bootstrap addresses (`/ip4/../udp/../quic-v1/p2p/<id>`).
+    pub bootstrap: Vec<String>,
+    /// Listen address.
+    pub listen: String,
+    /// Leave after this round (at most the spec's `rounds`).
+    pub last_round: Option<u64>,
+    /// Dial attempts per bootstrap address before giving up.
+    pub bootstrap_attempts: u32,
+}
+
+/// What the node tells its owner.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    /// Listening on this full address (with `/p2p/<id>`).
+    Listening(String),
+    /// A human-readable status line (joins, syncs, drops).
+    Info(String),
+    /// One inner step done.
+    TrainStep {
+        /// The round.
+        round: u64,
+        /// Step, from 1.
+        step: u32,
+        /// Steps in the round.
+        total: u32,
+        /// The step's loss.
+        loss: f32,
+    },
+    /// A round was applied.
+    Round(RoundReport),
+    /// The node left the run.
+    Finished,
+}
+
+enum Command {
+    Shutdown,
+    Stats(oneshot::Sender<protocol::round::Stats>),
+}
+
+/// A handle to a running node.
+#[derive(Clone, Debug)]
+pub struct Node {
+    cmd: mpsc::UnboundedSender<Command>,
+}
+
+impl Node {
+    /// Asks the node to leave the run (announces departure, then stops).
+    pub fn shutdown(&self) {
+        let _ = self.cmd.send(Command::Shutdown);
+    }
+
+    /// The protocol counters (drops, manifests, resyncs).
+    pub async fn stats(&self) -> Result<protocol::round::Stats, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Command::Stats(tx)).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+}
+
+enum Job {
+    Trained(Result<work::Trained, String>),
+    Applied(Result<work::Applied, String>),
+    Step { round: u64, step: u32, loss: f32 },
+}
+
+struct Fetch {
+    hash: Hash,
+    providers: VecDeque<protocol::PeerId>,
+}
+
+/// A started node: its handle, its events, and the task to await.
+pub type Started = (Node, mpsc::UnboundedReceiver<NodeEvent>, tokio::task::JoinHandle<Result<(), Error>>);
+
+/// Starts a node: loads the key, builds the model, listens, reaches a
+/// bootstrap node (bounded retries), then runs the event loop in a task.
+pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
+    cfg.spec.validate()?;
+    let trainer = Trainer::new(&cfg.spec.model)?;
+    let key = crate::identity::load_or_create(&cfg.data_dir.join("key"))?;
+    let run = cfg.spec.run_id();
+    let state = ModelState::genesis(&trainer, &cfg.spec);
+    let n = trainer.num_params();
+    let max_blob = n * 8 + (1 << 20);
+    let mut swarm = net::build(&key, max_blob)?;
+    swarm.listen_on(net::parse_addr(&cfg.listen)?).map_err(|e| Error::Net(e.to_string()))?;
+    let topic = gossipsub::IdentTopic::new(format!("swarm/run/{}", run.to_hex()));
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
+    let (events, events_rx) = mpsc::unbounded_channel();
+    reach_bootstrap(&mut swarm, &cfg, &events).await?;
+
+    let mut blobs = BlobStore::default();
+    let genesis = blobs.add(0, state.encode());
+    let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
+    let mut peer = Peer::new(Config::new(run, genesis, &cfg.spec, last_round), key.clone());
+    peer.add_local_blob(genesis);
+    let (cmd, cmd_rx) = mpsc::unbounded_channel();
+    let (jobs, jobs_rx) = mpsc::unbounded_channel();
+    let run_dir = cfg.data_dir.join("runs").join(&run.to_hex()[..16]);
+    let _ = std::fs::create_dir_all(&run_dir);
+    let _ = std::fs::write(run_dir.join("spec.toml"), cfg.spec.to_toml());
+    events
+        .send(NodeEvent::Info(format!(
+            "peer {} joined run {} ({}, {} parameters, rounds {}..={last_round})",
+            key.peer_id().short(),
+            &run.to_hex()[..16],
+            cfg.spec.model,
+            n,
+            1
+        )))
+        .ok();
+    let lp = EventLoop {
+        swarm,
+        topic,
+        peer,
+        trainer: Arc::new(Mutex::new(trainer)),
+        state: Some(state),
+        blobs,
+        run_dir,
+        spec: cfg.spec,
+        events,
+        cmd_rx,
+        jobs,
+        jobs_rx,
+        queue: VecDeque::new(),
+        fetches: HashMap::new(),
+        started: Instant::now(),
+        linger_until: None,
+        sent: 0,
+        received: 0,
+        sent_mark: 0,
+        received_mark: 0,
+        trained: BTreeMap::new(),
+        bad_blobs: 0,
+        bootstrap_peers: Vec::new(),
+        pending_apply_meta: None,
+    };
+    let handle = tokio::spawn(lp.run());
+    Ok((Node { cmd }, events_rx, handle))
+}
+
+/// Dials every bootstrap address until one connects, with bounded retries and
+/// backoff. No bootstrap addresses: nothing to do (the first peer of a swarm).
+async fn reach_bootstrap(
+    swarm: &mut Swarm<Behaviour>,
+    cfg: &NodeConfig,
+    events: &mpsc::UnboundedSender<NodeEvent>,
+) -> Result<(), Error> {
+    if cfg.bootstrap.is_empty() {
+        return Ok(());
+    }
+    let targets: Vec<(Multiaddr, libp2p::PeerId)> =
+        cfg.bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
+    let attempts = cfg.bootstrap_attempts.max(1);
+    let mut backoff = Duration::from_millis(250);
+    for attempt in 1..=attempts {
+        for (addr, id) in &targets {
+            let _ = swarm.dial(DialOpts::peer_id(*id).addresses(vec![addr.clone()]).build());
+        }
+        let mut failed = 0;
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => match ev {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if targets.iter().any(|(_, id)| *id == peer_id) => {
+                        for (addr, id) in &targets {
+                            swarm.behaviour_mut().kad.add_address(id, addr.clone());
+                        }
+                        let _ = swarm.behaviour_mut().kad.bootstrap();
+                        return Ok(());
+                    }
+                    SwarmEvent::OutgoingConnectionError { peer_id: Some(p), .. } if targets.iter().any(|(_, id)| *id == p) => {
+                        failed += 1;
+                        if failed >= targets.len() { break; }
+                    }
+                    SwarmEvent::NewListenAddr { address, .. } => {
+                        let id = *swarm.local_peer_id();
+                        events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
+                    }
+                    _ => {}
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        if attempt < attempts {
+            events
+                .send(NodeEvent::Info(format!(
+                    "bootstrap unreachable (attempt {attempt}/{attempts}), retrying in {} ms",
+                    backoff.as_millis()
+                )))
+                .ok();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
+        }
+    }
+    Err(Error::BootstrapUnreachable { addrs: cfg.bootstrap.join(", "), attempts })
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    topic: gossipsub::IdentTopic,
+    peer: Peer,
+    trainer: Arc<Mutex<Trainer>>,
+    /// None while a blocking job owns it.
+    state: Option<ModelState>,
+    blobs: BlobStore,
+    run_dir: PathBuf,
+    spec: RunSpec,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    jobs: mpsc::UnboundedSender<Job>,
+    jobs_rx: mpsc::UnboundedReceiver<Job>,
+    queue: VecDeque<InEvent>,
+    fetches: HashMap<request_response::OutboundRequestId, Fetch>,
+    started: Instant,
+    linger_until: Option<Instant>,
+    sent: u64,
+    received: u64,
+    sent_mark: u64,
+    received_mark: u64,
+    /// Per round: (train loss, payload bytes, own blob hash).
+    trained: BTreeMap<u64, (f32, u64, Hash)>,
+    bad_blobs: u64,
+    bootstrap_peers: Vec<libp2p::PeerId>,
+    /// (own contribution included, contributors) of the round being applied.
+    pending_apply_meta: Option<(bool, usize)>,
+}
+
+impl EventLoop {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn info(&self, s: String) {
+        self.events.send(NodeEvent::Info(s)).ok();
+    }
+
+    async fn run(mut self) -> Result<(), Error> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut discover = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            if let Some(t) = self.linger_until
+                && Instant::now() >= t
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                Some(job) = self.jobs_rx.recv() => self.on_job(job),
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Shutdown) | None => self.drive(InEvent::Shutdown),
+                    Some(Command::Stats(tx)) => { let _ = tx.send(self.peer.stats().clone()); }
+                },
+                _ = tick.tick() => self.drive(InEvent::Tick),
+                _ = discover.tick() => {
+                    let me = *self.swarm.local_peer_id();
+                    self.swarm.behaviour_mut().kad.get_closest_peers(me);
+                }
+            }
+        }
+    }
+
+    /// Feeds an event to the state machine and carries out what it asks,
+    /// including the events that carrying out produces.
+    fn drive(&mut self, ev: InEvent) {
+        self.queue.push_back(ev);
+        while let Some(ev) = self.queue.pop_front() {
+            let now = self.now();
+            for out in self.peer.handle(ev, now) {
+                self.execute(out);
+            }
+        }
+    }
+
+    fn execute(&mut self, out: OutEvent) {
+        match out {
+            OutEvent::Broadcast(bytes) => {
+                let fanout = self.swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&self.topic.hash())).count();
+                let len = bytes.len() as u64;
+                if self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes).is_ok() {
+                    self.sent += len * fanout as u64;
+                }
+            }
+            OutEvent::Fetch { hash, providers } => {
+                if self.blobs.get(&hash).is_some() {
+                    self.queue.push_back(InEvent::BlobReady(hash));
+                } else {
+                    self.request(Fetch { hash, providers: providers.into() });
+                }
+            }
+            OutEvent::StartTraining { round, base_state } => self.start_training(round, base_state),
+            OutEvent::LoadState { round, state } => {
+                let n = self.spec_params();
+                let loaded = match (self.blobs.get(&state), self.state.as_mut()) {
+                    (Some(bytes), Some(s)) => s.load(&bytes, n),
+                    _ => Err("state blob or model state missing".into()),
+                };
+                match loaded {
+                    Ok(()) => {
+                        self.info(format!("synced to the state of round {round} ({})", state.short()));
+                        self.queue.push_back(InEvent::StateLoaded { round });
+                    }
+                    Err(e) => self.info(format!("cannot load state {}: {e}", state.short())),
+                }
+            }
+            OutEvent::Apply { round, aggregator, manifest } => self.start_apply(round, aggregator, manifest),
+            OutEvent::Finished => {
+                self.events.send(NodeEvent::Finished).ok();
+                // Keep serving blobs briefly so slower peers can finish.
+                self.linger_until = Some(Instant::now() + Duration::from_secs(2));
+            }
+        }
+    }
+
+    fn spec_params(&self) -> usize {
+        self.state.as_ref().map(|s| s.params.len()).unwrap_or_default()
+    }
+
+    fn request(&mut self, mut f: Fetch) {
+        while let Some(p) = f.providers.pop_front() {
+            if p == self.peer.id() {
+                continue;
+            }
+            let Some(lp) = crate::identity::libp2p_peer(&p) else { continue };
+            let id = self.swarm.behaviour_mut().blobs.send_request(&lp, f.hash.0);
+            self.sent += 32;
+            self.fetches.insert(id, f);
+            return;
+        }
+        self.queue.push_back(InEvent::BlobFailed(f.hash));
+    }
+
+    fn start_training(&mut self, round: u64, base_state: Hash) {
+        let Some(state) = self.state.as_ref() else { return };
+        if state.hash() != base_state {
+            self.info(format!("round {round}: local state differs from the protocol's; training anyway"));
+        }
+        let global = state.params.clone();
+        let trainer = self.trainer.clone();
+        let jobs = self.jobs.clone();
+        let cfg = work::train_config(&self.spec);
+        let codec = self.spec.codec.clone();
+        let seed = work::batch_seed(&self.spec.run_id(), round, &self.peer.id());
+        tokio::task::spawn_blocking(move || {
+            let j2 = jobs.clone();
+            let mut progress = |step: u32, loss: f32| {
+                let _ = j2.send(Job::Step { round, step, loss });
+            };
+            let r = work::train(&trainer, &cfg, &codec, round, &global, seed, &mut progress);
+            let _ = jobs.send(Job::Trained(r));
+        });
+    }
+
+    fn start_apply(&mut self, round: u64, aggregator: protocol::PeerId, manifest: protocol::Manifest) {
+        let Some(state) = self.state.take() else { return };
+        let mut bytes = Vec::new();
+        for e in &manifest.entries {
+            match self.blobs.get(&e.hash) {
+                Some(b) => bytes.push(b),
+                None => {
+                    // The protocol only asks to apply once every blob is here.
+                    self.info(format!("round {round}: blob {} vanished", e.hash.short()));
+                    self.state = Some(state);
+                    return;
+                }
+            }
+        }
+        let trainer = self.trainer.clone();
+        let jobs = self.jobs.clone();
+        let dir = Some((self.run_dir.clone(), self.spec.model.clone()));
+        if aggregator == self.peer.id() {
+            self.info(format!("round {round}: I aggregated {} contributions", manifest.entries.len()));
+        }
+        let contributed = manifest.entries.iter().any(|e| e.peer == self.peer.id());
+        let contributors = manifest.entries.len();
+        tokio::task::spawn_blocking(move || {
+            let r = work::apply(&trainer, state, round, &manifest, &bytes, dir);
+            let _ = jobs.send(Job::Applied(r));
+        });
+        self.pending_apply_meta = Some((contributed, contributors));
+    }
+
+    fn on_job(&mut self, job: Job) {
+        match job {
+            Job::Step { round, step, loss } => {
+                let total = self.spec.train.inner_steps;
+                self.events.send(NodeEvent::TrainStep { round, step, total, loss }).ok();
+            }
+            Job::Trained(Ok(t)) => {
+                let payload = t.blob.len() as u64;
+                let hash = self.blobs.add(t.round, t.blob);
+                self.trained.insert(t.round, (t.train_loss, payload, hash));
+                self.drive(InEvent::TrainingDone { round: t.round, hash, samples: t.samples });
+            }
+            Job::Trained(Err(e)) => self.info(format!("training failed: {e}")),
+            Job::Applied(Ok(a)) => self.on_applied(a),
+            Job::Applied(Err(e)) => {
+                self.info(format!("applying the round failed: {e}"));
+                self.drive(InEvent::Shutdown);
+            }
+        }
+    }
+
+    fn on_applied(&mut self, a: work::Applied) {
+        let round = a.round;
+        let hash = a.hash;
+        self.blobs.insert_verified(round, hash, Arc::new(a.blob));
+        self.state = Some(a.state);
+        self.blobs.evict_before(round);
+        self.trained.retain(|r, _| *r >= round);
+        if !a.rejected.is_empty() {
+            self.info(format!("round {round}: {} contributions did not decode and were skipped", a.rejected.len()));
+        }
+        let (contributed, contributors) = self.pending_apply_meta.take().unwrap_or((false, 0));
+        let own = self.trained.get(&round).copied();
+        let eval = a.eval.unwrap_or(trainer::Eval { loss: f32::NAN, accuracy: None });
+        let report = RoundReport {
+            round,
+            state_hash: hash.to_hex(),
+            eval_loss: eval.loss,
+            eval_accuracy: eval.accuracy,
+            bytes_sent: self.sent - self.sent_mark,
+            bytes_received: self.received - self.received_mark,
+            peers: self.peer.members() + 1,
+            contributors,
+            contributed,
+            train_loss: own.map(|o| o.0),
+            payload_bytes: own.map(|o| o.1).unwrap_or(0),
+            params: self.spec_params(),
+            codec: self.spec.codec.name.clone(),
+            peer: self.peer.id().short(),
+            elapsed_ms: self.now(),
+        };
+        self.sent_mark = self.sent;
+        self.received_mark = self.received;
+        self.events.send(NodeEvent::Round(report)).ok();
+        self.drive(InEvent::Applied { round, state: hash });
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let id = *self.swarm.local_peer_id();
+                self.events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                self.received += message.data.len() as u64;
+                let now = self.now();
+                let verdict = match self.peer.handle_gossip(&message.data, now) {
+                    Ok(outs) => {
+                        for o in outs {
+                            self.execute(o);
+                        }
+                        self.drive(InEvent::Tick);
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                    Err(protocol::DropReason::StaleRound) => gossipsub::MessageAcceptance::Ignore,
+                    Err(_) => gossipsub::MessageAcceptance::Reject,
+                };
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    verdict,
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if info.protocols.iter().any(|p| *p == net::KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
+                if !self.swarm.is_connected(&peer) && !self.bootstrap_peers.contains(&peer) {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(ev)) => self.on_blob_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<Vec<u8>>>) {
+        match ev {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    self.received += 32;
+                    let blob = self.blobs.get(&Hash(request)).map(|b| b.to_vec());
+                    self.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);
+                    let _ = self.swarm.behaviour_mut().blobs.send_response(channel, blob);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    let Some(f) = self.fetches.remove(&request_id) else { return };
+                    match response {
+                        Some(bytes) if Hash::of(&bytes) == f.hash => {
+                            self.received += bytes.len() as u64 + 1;
+                            let round = self.peer.round();
+                            self.blobs.insert_verified(round, f.hash, Arc::new(bytes));
+                            self.drive(InEvent::BlobReady(f.hash));
+                        }
+                        Some(bytes) => {
+                            self.received += bytes.len() as u64 + 1;
+                            self.bad_blobs += 1;
+                            self.info(format!("a peer served bytes that do not hash to {}", f.hash.short()));
+                            self.request(f);
+                            self.drain();
+                        }
+                        None => {
+                            self.request(f);
+                            self.drain();
+                        }
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, .. } => {
+                if let Some(f) = self.fetches.remove(&request_id) {
+                    self.request(f);
+                    self.drain();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs queued events without adding one.
+    fn drain(&mut self) {
+        if let Some(ev) = self.queue.pop_front() {
+            self.drive(ev);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The per-round report: one readable line, or one JSON object per line.
+
+use serde::{Deserialize, Serialize};
+
+/// What a peer prints after applying a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    /// The round applied.
+    pub round: u64,
+    /// BLAKE3 of the state (parameters + outer optimizer) after the round.
+    pub state_hash: String,
+    /// Held-out loss.
+    pub eval_loss: f32,
+    /// Held-out accuracy, where the model has one.
+    pub eval_accuracy: Option<f32>,
+    /// Bytes this peer sent during the round (control + blobs).
+    pub bytes_sent: u64,
+    /// Bytes this peer received during the round.
+    pub bytes_received: u64,
+    /// Peers in the swarm as this peer sees it, itself included.
+    pub peers: usize,
+    /// Contributions applied this round.
+    pub contributors: usize,
+    /// Whether this peer's own contribution was among them.
+    pub contributed: bool,
+    /// Mean inner-loop training loss of this peer (if it trained).
+    pub train_loss: Option<f32>,
+    /// This peer's encoded pseudo-gradient, bytes.
+    pub payload_bytes: u64,
+    /// Parameters of the model.
+    pub params: usize,
+    /// The pseudo-gradient codec.
+    pub codec: String,
+    /// This peer's id (hex, short).
+    pub peer: String,
+    /// Milliseconds since the node started.
+    pub elapsed_ms: u64,
+}
+
+/// `12.3 KiB` style sizes.
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+impl RoundReport {
+    /// One line for a person.
+    pub fn line(&self) -> String {
+        let acc = self.eval_accuracy.map(|a| format!(" acc {:.3}", a)).unwrap_or_default();
+        format!(
+            "round {:>3} | loss {:.4}{} | peers {} ({} contributed{}) | sent {} recv {} | state {}",
+            self.round,
+            self.eval_loss,
+            acc,
+            self.peers,
+            self.contributors,
+            if self.contributed { ", incl. me" } else { "" },
+            human_bytes(self.bytes_sent),
+            human_bytes(self.bytes_received),
+            &self.state_hash[..16.min(self.state_hash.len())],
+        )
+    }
+
+    /// One JSON object (no newline).
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_json() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+        let r = RoundReport {
+            round: 3,
+            state_hash: "ab".repeat(32),
+            eval_loss: 0.5,
+            eval_accuracy: Some(0.9),
+            bytes_sent: 1,
+            bytes_received: 2,
+            peers: 3,
+            contributors: 3,
+            contributed: true,
+            train_loss: None,
+            payload_bytes: 4,
+            params: 5,
+            codec: "fp32".into(),
+            peer: "x".into(),
+            elapsed_ms: 6,
+        };
+        let back: RoundReport = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(back, r);
+        assert!(r.line().contains("round   3"));
+    }
+}

@@ -1,0 +1,70 @@
+//! What a model in the zoo has to provide, plus the loss helpers they share.
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::rng::Rng;
+use crate::{Eval, TrainerError};
+
+/// A model together with its data: enough to train and evaluate it.
+pub(crate) trait Task {
+    /// The burn module.
+    type Model: Module;
+
+    /// Builds the module structure on `device`. Parameters stay lazy (uninitialised) and are
+    /// always overwritten from a flat vector before use.
+    fn build(&self, device: &Device) -> Self::Model;
+
+    /// Mean cross-entropy of one training batch of `batch_size` examples drawn with `rng`.
+    /// Returns a `[1]` tensor.
+    fn train_loss(
+        &self,
+        model: &Self::Model,
+        rng: &mut Rng,
+        batch_size: usize,
+        device: &Device,
+    ) -> Tensor<1>;
+
+    /// Loss and accuracy on the held-out split.
+    fn evaluate(&self, model: &Self::Model, device: &Device) -> Result<Eval, TrainerError>;
+}
+
+/// Mean cross-entropy of `logits` `[n, classes]` against `targets` `[n]`; returns `[1]`.
+pub(crate) fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let log_probs = log_softmax(logits, 1);
+    log_probs.gather(1, targets.reshape([n, 1])).mean().neg()
+}
+
+/// An `[n]` int tensor of class indices.
+pub(crate) fn int_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [n]), device)
+}
+
+/// Loss and accuracy of `logits` `[n, classes]` against host-side `targets` (length n).
+pub(crate) fn eval_logits(
+    logits: Tensor<2>,
+    targets: &[i64],
+    device: &Device,
+) -> Result<Eval, TrainerError> {
+    let loss = cross_entropy(logits.clone(), int_tensor(targets.to_vec(), device))
+        .try_into_scalar::<f32>()
+        .map_err(|e| TrainerError::Backend(format!("reading the loss: {e:?}")))?;
+    let predicted = logits
+        .argmax(1)
+        .try_into_vec_as::<i64>()
+        .map_err(|e| TrainerError::Backend(format!("reading predictions: {e:?}")))?;
+    let correct = predicted
+        .iter()
+        .zip(targets)
+        .filter(|(p, t)| p == t)
+        .count();
+    let accuracy = if targets.is_empty() {
+        None
+    } else {
+        Some(correct as f32 / targets.len() as f32)
+    };
+    Ok(Eval { loss, accuracy })
+}

@@ -1,0 +1,146 @@
+//! Model zoo, parameter layout and initialisation.
+
+use trainer::{DIGITS_MLP, LIPSUM_GPT, Trainer, TrainerError, model_info, models};
+
+#[test]
+fn unknown_model_lists_known_names() {
+    let err = Trainer::new("resnet-9000").expect_err("unknown model must fail");
+    match &err {
+        TrainerError::UnknownModel { name, known } => {
+            assert_eq!(name, "resnet-9000");
+            assert_eq!(known, &vec![DIGITS_MLP.to_string(), LIPSUM_GPT.to_string()]);
+        }
+        other => panic!("wrong error: {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("digits-mlp") && msg.contains("lipsum-gpt"),
+        "{msg}"
+    );
+    assert!(matches!(
+        model_info("nope"),
+        Err(TrainerError::UnknownModel { .. })
+    ));
+}
+
+#[test]
+fn zoo_counts_match_trainers() {
+    let zoo = models();
+    let names: Vec<&str> = zoo.iter().map(|m| m.name).collect();
+    assert_eq!(names, [DIGITS_MLP, LIPSUM_GPT]);
+    for info in zoo {
+        let t = Trainer::new(info.name).unwrap();
+        assert_eq!(t.info(), info);
+        assert_eq!(t.num_params(), info.params);
+        assert_eq!(model_info(info.name).unwrap(), info);
+        assert!(!info.description.is_empty());
+    }
+    // 64*64 + 64 + 64*10 + 10
+    assert_eq!(model_info(DIGITS_MLP).unwrap().params, 4810);
+}
+
+#[test]
+fn layout_matches_param_count_and_names_are_unique() {
+    for name in [DIGITS_MLP, LIPSUM_GPT] {
+        let t = Trainer::new(name).unwrap();
+        let layout = t.param_layout();
+        let total: usize = layout
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(total, t.num_params(), "{name}");
+        let mut names: Vec<&String> = layout.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), layout.len(), "{name}: duplicate names");
+        assert!(layout.iter().all(|(n, s)| !n.is_empty() && !s.is_empty()));
+    }
+    let mlp = Trainer::new(DIGITS_MLP).unwrap().param_layout();
+    let expect: Vec<(String, Vec<usize>)> = vec![
+        ("fc1.weight".into(), vec![64, 64]),
+        ("fc1.bias".into(), vec![64]),
+        ("fc2.weight".into(), vec![64, 10]),
+        ("fc2.bias".into(), vec![10]),
+    ];
+    assert_eq!(mlp, expect);
+}
+
+#[test]
+fn init_params_is_deterministic_and_shaped() {
+    for name in [DIGITS_MLP, LIPSUM_GPT] {
+        let t = Trainer::new(name).unwrap();
+        let a = t.init_params(7);
+        let b = t.init_params(7);
+        let c = t.init_params(8);
+        assert_eq!(a.len(), t.num_params());
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert_ne!(a, c);
+        assert!(a.iter().all(|x| x.is_finite() && x.abs() <= 1.0));
+        // Every tensor follows its rule: biases/beta zero, gamma one, weights non-constant.
+        let mut off = 0;
+        for (pname, shape) in t.param_layout() {
+            let n: usize = shape.iter().product();
+            let v = &a[off..off + n];
+            off += n;
+            if pname.ends_with("bias") || pname.ends_with("beta") {
+                assert!(v.iter().all(|x| *x == 0.0), "{pname}");
+            } else if pname.ends_with("gamma") {
+                assert!(v.iter().all(|x| *x == 1.0), "{pname}");
+            } else {
+                assert!(v.iter().any(|x| *x != v[0]), "{pname}");
+            }
+        }
+    }
+}
+
+#[test]
+fn init_params_golden_hash() {
+    // Pins our RNG and init rule: any change here changes every run's starting point.
+    let t = Trainer::new(DIGITS_MLP).unwrap();
+    let p = t.init_params(0);
+    let hash = trainer::state_hash(&p, &[]);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, GOLDEN_DIGITS_INIT_0, "init_params(0) changed");
+}
+
+const GOLDEN_DIGITS_INIT_0: &str =
+    "a07b3696989e623107ff2e03952bceb772da0b2e0b02d8bdde27f10c8c3b6132";
+
+#[test]
+fn wrong_lengths_are_errors() {
+    let t = Trainer::new(DIGITS_MLP).unwrap();
+    let short = vec![0.0; t.num_params() - 1];
+    let cfg = trainer::default_train_config(DIGITS_MLP);
+    assert!(matches!(
+        t.inner_loop(&short, &cfg, [0; 32], &mut |_, _| {}),
+        Err(TrainerError::ParamLength { .. })
+    ));
+    assert!(matches!(
+        t.evaluate(&short),
+        Err(TrainerError::ParamLength { .. })
+    ));
+    let p = t.init_params(1);
+    let bad = trainer::TrainConfig {
+        inner_steps: 0,
+        ..cfg
+    };
+    assert!(matches!(
+        t.inner_loop(&p, &bad, [0; 32], &mut |_, _| {}),
+        Err(TrainerError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn nan_parameters_give_an_error_not_garbage() {
+    let t = Trainer::new(DIGITS_MLP).unwrap();
+    let mut p = t.init_params(2);
+    p[5] = f32::NAN;
+    let cfg = trainer::default_train_config(DIGITS_MLP);
+    assert!(matches!(
+        t.inner_loop(&p, &cfg, [0; 32], &mut |_, _| {}),
+        Err(TrainerError::NonFiniteLoss { step: 1, .. })
+    ));
+}
