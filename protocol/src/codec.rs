@@ -117,7 +117,10 @@ mod tests {
         for level in [0, 3] {
             let bytes = encode("fp32", &v, level).unwrap();
             let back = decode(&bytes, 1000).unwrap();
-            assert_eq!(back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            assert_eq!(
+                back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 

@@ -115,15 +115,9 @@ pub struct Envelope {
 
 impl Envelope {
     /// Encodes and signs. Fails only if the result would exceed the bound.
-    pub fn seal(
-        key: &Keypair,
-        run: Hash,
-        round: u64,
-        message: &Message,
-    ) -> Result<Vec<u8>, DropReason> {
+    pub fn seal(key: &Keypair, run: Hash, round: u64, message: &Message) -> Result<Vec<u8>, DropReason> {
         let cfg = bincode::config::standard();
-        let payload =
-            bincode::serde::encode_to_vec(message, cfg).map_err(|_| DropReason::Malformed)?;
+        let payload = bincode::serde::encode_to_vec(message, cfg).map_err(|_| DropReason::Malformed)?;
         let mut out = Vec::with_capacity(HEADER + payload.len() + SIG);
         out.push(VERSION);
         out.extend_from_slice(&run.0);

@@ -15,7 +15,7 @@ pub mod spec;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sim;
 
-pub use envelope::{DropReason, Envelope, Message, MAX_ENVELOPE_BYTES};
+pub use envelope::{DropReason, Envelope, MAX_ENVELOPE_BYTES, Message};
 pub use id::{Hash, Keypair, PeerId};
 pub use round::{Config, InEvent, Manifest, ManifestEntry, OutEvent, Peer, Phase};
 pub use spec::{RunSpec, SpecError};

@@ -17,9 +17,9 @@
 //! blob it names (the state at the start of that round), applies the manifest
 //! and contributes from the next round on.
 
+use crate::Time;
 use crate::envelope::{DropReason, Envelope, Message, Status};
 use crate::id::{Hash, Keypair, PeerId};
-use crate::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -329,9 +329,7 @@ impl Peer {
                 InEvent::Gossip(bytes) => {
                     let _ = self.on_gossip(&bytes, now);
                 }
-                InEvent::TrainingDone { round, hash, samples } => {
-                    self.on_trained(round, hash, samples, now)
-                }
+                InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples, now),
                 InEvent::BlobReady(hash) => self.on_blob(hash),
                 InEvent::BlobFailed(hash) => self.on_blob_failed(hash, now),
                 InEvent::Applied { round, state } => self.on_applied(round, state, now),
@@ -446,8 +444,7 @@ impl Peer {
 
     /// A contribution or manifest from `peer` shows it active in `round`.
     fn touch(&mut self, peer: PeerId, round: u64, now: Time) {
-        let info =
-            self.peers.entry(peer).or_insert(PeerInfo { status: Status::Active, round, last_seen: now });
+        let info = self.peers.entry(peer).or_insert(PeerInfo { status: Status::Active, round, last_seen: now });
         info.last_seen = now;
         info.status = Status::Active;
         info.round = info.round.max(round);
@@ -464,10 +461,7 @@ impl Peer {
 
     /// Whether this peer holds the state of its current round.
     fn holds_state(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Training(_) | Phase::Gathering(_) | Phase::Collecting(_) | Phase::Applying(_)
-        )
+        matches!(self.phase, Phase::Training(_) | Phase::Gathering(_) | Phase::Collecting(_) | Phase::Applying(_))
     }
 
     fn accept_manifest(&mut self, round: u64, aggregator: PeerId, m: Manifest, now: Time) {
@@ -693,9 +687,11 @@ impl Peer {
             Phase::Waiting => self.poll_waiting(now),
             Phase::Gathering(r) => self.poll_gathering(r, now),
             Phase::Collecting(r) => {
-                let ready = self.rounds.get(&r).and_then(|d| d.manifest.clone()).filter(|(_, m)| {
-                    m.entries.iter().all(|e| self.have.contains(&e.hash))
-                });
+                let ready = self
+                    .rounds
+                    .get(&r)
+                    .and_then(|d| d.manifest.clone())
+                    .filter(|(_, m)| m.entries.iter().all(|e| self.have.contains(&e.hash)));
                 if let Some((aggregator, manifest)) = ready {
                     self.phase = Phase::Applying(r);
                     self.out.push(OutEvent::Apply { round: r, aggregator, manifest });
@@ -723,7 +719,9 @@ impl Peer {
     fn poll_gathering(&mut self, round: u64, now: Time) {
         let cands = self.candidates(round);
         let k = cands.iter().position(|p| *p == self.me).unwrap_or(0) as u64;
-        let Some(data) = self.rounds.get(&round) else { return };
+        let Some(data) = self.rounds.get(&round) else {
+            return;
+        };
         let ready: Vec<ManifestEntry> = data
             .contributions
             .iter()
@@ -737,11 +735,7 @@ impl Peer {
             .all(|(p, _)| data.contributions.contains_key(p))
             && ready.len() == data.contributions.len();
         let deadline = self.round_started + self.cfg.round_timeout;
-        let go = if k == 0 {
-            all_in || now >= deadline
-        } else {
-            now >= deadline + k * self.cfg.aggregator_timeout
-        };
+        let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
         // Someone already moved past this round: its manifest exists and we
         // missed it. Publishing another would split the swarm; wait for the
         // next manifest and sync from it instead.

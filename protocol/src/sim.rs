@@ -7,9 +7,9 @@
 //! same manifests from the same state therefore hold the same state hash,
 //! exactly the property the real node has with real parameters.
 
+use crate::Time;
 use crate::id::{Hash, Keypair, PeerId};
 use crate::round::{Config, InEvent, Manifest, OutEvent, Peer, Phase};
-use crate::Time;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -215,7 +215,9 @@ impl Sim {
             }
             self.queue.pop();
             self.now = t;
-            let Some(ev) = self.events.remove(&seq) else { continue };
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
             if !self.nodes[node].alive || self.nodes[node].finished {
                 continue;
             }
@@ -241,7 +243,9 @@ impl Sim {
     /// Runs until `pred` holds (checked after each event) or `until`.
     pub fn run_while(&mut self, until: Time, mut pred: impl FnMut(&Sim) -> bool) {
         while pred(self) && self.now < until && !self.all_finished() {
-            let Some(Reverse((t, _, _))) = self.queue.peek().copied() else { break };
+            let Some(Reverse((t, _, _))) = self.queue.peek().copied() else {
+                break;
+            };
             self.run_until(t);
         }
     }
@@ -263,9 +267,10 @@ impl Sim {
                 }
             }
             OutEvent::Fetch { hash, providers } => {
-                let holder = providers.iter().filter_map(|p| self.index.get(p).copied()).find(|&j| {
-                    self.nodes[j].alive && self.blobs.get(&hash).is_some_and(|s| s.contains(&j))
-                });
+                let holder = providers
+                    .iter()
+                    .filter_map(|p| self.index.get(p).copied())
+                    .find(|&j| self.nodes[j].alive && self.blobs.get(&hash).is_some_and(|s| s.contains(&j)));
                 let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
                 if holder.is_some() {
                     self.blobs.entry(hash).or_default().insert(i);

@@ -132,8 +132,7 @@ impl RunSpec {
 
     /// The run id: BLAKE3 of the canonical encoding.
     pub fn run_id(&self) -> Hash {
-        let bytes = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("a RunSpec always encodes");
+        let bytes = bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("a RunSpec always encodes");
         Hash::of(&bytes)
     }
 
@@ -206,10 +205,7 @@ mod tests {
     use super::*;
 
     fn spec() -> RunSpec {
-        RunSpec::new(
-            "digits-mlp",
-            TrainSpec { inner_steps: 50, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
-        )
+        RunSpec::new("digits-mlp", TrainSpec { inner_steps: 50, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 })
     }
 
     #[test]

@@ -23,8 +23,7 @@ fn bad_messages_are_dropped_and_counted() {
     bad_sig[n - 1] ^= 0xff;
     let wrong_run = Envelope::seal(&other, Hash::of(b"other"), 1, &hello).unwrap();
     let oversize = vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1];
-    let empty_manifest =
-        Message::Manifest(protocol::Manifest { state: Hash::default(), entries: vec![] });
+    let empty_manifest = Message::Manifest(protocol::Manifest { state: Hash::default(), entries: vec![] });
     let invalid = Envelope::seal(&other, run, 1, &empty_manifest).unwrap();
     for b in [bad_sig, wrong_run, oversize, invalid, vec![0u8; 10]] {
         assert!(p.handle(InEvent::Gossip(b), 0).iter().all(|o| matches!(o, protocol::OutEvent::Broadcast(_))));

@@ -1,8 +1,8 @@
 //! Simulator scenarios: agreement, aggregator loss, late joins.
 
+use protocol::Phase;
 use protocol::round::rank_key;
 use protocol::sim::{Sim, SimConfig};
-use protocol::Phase;
 
 fn assert_agreement(sim: &Sim) {
     assert_eq!(sim.first_disagreement(), None, "peers disagree");

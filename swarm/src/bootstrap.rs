@@ -1,11 +1,11 @@
 //! The discovery node: Kademlia in server mode, identify and ping; no
 //! training, no gossip. Peers pass its printed address to `--bootstrap`.
 
-use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::Error;
+use crate::net::{self, Behaviour, BehaviourEvent};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, Swarm};
+use libp2p::{Swarm, identify};
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,11 +38,11 @@ pub async fn run(
                     let id = *swarm.local_peer_id();
                     report(BootstrapEvent::Listening(format!("{address}/p2p/{id}")));
                 }
-                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                    if info.protocols.iter().any(|p| *p == net::KAD_PROTOCOL) {
-                        for addr in info.listen_addrs {
-                            swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                        }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                    if info.protocols.contains(&net::KAD_PROTOCOL) =>
+                {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
                 SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {

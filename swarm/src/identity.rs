@@ -10,8 +10,7 @@ pub fn load_or_create(path: &Path) -> Result<protocol::Keypair, Error> {
     let io = |source| Error::Io { path: path.display().to_string(), source };
     match std::fs::read(path) {
         Ok(bytes) => {
-            let secret: [u8; 32] =
-                bytes.try_into().map_err(|_| Error::BadKey(path.display().to_string()))?;
+            let secret: [u8; 32] = bytes.try_into().map_err(|_| Error::BadKey(path.display().to_string()))?;
             Ok(protocol::Keypair::from_secret(secret))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -1,7 +1,7 @@
 //! `swarm local`: a bootstrap node and N peers as child processes on
 //! 127.0.0.1, with their progress merged into one view.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -170,7 +170,11 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             r.round,
             r.eval_loss,
             r.eval_accuracy.map(|a| format!(", accuracy {a:.3}")).unwrap_or_default(),
-            if disagreements == 0 { "all peers agreed on every round".to_string() } else { format!("{disagreements} rounds disagreed") }
+            if disagreements == 0 {
+                "all peers agreed on every round".to_string()
+            } else {
+                format!("{disagreements} rounds disagreed")
+            }
         ),
         None => eprintln!("done: no round completed (see the peer logs in {})", dir.display()),
     }

@@ -2,11 +2,11 @@
 
 mod local;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use protocol::spec::TrainSpec;
 use protocol::RunSpec;
+use protocol::spec::TrainSpec;
 use std::path::PathBuf;
 use swarm::bootstrap::{self, BootstrapEvent};
 use swarm::{NodeConfig, NodeEvent};

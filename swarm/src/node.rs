@@ -2,15 +2,15 @@
 //! machine, the blob store and the model state, and a cloneable [`Node`]
 //! handle to talk to it.
 
+use crate::Error;
 use crate::blobs::BlobStore;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::report::RoundReport;
 use crate::work::{self, ModelState};
-use crate::Error;
 use libp2p::futures::StreamExt;
-use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{gossipsub, identify, kad, request_response, Multiaddr, Swarm};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, Swarm, gossipsub, identify, kad, request_response};
 use protocol::{Config, Hash, InEvent, OutEvent, Peer, RunSpec};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -159,8 +159,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         received_mark: 0,
         trained: BTreeMap::new(),
         bad_blobs: 0,
-        bootstrap_peers: Vec::new(),
         pending_apply_meta: None,
+        round_peers: BTreeMap::new(),
     };
     let handle = tokio::spawn(lp.run());
     Ok((Node { cmd }, events_rx, handle))
@@ -249,9 +249,10 @@ struct EventLoop {
     /// Per round: (train loss, payload bytes, own blob hash).
     trained: BTreeMap<u64, (f32, u64, Hash)>,
     bad_blobs: u64,
-    bootstrap_peers: Vec<libp2p::PeerId>,
     /// (own contribution included, contributors) of the round being applied.
     pending_apply_meta: Option<(bool, usize)>,
+    /// Peers (ourselves included) seen when each round started.
+    round_peers: BTreeMap<u64, usize>,
 }
 
 impl EventLoop {
@@ -303,7 +304,13 @@ impl EventLoop {
     fn execute(&mut self, out: OutEvent) {
         match out {
             OutEvent::Broadcast(bytes) => {
-                let fanout = self.swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&self.topic.hash())).count();
+                let fanout = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, t)| t.contains(&&self.topic.hash()))
+                    .count();
                 let len = bytes.len() as u64;
                 if self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes).is_ok() {
                     self.sent += len * fanout as u64;
@@ -349,7 +356,9 @@ impl EventLoop {
             if p == self.peer.id() {
                 continue;
             }
-            let Some(lp) = crate::identity::libp2p_peer(&p) else { continue };
+            let Some(lp) = crate::identity::libp2p_peer(&p) else {
+                continue;
+            };
             let id = self.swarm.behaviour_mut().blobs.send_request(&lp, f.hash.0);
             self.sent += 32;
             self.fetches.insert(id, f);
@@ -359,7 +368,10 @@ impl EventLoop {
     }
 
     fn start_training(&mut self, round: u64, base_state: Hash) {
-        let Some(state) = self.state.as_ref() else { return };
+        self.round_peers.insert(round, self.peer.members() + 1);
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
         if state.hash() != base_state {
             self.info(format!("round {round}: local state differs from the protocol's; training anyway"));
         }
@@ -380,7 +392,9 @@ impl EventLoop {
     }
 
     fn start_apply(&mut self, round: u64, aggregator: protocol::PeerId, manifest: protocol::Manifest) {
-        let Some(state) = self.state.take() else { return };
+        let Some(state) = self.state.take() else {
+            return;
+        };
         let mut bytes = Vec::new();
         for e in &manifest.entries {
             match self.blobs.get(&e.hash) {
@@ -436,6 +450,7 @@ impl EventLoop {
         self.state = Some(a.state);
         self.blobs.evict_before(round);
         self.trained.retain(|r, _| *r >= round);
+        self.round_peers.retain(|r, _| *r >= round);
         if !a.rejected.is_empty() {
             self.info(format!("round {round}: {} contributions did not decode and were skipped", a.rejected.len()));
         }
@@ -449,7 +464,7 @@ impl EventLoop {
             eval_accuracy: eval.accuracy,
             bytes_sent: self.sent - self.sent_mark,
             bytes_received: self.received - self.received_mark,
-            peers: self.peer.members() + 1,
+            peers: self.round_peers.get(&round).copied().unwrap_or(0).max(self.peer.members() + 1),
             contributors,
             contributed,
             train_loss: own.map(|o| o.0),
@@ -495,17 +510,17 @@ impl EventLoop {
                     verdict,
                 );
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                if info.protocols.iter().any(|p| *p == net::KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&net::KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
-                if !self.swarm.is_connected(&peer) && !self.bootstrap_peers.contains(&peer) {
-                    let _ = self.swarm.dial(peer);
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
+                if !self.swarm.is_connected(&peer) =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(ev)) => self.on_blob_event(ev),
             _ => {}
@@ -522,7 +537,9 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().blobs.send_response(channel, blob);
                 }
                 request_response::Message::Response { request_id, response } => {
-                    let Some(f) = self.fetches.remove(&request_id) else { return };
+                    let Some(f) = self.fetches.remove(&request_id) else {
+                        return;
+                    };
                     match response {
                         Some(bytes) if Hash::of(&bytes) == f.hash => {
                             self.received += bytes.len() as u64 + 1;

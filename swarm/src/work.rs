@@ -6,7 +6,7 @@ use protocol::spec::{CodecSpec, RunSpec};
 use protocol::{Hash, Manifest, PeerId};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use trainer::{checkpoint, Eval, OuterOptimizer, TrainConfig, Trainer};
+use trainer::{Eval, OuterOptimizer, TrainConfig, Trainer, checkpoint};
 
 /// The replicated state: parameters and the outer optimizer.
 #[derive(Clone, Debug)]
@@ -21,7 +21,8 @@ impl ModelState {
     /// The initial state of a run.
     pub fn genesis(trainer: &Trainer, spec: &RunSpec) -> ModelState {
         let params = trainer.init_params(spec.seed);
-        let outer = OuterOptimizer::new(spec.outer.lr as f32, spec.outer.momentum as f32, spec.outer.nesterov, params.len());
+        let outer =
+            OuterOptimizer::new(spec.outer.lr as f32, spec.outer.momentum as f32, spec.outer.nesterov, params.len());
         ModelState { params, outer }
     }
 
@@ -40,8 +41,7 @@ impl ModelState {
         if bytes.len() != n * 8 {
             return Err(format!("state blob has {} bytes, expected {}", bytes.len(), n * 8));
         }
-        let vals: Vec<f32> =
-            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let vals: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         if vals.iter().any(|v| !v.is_finite()) {
             return Err("state blob holds non-finite values".into());
         }

@@ -69,15 +69,8 @@ fn checksum(model: &str, round: &str, layout: &str, state: &str) -> String {
 /// Writes `ck` to `<dir>/checkpoint.safetensors` atomically (creating `dir` if needed).
 ///
 /// `layout` must describe `ck.params` exactly (sizes summing to its length, unique names).
-pub fn save(
-    dir: &Path,
-    layout: &[(String, Vec<usize>)],
-    ck: &Checkpoint,
-) -> Result<(), TrainerError> {
-    let total: usize = layout
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
+pub fn save(dir: &Path, layout: &[(String, Vec<usize>)], ck: &Checkpoint) -> Result<(), TrainerError> {
+    let total: usize = layout.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     if total != ck.params.len() {
         return Err(TrainerError::ParamLength {
             what: "the checkpoint layout".to_string(),
@@ -89,13 +82,11 @@ pub fn save(
     names.push(VELOCITY_TENSOR);
     names.sort_unstable();
     if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(TrainerError::InvalidLayout(format!(
-            "duplicate tensor names (or one named `{VELOCITY_TENSOR}`)"
-        )));
+        return Err(TrainerError::InvalidLayout(format!("duplicate tensor names (or one named `{VELOCITY_TENSOR}`)")));
     }
 
-    let layout_json = serde_json::to_string(layout)
-        .map_err(|e| TrainerError::InvalidLayout(format!("encoding the layout: {e}")))?;
+    let layout_json =
+        serde_json::to_string(layout).map_err(|e| TrainerError::InvalidLayout(format!("encoding the layout: {e}")))?;
     let round = ck.round.to_string();
     let state = hex(&state_hash(&ck.params, &ck.velocity));
     let metadata = HashMap::from([
@@ -104,28 +95,17 @@ pub fn save(
         ("round".to_string(), round.clone()),
         ("layout".to_string(), layout_json.clone()),
         ("state_hash".to_string(), state.clone()),
-        (
-            "checksum".to_string(),
-            checksum(&ck.model, &round, &layout_json, &state),
-        ),
+        ("checksum".to_string(), checksum(&ck.model, &round, &layout_json, &state)),
     ]);
 
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(layout.len() + 1);
     let mut offset = 0;
     for (name, shape) in layout {
         let n: usize = shape.iter().product();
-        buffers.push((
-            name.clone(),
-            shape.clone(),
-            f32_bytes(&ck.params[offset..offset + n]),
-        ));
+        buffers.push((name.clone(), shape.clone(), f32_bytes(&ck.params[offset..offset + n])));
         offset += n;
     }
-    buffers.push((
-        VELOCITY_TENSOR.to_string(),
-        vec![ck.velocity.len()],
-        f32_bytes(&ck.velocity),
-    ));
+    buffers.push((VELOCITY_TENSOR.to_string(), vec![ck.velocity.len()], f32_bytes(&ck.velocity)));
     let mut views = Vec::with_capacity(buffers.len());
     for (name, shape, bytes) in &buffers {
         let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
@@ -145,11 +125,7 @@ fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), TrainerError> {
         move |source| TrainerError::Io { path, source }
     };
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
-        ".{FILE_NAME}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = dir.join(format!(".{FILE_NAME}.tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(io(&tmp))?;
         file.write_all(bytes).map_err(io(&tmp))?;
@@ -164,9 +140,7 @@ fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), TrainerError> {
     }
     // Make the rename itself durable.
     #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     Ok(())
 }
 
@@ -179,75 +153,44 @@ pub fn load(dir: &Path) -> Result<Option<Checkpoint>, TrainerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(TrainerError::Io { path, source }),
     };
-    parse(&bytes)
-        .map(Some)
-        .map_err(|reason| TrainerError::CorruptCheckpoint { path, reason })
+    parse(&bytes).map(Some).map_err(|reason| TrainerError::CorruptCheckpoint { path, reason })
 }
 
 /// Decodes and verifies a checkpoint file's bytes.
 fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("header: {e}"))?;
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| format!("tensors: {e}"))?;
-    let meta = header
-        .metadata()
-        .as_ref()
-        .ok_or_else(|| "no metadata".to_string())?;
-    let get = |key: &str| {
-        meta.get(key)
-            .map(String::as_str)
-            .ok_or_else(|| format!("metadata key `{key}` missing"))
-    };
-    let (format, model, round_s, layout_s, state_s, sum_s) = (
-        get("format")?,
-        get("model")?,
-        get("round")?,
-        get("layout")?,
-        get("state_hash")?,
-        get("checksum")?,
-    );
+    let meta = header.metadata().as_ref().ok_or_else(|| "no metadata".to_string())?;
+    let get = |key: &str| meta.get(key).map(String::as_str).ok_or_else(|| format!("metadata key `{key}` missing"));
+    let (format, model, round_s, layout_s, state_s, sum_s) =
+        (get("format")?, get("model")?, get("round")?, get("layout")?, get("state_hash")?, get("checksum")?);
     if format != FORMAT {
         return Err(format!("unknown format `{format}`"));
     }
     if checksum(model, round_s, layout_s, state_s) != sum_s {
         return Err("metadata checksum mismatch".to_string());
     }
-    let round: u64 = round_s
-        .parse()
-        .map_err(|e| format!("bad round `{round_s}`: {e}"))?;
-    let layout: Vec<(String, Vec<usize>)> =
-        serde_json::from_str(layout_s).map_err(|e| format!("bad layout: {e}"))?;
+    let round: u64 = round_s.parse().map_err(|e| format!("bad round `{round_s}`: {e}"))?;
+    let layout: Vec<(String, Vec<usize>)> = serde_json::from_str(layout_s).map_err(|e| format!("bad layout: {e}"))?;
     if tensors.len() != layout.len() + 1 {
-        return Err(format!(
-            "{} tensors stored, layout names {} + velocity",
-            tensors.len(),
-            layout.len()
-        ));
+        return Err(format!("{} tensors stored, layout names {} + velocity", tensors.len(), layout.len()));
     }
 
     let read = |name: &str, shape: Option<&[usize]>| -> Result<Vec<f32>, String> {
-        let view = tensors
-            .tensor(name)
-            .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let view = tensors.tensor(name).map_err(|e| format!("tensor `{name}`: {e}"))?;
         if view.dtype() != Dtype::F32 {
             return Err(format!("tensor `{name}` is {:?}, not F32", view.dtype()));
         }
         match shape {
             Some(s) if view.shape() != s => {
-                return Err(format!(
-                    "tensor `{name}` has shape {:?}, layout says {s:?}",
-                    view.shape()
-                ));
+                return Err(format!("tensor `{name}` has shape {:?}, layout says {s:?}", view.shape()));
             }
             None if view.shape().len() != 1 => {
                 return Err(format!("tensor `{name}` is not flat: {:?}", view.shape()));
             }
             _ => {}
         }
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     };
     let mut params = Vec::new();
     for (name, shape) in &layout {
@@ -257,10 +200,5 @@ fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     if hex(&state_hash(&params, &velocity)) != state_s {
         return Err("state hash mismatch: parameters or velocity damaged".to_string());
     }
-    Ok(Checkpoint {
-        round,
-        params,
-        velocity,
-        model: model.to_string(),
-    })
+    Ok(Checkpoint { round, params, velocity, model: model.to_string() })
 }

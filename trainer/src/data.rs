@@ -65,12 +65,7 @@ impl Digits {
         };
         let (train_x, train_y) = gather(train_idx);
         let (test_x, test_y) = gather(test_idx);
-        Ok(Self {
-            train_x,
-            train_y,
-            test_x,
-            test_y,
-        })
+        Ok(Self { train_x, train_y, test_x, test_y })
     }
 
     /// Number of training samples.
@@ -105,9 +100,8 @@ impl Corpus {
         let vocab = Self::vocab();
         let mut tokens = Vec::with_capacity(lipsum::LIBER_PRIMUS.len());
         for c in lipsum::LIBER_PRIMUS.chars() {
-            let t = vocab
-                .binary_search(&c)
-                .map_err(|_| TrainerError::Data(format!("lipsum: char {c:?} not in vocab")))?;
+            let t =
+                vocab.binary_search(&c).map_err(|_| TrainerError::Data(format!("lipsum: char {c:?} not in vocab")))?;
             tokens.push(t as i64);
         }
         let cut = tokens.len() * 9 / 10;
@@ -119,10 +113,6 @@ impl Corpus {
                 heldout.len()
             )));
         }
-        Ok(Self {
-            vocab,
-            train: tokens,
-            heldout,
-        })
+        Ok(Self { vocab, train: tokens, heldout })
     }
 }

@@ -29,20 +29,14 @@ pub(crate) fn layout<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
             self.out.push((self.path.join("."), shape.to_vec()));
         }
     }
-    let mut visitor = Layout {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
+    let mut visitor = Layout { path: Vec::new(), out: Vec::new() };
     module.visit(&mut visitor);
     visitor.out
 }
 
 /// Total number of scalars in a layout.
 pub(crate) fn layout_len(layout: &[(String, Vec<usize>)]) -> usize {
-    layout
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
+    layout.iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
 /// Replaces every float parameter of `module` with the next slice of `flat`.
@@ -71,11 +65,7 @@ pub(crate) fn load<M: Module>(module: M, flat: &[f32]) -> Result<M, TrainerError
             param.transform_for_load(tensor, id)
         }
     }
-    let mut loader = Loader {
-        flat,
-        offset: 0,
-        overflow: false,
-    };
+    let mut loader = Loader { flat, offset: 0, overflow: false };
     let module = module.map(&mut loader);
     if loader.overflow || loader.offset != flat.len() {
         return Err(TrainerError::ParamLength {
@@ -104,10 +94,7 @@ pub(crate) fn read<M: Module>(module: &M) -> Result<Vec<f32>, TrainerError> {
             }
         }
     }
-    let mut reader = Reader {
-        out: Vec::new(),
-        error: None,
-    };
+    let mut reader = Reader { out: Vec::new(), error: None };
     module.visit(&mut reader);
     match reader.error {
         Some(e) => Err(TrainerError::Backend(e)),

@@ -131,9 +131,7 @@ impl Gpt {
 
 /// `[t, t]` additive causal mask: 0 where key <= query, -1e9 where the key is in the future.
 fn causal_mask(t: usize, device: &Device) -> Tensor<2> {
-    let values: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { -1.0e9 } else { 0.0 })
-        .collect();
+    let values: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { -1.0e9 } else { 0.0 }).collect();
     Tensor::from_data(TensorData::new(values, [t, t]), device)
 }
 
@@ -145,9 +143,7 @@ pub(crate) struct LipsumTask {
 impl LipsumTask {
     /// Tokenises and splits the text.
     pub fn new() -> Result<Self, TrainerError> {
-        Ok(Self {
-            corpus: Corpus::load(CONTEXT + 1)?,
-        })
+        Ok(Self { corpus: Corpus::load(CONTEXT + 1)? })
     }
 
     /// Inputs `[n, CONTEXT]` and flattened targets (`n * CONTEXT`) for windows of `tokens`
@@ -183,13 +179,7 @@ impl Task for LipsumTask {
         Gpt::new(self.corpus.vocab.len(), device)
     }
 
-    fn train_loss(
-        &self,
-        model: &Gpt,
-        rng: &mut Rng,
-        batch_size: usize,
-        device: &Device,
-    ) -> Tensor<1> {
+    fn train_loss(&self, model: &Gpt, rng: &mut Rng, batch_size: usize, device: &Device) -> Tensor<1> {
         let span = self.corpus.train.len() - CONTEXT; // > 0, checked by Corpus::load
         let starts: Vec<usize> = (0..batch_size).map(|_| rng.below(span)).collect();
         let (x, y) = Self::windows(&self.corpus.train, &starts, device);

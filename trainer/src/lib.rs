@@ -33,9 +33,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
 
 pub use error::TrainerError;
-pub use outer::{
-    OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average,
-};
+pub use outer::{OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
 
 use crate::gpt::LipsumTask;
 use crate::mlp::DigitsTask;
@@ -49,14 +47,8 @@ pub const LIPSUM_GPT: &str = "lipsum-gpt";
 
 /// The zoo: names and one-line descriptions.
 const ZOO: [(&str, &str); 2] = [
-    (
-        DIGITS_MLP,
-        "MLP 64-64-10 (ReLU) on the 1797 8x8 UCI digits (smartcore), 360 held out",
-    ),
-    (
-        LIPSUM_GPT,
-        "char-level causal transformer (ctx 64, d 64, 2 layers, 4 heads) on lipsum's LIBER_PRIMUS",
-    ),
+    (DIGITS_MLP, "MLP 64-64-10 (ReLU) on the 1797 8x8 UCI digits (smartcore), 360 held out"),
+    (LIPSUM_GPT, "char-level causal transformer (ctx 64, d 64, 2 layers, 4 heads) on lipsum's LIBER_PRIMUS"),
 ];
 
 /// A model of the zoo.
@@ -72,9 +64,7 @@ pub struct ModelInfo {
 
 /// All models of the zoo, with their parameter counts.
 pub fn models() -> Vec<ModelInfo> {
-    ZOO.iter()
-        .filter_map(|(name, _)| model_info(name).ok())
-        .collect()
+    ZOO.iter().filter_map(|(name, _)| model_info(name).ok()).collect()
 }
 
 /// The zoo entry called `name`; [`TrainerError::UnknownModel`] (listing the known names) if none.
@@ -85,21 +75,14 @@ pub fn model_info(name: &str) -> Result<ModelInfo, TrainerError> {
         DIGITS_MLP => flat::layout(&mlp::Mlp::new(&device)),
         _ => flat::layout(&gpt::Gpt::new(gpt::vocab_size(), &device)),
     };
-    Ok(ModelInfo {
-        name,
-        description,
-        params: flat::layout_len(&layout),
-    })
+    Ok(ModelInfo { name, description, params: flat::layout_len(&layout) })
 }
 
 fn zoo_entry(name: &str) -> Result<(&'static str, &'static str), TrainerError> {
-    ZOO.iter()
-        .find(|(n, _)| *n == name)
-        .copied()
-        .ok_or_else(|| TrainerError::UnknownModel {
-            name: name.to_string(),
-            known: ZOO.iter().map(|(n, _)| n.to_string()).collect(),
-        })
+    ZOO.iter().find(|(n, _)| *n == name).copied().ok_or_else(|| TrainerError::UnknownModel {
+        name: name.to_string(),
+        known: ZOO.iter().map(|(n, _)| n.to_string()).collect(),
+    })
 }
 
 /// Hyper-parameters of one inner loop.
@@ -118,18 +101,8 @@ pub struct TrainConfig {
 /// The suggested inner-loop settings for `model` (the digits settings for an unknown name).
 pub fn default_train_config(model: &str) -> TrainConfig {
     match model {
-        LIPSUM_GPT => TrainConfig {
-            inner_steps: 50,
-            lr: 0.003,
-            batch_size: 16,
-            weight_decay: 0.01,
-        },
-        _ => TrainConfig {
-            inner_steps: 50,
-            lr: 0.002,
-            batch_size: 32,
-            weight_decay: 0.0,
-        },
+        LIPSUM_GPT => TrainConfig { inner_steps: 50, lr: 0.003, batch_size: 16, weight_decay: 0.01 },
+        _ => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 32, weight_decay: 0.0 },
     }
 }
 
@@ -190,11 +163,7 @@ impl Trainer {
                 (Kind::Lipsum(task), layout)
             }
         };
-        let info = ModelInfo {
-            name,
-            description,
-            params: flat::layout_len(&layout),
-        };
+        let info = ModelInfo { name, description, params: flat::layout_len(&layout) };
         Ok(Trainer { info, kind, layout })
     }
 
@@ -317,9 +286,7 @@ fn run_inner<T: Task>(
     // Nothing here draws from burn's generator; seed it anyway so that nothing could differ.
     device.seed(Rng::from_bytes(batch_seed).next_u64());
     let mut model = flat::load(task.build(&device), global)?;
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init();
+    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
     let mut rng = Rng::from_bytes(batch_seed);
     let mut loss_sum = 0f64;
     for step in 1..=cfg.inner_steps {

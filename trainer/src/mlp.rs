@@ -44,9 +44,7 @@ pub(crate) struct DigitsTask {
 impl DigitsTask {
     /// Loads and splits the data set.
     pub fn new() -> Result<Self, TrainerError> {
-        Ok(Self {
-            data: Digits::load()?,
-        })
+        Ok(Self { data: Digits::load()? })
     }
 }
 
@@ -57,13 +55,7 @@ impl Task for DigitsTask {
         Mlp::new(device)
     }
 
-    fn train_loss(
-        &self,
-        model: &Mlp,
-        rng: &mut Rng,
-        batch_size: usize,
-        device: &Device,
-    ) -> Tensor<1> {
+    fn train_loss(&self, model: &Mlp, rng: &mut Rng, batch_size: usize, device: &Device) -> Tensor<1> {
         let f = DIGITS_FEATURES;
         let mut x = Vec::with_capacity(batch_size * f);
         let mut y = Vec::with_capacity(batch_size);
@@ -78,10 +70,7 @@ impl Task for DigitsTask {
 
     fn evaluate(&self, model: &Mlp, device: &Device) -> Result<Eval, TrainerError> {
         let n = self.data.test_y.len();
-        let x = Tensor::<2>::from_data(
-            TensorData::new(self.data.test_x.clone(), [n, DIGITS_FEATURES]),
-            device,
-        );
+        let x = Tensor::<2>::from_data(TensorData::new(self.data.test_x.clone(), [n, DIGITS_FEATURES]), device);
         eval_logits(model.forward(x), &self.data.test_y, device)
     }
 }

@@ -19,12 +19,7 @@ pub struct OuterOptimizer {
 impl OuterOptimizer {
     /// An optimizer for `n` parameters with zero velocity.
     pub fn new(lr: f32, momentum: f32, nesterov: bool, n: usize) -> Self {
-        Self {
-            lr,
-            momentum,
-            nesterov,
-            velocity: vec![0.0; n],
-        }
+        Self { lr, momentum, nesterov, velocity: vec![0.0; n] }
     }
 
     /// `v = mu*v + g`; `update = nesterov ? g + mu*v : v`; `params -= lr*update`.
@@ -40,19 +35,11 @@ impl OuterOptimizer {
     }
 
     /// [`step`](Self::step), with a length mismatch reported as an error (and nothing changed).
-    pub fn try_step(
-        &mut self,
-        params: &mut [f32],
-        pseudo_grad: &[f32],
-    ) -> Result<(), TrainerError> {
+    pub fn try_step(&mut self, params: &mut [f32], pseudo_grad: &[f32]) -> Result<(), TrainerError> {
         let n = self.velocity.len();
         for (index, got) in [params.len(), pseudo_grad.len()].into_iter().enumerate() {
             if got != n {
-                return Err(TrainerError::LengthMismatch {
-                    index,
-                    expected: n,
-                    got,
-                });
+                return Err(TrainerError::LengthMismatch { index, expected: n, got });
             }
         }
         let (lr, mu) = (self.lr, self.momentum);
@@ -80,11 +67,7 @@ pub fn pseudo_gradient(global: &[f32], local: &[f32]) -> Vec<f32> {
 /// [`pseudo_gradient`], with a length mismatch reported as [`TrainerError::LengthMismatch`].
 pub fn try_pseudo_gradient(global: &[f32], local: &[f32]) -> Result<Vec<f32>, TrainerError> {
     if global.len() != local.len() {
-        return Err(TrainerError::LengthMismatch {
-            index: 1,
-            expected: global.len(),
-            got: local.len(),
-        });
+        return Err(TrainerError::LengthMismatch { index: 1, expected: global.len(), got: local.len() });
     }
     Ok(global.iter().zip(local).map(|(g, l)| g - l).collect())
 }
@@ -100,11 +83,7 @@ pub fn weighted_average(grads: &[(&[f32], u64)]) -> Result<Vec<f32>, TrainerErro
     };
     let n = first.len();
     if let Some((index, (g, _))) = grads.iter().enumerate().find(|(_, (g, _))| g.len() != n) {
-        return Err(TrainerError::LengthMismatch {
-            index,
-            expected: n,
-            got: g.len(),
-        });
+        return Err(TrainerError::LengthMismatch { index, expected: n, got: g.len() });
     }
     let total: u128 = grads.iter().map(|(_, w)| u128::from(*w)).sum();
     if total == 0 {

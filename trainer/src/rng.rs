@@ -36,9 +36,7 @@ impl Rng {
     /// A generator whose state is expanded from `seed` with SplitMix64.
     pub fn from_u64(seed: u64) -> Self {
         let mut sm = SplitMix64::new(seed);
-        Self {
-            s: [sm.next_u64(), sm.next_u64(), sm.next_u64(), sm.next_u64()],
-        }
+        Self { s: [sm.next_u64(), sm.next_u64(), sm.next_u64(), sm.next_u64()] }
     }
 
     /// A generator seeded from 32 bytes (four little-endian `u64` words).

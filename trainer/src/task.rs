@@ -18,13 +18,7 @@ pub(crate) trait Task {
 
     /// Mean cross-entropy of one training batch of `batch_size` examples drawn with `rng`.
     /// Returns a `[1]` tensor.
-    fn train_loss(
-        &self,
-        model: &Self::Model,
-        rng: &mut Rng,
-        batch_size: usize,
-        device: &Device,
-    ) -> Tensor<1>;
+    fn train_loss(&self, model: &Self::Model, rng: &mut Rng, batch_size: usize, device: &Device) -> Tensor<1>;
 
     /// Loss and accuracy on the held-out split.
     fn evaluate(&self, model: &Self::Model, device: &Device) -> Result<Eval, TrainerError>;
@@ -44,11 +38,7 @@ pub(crate) fn int_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 }
 
 /// Loss and accuracy of `logits` `[n, classes]` against host-side `targets` (length n).
-pub(crate) fn eval_logits(
-    logits: Tensor<2>,
-    targets: &[i64],
-    device: &Device,
-) -> Result<Eval, TrainerError> {
+pub(crate) fn eval_logits(logits: Tensor<2>, targets: &[i64], device: &Device) -> Result<Eval, TrainerError> {
     let loss = cross_entropy(logits.clone(), int_tensor(targets.to_vec(), device))
         .try_into_scalar::<f32>()
         .map_err(|e| TrainerError::Backend(format!("reading the loss: {e:?}")))?;
@@ -56,15 +46,7 @@ pub(crate) fn eval_logits(
         .argmax(1)
         .try_into_vec_as::<i64>()
         .map_err(|e| TrainerError::Backend(format!("reading predictions: {e:?}")))?;
-    let correct = predicted
-        .iter()
-        .zip(targets)
-        .filter(|(p, t)| p == t)
-        .count();
-    let accuracy = if targets.is_empty() {
-        None
-    } else {
-        Some(correct as f32 / targets.len() as f32)
-    };
+    let correct = predicted.iter().zip(targets).filter(|(p, t)| p == t).count();
+    let accuracy = if targets.is_empty() { None } else { Some(correct as f32 / targets.len() as f32) };
     Ok(Eval { loss, accuracy })
 }

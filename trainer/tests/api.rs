@@ -13,14 +13,8 @@ fn unknown_model_lists_known_names() {
         other => panic!("wrong error: {other:?}"),
     }
     let msg = err.to_string();
-    assert!(
-        msg.contains("digits-mlp") && msg.contains("lipsum-gpt"),
-        "{msg}"
-    );
-    assert!(matches!(
-        model_info("nope"),
-        Err(TrainerError::UnknownModel { .. })
-    ));
+    assert!(msg.contains("digits-mlp") && msg.contains("lipsum-gpt"), "{msg}");
+    assert!(matches!(model_info("nope"), Err(TrainerError::UnknownModel { .. })));
 }
 
 #[test]
@@ -44,10 +38,7 @@ fn layout_matches_param_count_and_names_are_unique() {
     for name in [DIGITS_MLP, LIPSUM_GPT] {
         let t = Trainer::new(name).unwrap();
         let layout = t.param_layout();
-        let total: usize = layout
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
+        let total: usize = layout.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         assert_eq!(total, t.num_params(), "{name}");
         let mut names: Vec<&String> = layout.iter().map(|(n, _)| n).collect();
         names.sort();
@@ -106,31 +97,18 @@ fn init_params_golden_hash() {
     assert_eq!(hex, GOLDEN_DIGITS_INIT_0, "init_params(0) changed");
 }
 
-const GOLDEN_DIGITS_INIT_0: &str =
-    "a07b3696989e623107ff2e03952bceb772da0b2e0b02d8bdde27f10c8c3b6132";
+const GOLDEN_DIGITS_INIT_0: &str = "a07b3696989e623107ff2e03952bceb772da0b2e0b02d8bdde27f10c8c3b6132";
 
 #[test]
 fn wrong_lengths_are_errors() {
     let t = Trainer::new(DIGITS_MLP).unwrap();
     let short = vec![0.0; t.num_params() - 1];
     let cfg = trainer::default_train_config(DIGITS_MLP);
-    assert!(matches!(
-        t.inner_loop(&short, &cfg, [0; 32], &mut |_, _| {}),
-        Err(TrainerError::ParamLength { .. })
-    ));
-    assert!(matches!(
-        t.evaluate(&short),
-        Err(TrainerError::ParamLength { .. })
-    ));
+    assert!(matches!(t.inner_loop(&short, &cfg, [0; 32], &mut |_, _| {}), Err(TrainerError::ParamLength { .. })));
+    assert!(matches!(t.evaluate(&short), Err(TrainerError::ParamLength { .. })));
     let p = t.init_params(1);
-    let bad = trainer::TrainConfig {
-        inner_steps: 0,
-        ..cfg
-    };
-    assert!(matches!(
-        t.inner_loop(&p, &bad, [0; 32], &mut |_, _| {}),
-        Err(TrainerError::InvalidConfig(_))
-    ));
+    let bad = trainer::TrainConfig { inner_steps: 0, ..cfg };
+    assert!(matches!(t.inner_loop(&p, &bad, [0; 32], &mut |_, _| {}), Err(TrainerError::InvalidConfig(_))));
 }
 
 #[test]

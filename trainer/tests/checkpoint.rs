@@ -10,10 +10,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 fn small() -> (Vec<(String, Vec<usize>)>, Checkpoint) {
-    let layout = vec![
-        ("a.weight".to_string(), vec![2, 3]),
-        ("a.bias".to_string(), vec![3]),
-    ];
+    let layout = vec![("a.weight".to_string(), vec![2, 3]), ("a.bias".to_string(), vec![3])];
     let params = vec![
         1.5,
         -0.0,
@@ -26,12 +23,7 @@ fn small() -> (Vec<(String, Vec<usize>)>, Checkpoint) {
         42.0,
     ];
     let velocity = (0..9).map(|i| i as f32 * 0.125 - 0.5).collect();
-    let ck = Checkpoint {
-        round: 1234,
-        params,
-        velocity,
-        model: "tiny".to_string(),
-    };
+    let ck = Checkpoint { round: 1234, params, velocity, model: "tiny".to_string() };
     (layout, ck)
 }
 
@@ -39,11 +31,7 @@ fn small() -> (Vec<(String, Vec<usize>)>, Checkpoint) {
 fn missing_checkpoint_is_none() {
     let dir = tempfile::tempdir().unwrap();
     assert!(checkpoint::load(dir.path()).unwrap().is_none());
-    assert!(
-        checkpoint::load(&dir.path().join("not-there"))
-            .unwrap()
-            .is_none()
-    );
+    assert!(checkpoint::load(&dir.path().join("not-there")).unwrap().is_none());
 }
 
 #[test]
@@ -57,10 +45,8 @@ fn round_trip_is_bit_exact() {
     assert_eq!(bits(&back.params), bits(&ck.params));
     assert_eq!(bits(&back.velocity), bits(&ck.velocity));
     // Only the checkpoint is left in the directory (no temp files).
-    let names: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<_> =
+        fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, vec![checkpoint::FILE_NAME.to_string()]);
 }
 
@@ -88,16 +74,7 @@ fn real_model_round_trip_and_overwrite() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "fc1.bias",
-            "fc1.weight",
-            "fc2.bias",
-            "fc2.weight",
-            "outer.velocity"
-        ]
-    );
+    assert_eq!(names, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight", "outer.velocity"]);
 }
 
 #[test]
@@ -105,10 +82,7 @@ fn save_rejects_bad_layouts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut layout, ck) = small();
     layout[1].1 = vec![4];
-    assert!(matches!(
-        checkpoint::save(dir.path(), &layout, &ck),
-        Err(TrainerError::ParamLength { .. })
-    ));
+    assert!(matches!(checkpoint::save(dir.path(), &layout, &ck), Err(TrainerError::ParamLength { .. })));
     let (mut layout, ck) = small();
     layout[1].0 = "outer.velocity".to_string();
     assert!(checkpoint::save(dir.path(), &layout, &ck).is_err());

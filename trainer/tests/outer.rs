@@ -1,9 +1,6 @@
 //! Outer optimizer, pseudo-gradients, averaging and the state hash.
 
-use trainer::{
-    OuterOptimizer, TrainerError, pseudo_gradient, state_hash, try_pseudo_gradient,
-    weighted_average,
-};
+use trainer::{OuterOptimizer, TrainerError, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
 
 fn close(a: &[f32], b: &[f32]) {
     assert_eq!(a.len(), b.len());
@@ -52,20 +49,11 @@ fn step_length_mismatch() {
     let mut opt = OuterOptimizer::new(0.7, 0.9, true, 3);
     let mut p = vec![0.0; 3];
     let before = opt.clone();
-    assert!(matches!(
-        opt.try_step(&mut p, &[1.0, 2.0]),
-        Err(TrainerError::LengthMismatch { .. })
-    ));
-    assert!(matches!(
-        opt.try_step(&mut [0.0; 2], &[1.0, 2.0, 3.0]),
-        Err(TrainerError::LengthMismatch { .. })
-    ));
+    assert!(matches!(opt.try_step(&mut p, &[1.0, 2.0]), Err(TrainerError::LengthMismatch { .. })));
+    assert!(matches!(opt.try_step(&mut [0.0; 2], &[1.0, 2.0, 3.0]), Err(TrainerError::LengthMismatch { .. })));
     assert_eq!(opt, before);
     assert_eq!(p, vec![0.0; 3]);
-    assert!(matches!(
-        try_pseudo_gradient(&[1.0], &[1.0, 2.0]),
-        Err(TrainerError::LengthMismatch { .. })
-    ));
+    assert!(matches!(try_pseudo_gradient(&[1.0], &[1.0, 2.0]), Err(TrainerError::LengthMismatch { .. })));
 }
 
 #[test]
@@ -87,46 +75,23 @@ fn weighted_average_numerics() {
 
 #[test]
 fn weighted_average_is_order_deterministic() {
-    let xs: Vec<Vec<f32>> = (0..5)
-        .map(|i| {
-            (0..100)
-                .map(|j| ((i * 100 + j) as f32).sin() * 1e3)
-                .collect()
-        })
-        .collect();
-    let input: Vec<(&[f32], u64)> = xs
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (x.as_slice(), i as u64 + 1))
-        .collect();
+    let xs: Vec<Vec<f32>> = (0..5).map(|i| (0..100).map(|j| ((i * 100 + j) as f32).sin() * 1e3).collect()).collect();
+    let input: Vec<(&[f32], u64)> = xs.iter().enumerate().map(|(i, x)| (x.as_slice(), i as u64 + 1)).collect();
     let a = weighted_average(&input).unwrap();
     let b = weighted_average(&input).unwrap();
-    assert_eq!(
-        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-    );
+    assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
 }
 
 #[test]
 fn weighted_average_errors() {
     let a = [1.0f32, 2.0];
     let b = [1.0f32];
-    assert!(matches!(
-        weighted_average(&[]),
-        Err(TrainerError::NoGradients)
-    ));
+    assert!(matches!(weighted_average(&[]), Err(TrainerError::NoGradients)));
     assert!(matches!(
         weighted_average(&[(&a, 1), (&b, 1)]),
-        Err(TrainerError::LengthMismatch {
-            index: 1,
-            expected: 2,
-            got: 1
-        })
+        Err(TrainerError::LengthMismatch { index: 1, expected: 2, got: 1 })
     ));
-    assert!(matches!(
-        weighted_average(&[(&a, 0), (&a, 0)]),
-        Err(TrainerError::ZeroWeight)
-    ));
+    assert!(matches!(weighted_average(&[(&a, 0), (&a, 0)]), Err(TrainerError::ZeroWeight)));
 }
 
 #[test]

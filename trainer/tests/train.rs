@@ -23,27 +23,17 @@ fn seed(round: u8, peer: u8) -> [u8; 32] {
 /// The digits run shared by the in-process and cross-process checks.
 fn digits_run() -> Vec<f32> {
     let t = Trainer::new(DIGITS_MLP).unwrap();
-    let cfg = TrainConfig {
-        inner_steps: 20,
-        ..default_train_config(DIGITS_MLP)
-    };
-    t.inner_loop(&t.init_params(3), &cfg, seed(1, 2), &mut |_, _| {})
-        .unwrap()
-        .params
+    let cfg = TrainConfig { inner_steps: 20, ..default_train_config(DIGITS_MLP) };
+    t.inner_loop(&t.init_params(3), &cfg, seed(1, 2), &mut |_, _| {}).unwrap().params
 }
 
 #[test]
 fn inner_loop_is_bit_reproducible_and_seed_dependent() {
     let t = Trainer::new(DIGITS_MLP).unwrap();
-    let cfg = TrainConfig {
-        inner_steps: 20,
-        ..default_train_config(DIGITS_MLP)
-    };
+    let cfg = TrainConfig { inner_steps: 20, ..default_train_config(DIGITS_MLP) };
     let g = t.init_params(3);
     let mut steps = Vec::new();
-    let a = t
-        .inner_loop(&g, &cfg, seed(1, 2), &mut |s, l| steps.push((s, l)))
-        .unwrap();
+    let a = t.inner_loop(&g, &cfg, seed(1, 2), &mut |s, l| steps.push((s, l))).unwrap();
     let b = t.inner_loop(&g, &cfg, seed(1, 2), &mut |_, _| {}).unwrap();
     let c = t.inner_loop(&g, &cfg, seed(1, 3), &mut |_, _| {}).unwrap();
     assert_eq!(bits(&a.params), bits(&b.params));
@@ -51,10 +41,7 @@ fn inner_loop_is_bit_reproducible_and_seed_dependent() {
     assert_ne!(bits(&a.params), bits(&c.params));
     assert_ne!(bits(&a.params), bits(&g));
     assert_eq!(a.samples, 20 * 32);
-    assert_eq!(
-        steps.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_eq!(steps.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     let mean = steps.iter().map(|(_, l)| f64::from(*l)).sum::<f64>() / 20.0;
     assert!((mean as f32 - a.mean_loss).abs() < 1e-5);
     assert_eq!(bits(&a.params), bits(&digits_run()));
@@ -63,14 +50,8 @@ fn inner_loop_is_bit_reproducible_and_seed_dependent() {
 /// A short lipsum-gpt run shared by the in-process and cross-process checks.
 fn gpt_run() -> Vec<f32> {
     let t = Trainer::new(LIPSUM_GPT).unwrap();
-    let cfg = TrainConfig {
-        inner_steps: 3,
-        batch_size: 4,
-        ..default_train_config(LIPSUM_GPT)
-    };
-    t.inner_loop(&t.init_params(4), &cfg, seed(2, 7), &mut |_, _| {})
-        .unwrap()
-        .params
+    let cfg = TrainConfig { inner_steps: 3, batch_size: 4, ..default_train_config(LIPSUM_GPT) };
+    t.inner_loop(&t.init_params(4), &cfg, seed(2, 7), &mut |_, _| {}).unwrap().params
 }
 
 /// Hash of both reference runs.
@@ -91,14 +72,8 @@ fn gpt_inner_loop_is_bit_reproducible_and_seed_dependent() {
     let a = gpt_run();
     assert_eq!(bits(&a), bits(&gpt_run()));
     let t = Trainer::new(LIPSUM_GPT).unwrap();
-    let cfg = TrainConfig {
-        inner_steps: 3,
-        batch_size: 4,
-        ..default_train_config(LIPSUM_GPT)
-    };
-    let c = t
-        .inner_loop(&t.init_params(4), &cfg, seed(2, 8), &mut |_, _| {})
-        .unwrap();
+    let cfg = TrainConfig { inner_steps: 3, batch_size: 4, ..default_train_config(LIPSUM_GPT) };
+    let c = t.inner_loop(&t.init_params(4), &cfg, seed(2, 8), &mut |_, _| {}).unwrap();
     assert_ne!(bits(&a), bits(&c.params));
 }
 
@@ -108,12 +83,7 @@ fn inner_loop_is_reproducible_across_processes() {
     let mut hashes = Vec::new();
     for threads in ["1", "2"] {
         let out = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "child_print_runs_hash",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "child_print_runs_hash", "--nocapture", "--test-threads=1"])
             .env("TRAINER_CHILD", "1")
             .env("RAYON_NUM_THREADS", threads)
             .output()
@@ -137,9 +107,7 @@ fn digits_mlp_reaches_90_percent() {
     let before = t.evaluate(&global).unwrap();
     let start = Instant::now();
     for round in 0..20u8 {
-        let r = t
-            .inner_loop(&global, &cfg, seed(round, 0), &mut |_, _| {})
-            .unwrap();
+        let r = t.inner_loop(&global, &cfg, seed(round, 0), &mut |_, _| {}).unwrap();
         global = r.params;
     }
     let elapsed = start.elapsed();
@@ -162,15 +130,10 @@ fn lipsum_gpt_short_loop_lowers_loss() {
     let init = t.init_params(5);
     let e0 = t.evaluate(&init).unwrap();
     assert!(e0.loss.is_finite());
-    let cfg = TrainConfig {
-        inner_steps: 5,
-        ..default_train_config(LIPSUM_GPT)
-    };
+    let cfg = TrainConfig { inner_steps: 5, ..default_train_config(LIPSUM_GPT) };
     let mut losses = Vec::new();
     let start = Instant::now();
-    let r = t
-        .inner_loop(&init, &cfg, seed(0, 9), &mut |_, l| losses.push(l))
-        .unwrap();
+    let r = t.inner_loop(&init, &cfg, seed(0, 9), &mut |_, l| losses.push(l)).unwrap();
     let elapsed = start.elapsed();
     let e1 = t.evaluate(&r.params).unwrap();
     eprintln!(

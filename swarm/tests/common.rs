@@ -1,0 +1,112 @@
+//! Helpers for tests that run the real `swarm` binary as separate processes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const LOOPBACK: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+
+pub fn swarm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_swarm")
+}
+
+/// Kills every child when dropped, so a failing test leaves no process.
+#[derive(Default)]
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `swarm bootstrap` on an ephemeral loopback port; returns its address.
+pub fn start_bootstrap(procs: &mut Procs, dir: &Path) -> String {
+    let mut child = Command::new(swarm_bin())
+        .args(["bootstrap", "--listen", LOOPBACK, "--key"])
+        .arg(dir.join("bootstrap.key"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bootstrap");
+    let out = child.stdout.take().unwrap();
+    procs.0.push(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("bootstrap: listening on ") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).expect("bootstrap printed its address")
+}
+
+/// A running `swarm join` whose stdout lines are collected.
+pub struct Peer {
+    pub lines: mpsc::Receiver<String>,
+    pub log: std::path::PathBuf,
+}
+
+pub fn start_peer(procs: &mut Procs, dir: &Path, name: &str, args: &[&str]) -> Peer {
+    let log = dir.join(format!("{name}.log"));
+    let mut child = Command::new(swarm_bin())
+        .arg("join")
+        .args(args)
+        .args(["--listen", LOOPBACK, "--json", "--data-dir"])
+        .arg(dir.join(name))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start peer");
+    let out = child.stdout.take().unwrap();
+    procs.0.push(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Peer { lines: rx, log }
+}
+
+/// Collects lines until the peer's stdout closes or `timeout` passes.
+pub fn collect(peer: &Peer, timeout: Duration) -> Vec<String> {
+    let end = Instant::now() + timeout;
+    let mut v = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match peer.lines.recv_timeout(left) {
+            Ok(l) => v.push(l),
+            Err(_) => return v,
+        }
+    }
+}
+
+/// Runs the `swarm` binary to completion and returns (success, stdout, stderr).
+pub fn run_swarm(args: &[&str], timeout: Duration) -> (bool, String, String) {
+    let mut child =
+        Command::new(swarm_bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run swarm");
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("swarm {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
