@@ -19,7 +19,11 @@ fn main() -> Result<()> {
     }
     let salt: u8 = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(0);
     let mut params = t.init_params(0);
-    let mut outer = OuterOptimizer::new(0.7, 0.9, true, params.len());
+    let env = |k: &str, d: f32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    if let Ok(h) = std::env::var("H") {
+        cfg.inner_steps = h.parse()?;
+    }
+    let mut outer = OuterOptimizer::new(env("OUTER_LR", 0.7), env("OUTER_MOMENTUM", 0.9), true, params.len());
     for r in 1..=rounds {
         let mut grads = Vec::new();
         for p in 0..peers {

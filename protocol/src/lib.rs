@@ -17,7 +17,7 @@ pub mod sim;
 
 pub use envelope::{DropReason, Envelope, MAX_ENVELOPE_BYTES, Message};
 pub use id::{Hash, Keypair, PeerId};
-pub use round::{Config, InEvent, Manifest, ManifestEntry, OutEvent, Peer, Phase};
+pub use round::{BlobKind, Config, InEvent, Manifest, ManifestEntry, OutEvent, Peer, Phase};
 pub use spec::{RunSpec, SpecError};
 
 /// Milliseconds on whatever clock drives the state machine (virtual in the

@@ -140,6 +140,8 @@ pub enum OutEvent {
     Fetch {
         /// The blob.
         hash: Hash,
+        /// What it is (for accounting).
+        kind: BlobKind,
         /// Who should have it.
         providers: Vec<PeerId>,
     },
@@ -170,6 +172,15 @@ pub enum OutEvent {
     },
     /// The peer has left the run (its last round is applied, or Shutdown).
     Finished,
+}
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BlobKind {
+    /// An encoded pseudo-gradient.
+    Contribution,
+    /// Parameters + outer-optimizer state.
+    State,
 }
 
 /// Where this peer is in the run.
@@ -221,6 +232,7 @@ struct RoundData {
 
 #[derive(Clone, Debug)]
 struct Fetching {
+    kind: BlobKind,
     providers: Vec<PeerId>,
     attempts: u32,
     retry_at: Option<Time>,
@@ -329,7 +341,7 @@ impl Peer {
                 InEvent::Gossip(bytes) => {
                     let _ = self.on_gossip(&bytes, now);
                 }
-                InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples, now),
+                InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples),
                 InEvent::BlobReady(hash) => self.on_blob(hash),
                 InEvent::BlobFailed(hash) => self.on_blob_failed(hash, now),
                 InEvent::Applied { round, state } => self.on_applied(round, state, now),
@@ -425,7 +437,7 @@ impl Peer {
                 }
                 data.contributions.insert(sender, (hash, samples));
                 if round == self.round && self.holds_state() {
-                    self.fetch(hash, vec![sender], now);
+                    self.fetch(hash, BlobKind::Contribution, vec![sender]);
                 }
             }
             Message::Manifest(m) => {
@@ -436,7 +448,7 @@ impl Peer {
                     return self.drop_msg(DropReason::Invalid);
                 }
                 self.touch(sender, round, now);
-                self.accept_manifest(round, sender, m, now);
+                self.accept_manifest(round, sender, m);
             }
         }
         Ok(())
@@ -464,7 +476,7 @@ impl Peer {
         matches!(self.phase, Phase::Training(_) | Phase::Gathering(_) | Phase::Collecting(_) | Phase::Applying(_))
     }
 
-    fn accept_manifest(&mut self, round: u64, aggregator: PeerId, m: Manifest, now: Time) {
+    fn accept_manifest(&mut self, round: u64, aggregator: PeerId, m: Manifest) {
         let data = self.rounds.entry(round).or_default();
         if let Some((_, existing)) = &data.manifest {
             if *existing != m {
@@ -474,19 +486,19 @@ impl Peer {
         }
         data.manifest = Some((aggregator, m));
         match self.phase {
-            Phase::Training(r) | Phase::Gathering(r) if r == round => self.collect(round, now),
+            Phase::Training(r) | Phase::Gathering(r) if r == round => self.collect(round),
             Phase::Training(r) | Phase::Gathering(r) if r < round => {
                 // We missed the manifest of our own round: replaying is
                 // impossible, so sync from this one.
                 self.stats.resyncs += 1;
-                self.start_sync(round, now);
+                self.start_sync(round);
             }
-            Phase::Waiting => self.start_sync(round, now),
+            Phase::Waiting => self.start_sync(round),
             _ => {}
         }
     }
 
-    fn start_sync(&mut self, round: u64, now: Time) {
+    fn start_sync(&mut self, round: u64) {
         let Some((agg, m)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
             return;
         };
@@ -498,7 +510,7 @@ impl Peer {
         } else {
             let mut providers = vec![agg];
             providers.extend(self.active_peers().into_iter().filter(|p| *p != agg));
-            self.fetch(m.state, providers, now);
+            self.fetch(m.state, BlobKind::State, providers);
         }
     }
 
@@ -513,10 +525,10 @@ impl Peer {
         self.round = round;
         self.round_started = now;
         self.synced_round = Some(round);
-        self.collect(round, now);
+        self.collect(round);
     }
 
-    fn collect(&mut self, round: u64, now: Time) {
+    fn collect(&mut self, round: u64) {
         self.phase = Phase::Collecting(round);
         let Some((agg, m)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
             return;
@@ -525,12 +537,12 @@ impl Peer {
             if !self.have.contains(&e.hash) {
                 let mut providers = vec![e.peer, agg];
                 providers.extend(self.active_peers().into_iter().filter(|p| *p != e.peer && *p != agg));
-                self.fetch(e.hash, providers, now);
+                self.fetch(e.hash, BlobKind::Contribution, providers);
             }
         }
     }
 
-    fn fetch(&mut self, hash: Hash, providers: Vec<PeerId>, now: Time) {
+    fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>) {
         if self.have.contains(&hash) {
             return;
         }
@@ -542,9 +554,8 @@ impl Peer {
             }
             return;
         }
-        let _ = now;
-        self.fetching.insert(hash, Fetching { providers: providers.clone(), attempts: 1, retry_at: None });
-        self.out.push(OutEvent::Fetch { hash, providers });
+        self.fetching.insert(hash, Fetching { kind, providers: providers.clone(), attempts: 1, retry_at: None });
+        self.out.push(OutEvent::Fetch { hash, kind, providers });
     }
 
     fn on_blob(&mut self, hash: Hash) {
@@ -578,7 +589,7 @@ impl Peer {
         }
     }
 
-    fn on_trained(&mut self, round: u64, hash: Hash, samples: u64, now: Time) {
+    fn on_trained(&mut self, round: u64, hash: Hash, samples: u64) {
         self.have.insert(hash);
         if self.phase != Phase::Training(round) {
             return; // the round closed without us
@@ -595,7 +606,7 @@ impl Peer {
             .map(|(p, (h, _))| (*p, *h))
             .collect();
         for (p, h) in others {
-            self.fetch(h, vec![p], now);
+            self.fetch(h, BlobKind::Contribution, vec![p]);
         }
     }
 
@@ -626,7 +637,7 @@ impl Peer {
         let known = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()).is_some();
         if known {
             // We are late: the round closed without us. Apply it directly.
-            self.collect(round, now);
+            self.collect(round);
             return;
         }
         self.phase = Phase::Training(round);
@@ -637,7 +648,7 @@ impl Peer {
             .map(|d| d.contributions.iter().map(|(p, (h, _))| (*p, *h)).collect())
             .unwrap_or_default();
         for (p, h) in pending {
-            self.fetch(h, vec![p], now);
+            self.fetch(h, BlobKind::Contribution, vec![p]);
         }
     }
 
@@ -680,7 +691,8 @@ impl Peer {
                     f.providers.rotate_left(1);
                 }
                 let providers = f.providers.clone();
-                self.out.push(OutEvent::Fetch { hash: h, providers });
+                let kind = f.kind;
+                self.out.push(OutEvent::Fetch { hash: h, kind, providers });
             }
         }
         match self.phase {
@@ -703,7 +715,7 @@ impl Peer {
 
     fn poll_waiting(&mut self, now: Time) {
         if let Some(r) = self.rounds.iter().rev().find(|(_, d)| d.manifest.is_some()).map(|(r, _)| *r) {
-            return self.start_sync(r, now);
+            return self.start_sync(r);
         }
         // Someone is past round 1: the run is under way, wait for a manifest.
         if self.peers.values().any(|i| i.status == Status::Active && i.round > 1) {
@@ -746,7 +758,7 @@ impl Peer {
         let manifest = Manifest { state: self.state, entries: ready };
         self.broadcast(round, &Message::Manifest(manifest.clone()));
         self.stats.manifests_published += 1;
-        self.accept_manifest(round, self.me, manifest, now);
+        self.accept_manifest(round, self.me, manifest);
     }
 }
 

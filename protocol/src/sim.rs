@@ -266,7 +266,7 @@ impl Sim {
                     self.schedule(d, j, Ev::Deliver(bytes.clone()));
                 }
             }
-            OutEvent::Fetch { hash, providers } => {
+            OutEvent::Fetch { hash, providers, .. } => {
                 let holder = providers
                     .iter()
                     .filter_map(|p| self.index.get(p).copied())

@@ -81,11 +81,14 @@ pub struct CodecSpec {
     pub block_size: u32,
     /// zstd level applied to the encoded bytes (0 = no zstd).
     pub zstd_level: i32,
+    /// Fraction of values sent by top-k sparsification; 0 = dense.
+    #[serde(default)]
+    pub topk: f64,
 }
 
 impl Default for CodecSpec {
     fn default() -> Self {
-        CodecSpec { name: "fp32".into(), block_size: 128, zstd_level: 3 }
+        CodecSpec { name: "int8".into(), block_size: 128, zstd_level: 3, topk: 0.0 }
     }
 }
 
@@ -190,11 +193,14 @@ impl RunSpec {
         if !crate::codec::CODECS.contains(&self.codec.name.as_str()) {
             return bad("codec.name", format!("unknown codec; known: {}", crate::codec::CODECS.join(", ")));
         }
-        if !(16..=65_536).contains(&self.codec.block_size) {
+        if !crate::codec::BLOCK_SIZES.contains(&self.codec.block_size) {
             return bad("codec.block_size", "must be between 16 and 65536");
         }
         if !(0..=19).contains(&self.codec.zstd_level) {
             return bad("codec.zstd_level", "must be between 0 and 19");
+        }
+        if !(self.codec.topk.is_finite() && (0.0..=1.0).contains(&self.codec.topk)) {
+            return bad("codec.topk", "must be in [0, 1] (0 = dense)");
         }
         Ok(())
     }

@@ -5,13 +5,14 @@
 use crate::Error;
 use crate::blobs::BlobStore;
 use crate::net::{self, Behaviour, BehaviourEvent};
-use crate::report::RoundReport;
+use crate::report::{Flow, RoundReport, Traffic};
 use crate::work::{self, ModelState};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, Swarm, gossipsub, identify, kad, request_response};
-use protocol::{Config, Hash, InEvent, OutEvent, Peer, RunSpec};
+use protocol::codec::{Codec, ErrorFeedback};
+use protocol::{BlobKind, Config, Hash, InEvent, OutEvent, Peer, RunSpec};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,7 @@ enum Job {
 
 struct Fetch {
     hash: Hash,
+    kind: BlobKind,
     providers: VecDeque<protocol::PeerId>,
 }
 
@@ -117,7 +119,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     reach_bootstrap(&mut swarm, &cfg, &events).await?;
 
     let mut blobs = BlobStore::default();
-    let genesis = blobs.add(0, state.encode());
+    let genesis = blobs.add(0, BlobKind::State, state.encode());
+    let codec = Codec::from_spec(&cfg.spec.codec).map_err(|e| Error::Net(e.to_string()))?;
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let mut peer = Peer::new(Config::new(run, genesis, &cfg.spec, last_round), key.clone());
     peer.add_local_blob(genesis);
@@ -153,10 +156,10 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         fetches: HashMap::new(),
         started: Instant::now(),
         linger_until: None,
-        sent: 0,
-        received: 0,
-        sent_mark: 0,
-        received_mark: 0,
+        traffic: Traffic::default(),
+        traffic_mark: Traffic::default(),
+        feedback: Arc::new(Mutex::new(ErrorFeedback::new(n))),
+        codec,
         trained: BTreeMap::new(),
         bad_blobs: 0,
         pending_apply_meta: None,
@@ -242,10 +245,11 @@ struct EventLoop {
     fetches: HashMap<request_response::OutboundRequestId, Fetch>,
     started: Instant,
     linger_until: Option<Instant>,
-    sent: u64,
-    received: u64,
-    sent_mark: u64,
-    received_mark: u64,
+    traffic: Traffic,
+    traffic_mark: Traffic,
+    /// The codec residual carried from round to round.
+    feedback: Arc<Mutex<ErrorFeedback>>,
+    codec: Codec,
     /// Per round: (train loss, payload bytes, own blob hash).
     trained: BTreeMap<u64, (f32, u64, Hash)>,
     bad_blobs: u64,
@@ -313,14 +317,14 @@ impl EventLoop {
                     .count();
                 let len = bytes.len() as u64;
                 if self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes).is_ok() {
-                    self.sent += len * fanout as u64;
+                    self.traffic.control.sent += len * fanout as u64;
                 }
             }
-            OutEvent::Fetch { hash, providers } => {
+            OutEvent::Fetch { hash, kind, providers } => {
                 if self.blobs.get(&hash).is_some() {
                     self.queue.push_back(InEvent::BlobReady(hash));
                 } else {
-                    self.request(Fetch { hash, providers: providers.into() });
+                    self.request(Fetch { hash, kind, providers: providers.into() });
                 }
             }
             OutEvent::StartTraining { round, base_state } => self.start_training(round, base_state),
@@ -347,6 +351,13 @@ impl EventLoop {
         }
     }
 
+    fn flow(&mut self, kind: BlobKind) -> &mut Flow {
+        match kind {
+            BlobKind::Contribution => &mut self.traffic.grads,
+            BlobKind::State => &mut self.traffic.state,
+        }
+    }
+
     fn spec_params(&self) -> usize {
         self.state.as_ref().map(|s| s.params.len()).unwrap_or_default()
     }
@@ -360,7 +371,7 @@ impl EventLoop {
                 continue;
             };
             let id = self.swarm.behaviour_mut().blobs.send_request(&lp, f.hash.0);
-            self.sent += 32;
+            self.flow(f.kind).sent += 32;
             self.fetches.insert(id, f);
             return;
         }
@@ -379,14 +390,15 @@ impl EventLoop {
         let trainer = self.trainer.clone();
         let jobs = self.jobs.clone();
         let cfg = work::train_config(&self.spec);
-        let codec = self.spec.codec.clone();
+        let codec = self.codec;
+        let feedback = self.feedback.clone();
         let seed = work::batch_seed(&self.spec.run_id(), round, &self.peer.id());
         tokio::task::spawn_blocking(move || {
             let j2 = jobs.clone();
             let mut progress = |step: u32, loss: f32| {
                 let _ = j2.send(Job::Step { round, step, loss });
             };
-            let r = work::train(&trainer, &cfg, &codec, round, &global, seed, &mut progress);
+            let r = work::train(&trainer, &cfg, &codec, &feedback, round, &global, seed, &mut progress);
             let _ = jobs.send(Job::Trained(r));
         });
     }
@@ -430,7 +442,7 @@ impl EventLoop {
             }
             Job::Trained(Ok(t)) => {
                 let payload = t.blob.len() as u64;
-                let hash = self.blobs.add(t.round, t.blob);
+                let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
                 self.trained.insert(t.round, (t.train_loss, payload, hash));
                 self.drive(InEvent::TrainingDone { round: t.round, hash, samples: t.samples });
             }
@@ -446,7 +458,7 @@ impl EventLoop {
     fn on_applied(&mut self, a: work::Applied) {
         let round = a.round;
         let hash = a.hash;
-        self.blobs.insert_verified(round, hash, Arc::new(a.blob));
+        self.blobs.insert_verified(round, hash, BlobKind::State, Arc::new(a.blob));
         self.state = Some(a.state);
         self.blobs.evict_before(round);
         self.trained.retain(|r, _| *r >= round);
@@ -457,25 +469,26 @@ impl EventLoop {
         let (contributed, contributors) = self.pending_apply_meta.take().unwrap_or((false, 0));
         let own = self.trained.get(&round).copied();
         let eval = a.eval.unwrap_or(trainer::Eval { loss: f32::NAN, accuracy: None });
+        let traffic = self.traffic.since(&self.traffic_mark);
         let report = RoundReport {
             round,
             state_hash: hash.to_hex(),
             eval_loss: eval.loss,
             eval_accuracy: eval.accuracy,
-            bytes_sent: self.sent - self.sent_mark,
-            bytes_received: self.received - self.received_mark,
+            bytes_sent: traffic.total().sent,
+            bytes_received: traffic.total().received,
+            traffic,
             peers: self.round_peers.get(&round).copied().unwrap_or(0).max(self.peer.members() + 1),
             contributors,
             contributed,
             train_loss: own.map(|o| o.0),
             payload_bytes: own.map(|o| o.1).unwrap_or(0),
             params: self.spec_params(),
-            codec: self.spec.codec.name.clone(),
+            codec: self.codec.label(),
             peer: self.peer.id().short(),
             elapsed_ms: self.now(),
         };
-        self.sent_mark = self.sent;
-        self.received_mark = self.received;
+        self.traffic_mark = self.traffic;
         self.events.send(NodeEvent::Round(report)).ok();
         self.drive(InEvent::Applied { round, state: hash });
     }
@@ -491,7 +504,7 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
-                self.received += message.data.len() as u64;
+                self.traffic.control.received += message.data.len() as u64;
                 let now = self.now();
                 let verdict = match self.peer.handle_gossip(&message.data, now) {
                     Ok(outs) => {
@@ -531,9 +544,11 @@ impl EventLoop {
         match ev {
             request_response::Event::Message { message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    self.received += 32;
+                    let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
                     let blob = self.blobs.get(&Hash(request)).map(|b| b.to_vec());
-                    self.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);
+                    let flow = self.flow(kind);
+                    flow.received += 32;
+                    flow.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);
                     let _ = self.swarm.behaviour_mut().blobs.send_response(channel, blob);
                 }
                 request_response::Message::Response { request_id, response } => {
@@ -542,13 +557,13 @@ impl EventLoop {
                     };
                     match response {
                         Some(bytes) if Hash::of(&bytes) == f.hash => {
-                            self.received += bytes.len() as u64 + 1;
+                            self.flow(f.kind).received += bytes.len() as u64 + 1;
                             let round = self.peer.round();
-                            self.blobs.insert_verified(round, f.hash, Arc::new(bytes));
+                            self.blobs.insert_verified(round, f.hash, f.kind, Arc::new(bytes));
                             self.drive(InEvent::BlobReady(f.hash));
                         }
                         Some(bytes) => {
-                            self.received += bytes.len() as u64 + 1;
+                            self.flow(f.kind).received += bytes.len() as u64 + 1;
                             self.bad_blobs += 1;
                             self.info(format!("a peer served bytes that do not hash to {}", f.hash.short()));
                             self.request(f);

@@ -2,6 +2,46 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Bytes one way and the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes received.
+    pub received: u64,
+}
+
+/// A round's traffic by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Signed control messages (gossip: hellos, contributions, manifests).
+    pub control: Flow,
+    /// Encoded pseudo-gradients (blob requests and responses).
+    pub grads: Flow,
+    /// State sync (parameters + optimizer state blobs).
+    pub state: Flow,
+}
+
+impl Traffic {
+    /// All kinds together.
+    pub fn total(&self) -> Flow {
+        Flow {
+            sent: self.control.sent + self.grads.sent + self.state.sent,
+            received: self.control.received + self.grads.received + self.state.received,
+        }
+    }
+
+    /// `self - earlier`, kind by kind.
+    pub fn since(&self, earlier: &Traffic) -> Traffic {
+        let d = |a: Flow, b: Flow| Flow { sent: a.sent - b.sent, received: a.received - b.received };
+        Traffic {
+            control: d(self.control, earlier.control),
+            grads: d(self.grads, earlier.grads),
+            state: d(self.state, earlier.state),
+        }
+    }
+}
+
 /// What a peer prints after applying a round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
@@ -17,6 +57,8 @@ pub struct RoundReport {
     pub bytes_sent: u64,
     /// Bytes this peer received during the round.
     pub bytes_received: u64,
+    /// The same, by kind.
+    pub traffic: Traffic,
     /// Peers in the swarm as this peer sees it, itself included.
     pub peers: usize,
     /// Contributions applied this round.
@@ -88,6 +130,7 @@ mod tests {
             eval_accuracy: Some(0.9),
             bytes_sent: 1,
             bytes_received: 2,
+            traffic: Traffic::default(),
             peers: 3,
             contributors: 3,
             contributed: true,

@@ -2,7 +2,8 @@
 //! (train + encode the pseudo-gradient) and the outer step (decode, average,
 //! Nesterov step, evaluate, checkpoint).
 
-use protocol::spec::{CodecSpec, RunSpec};
+use protocol::codec::{Codec, ErrorFeedback};
+use protocol::spec::RunSpec;
 use protocol::{Hash, Manifest, PeerId};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,11 +90,14 @@ pub fn train_config(spec: &RunSpec) -> TrainConfig {
     }
 }
 
-/// Runs H inner steps from `global` and encodes global - local.
+/// Runs H inner steps from `global` and encodes global - local through the
+/// error feedback (which carries the codec's residual to the next round).
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     trainer: &Mutex<Trainer>,
     cfg: &TrainConfig,
-    codec: &CodecSpec,
+    codec: &Codec,
+    feedback: &Mutex<ErrorFeedback>,
     round: u64,
     global: &[f32],
     seed: [u8; 32],
@@ -103,7 +107,11 @@ pub fn train(
     let out = t.inner_loop(global, cfg, seed, progress).map_err(|e| e.to_string())?;
     drop(t);
     let delta = trainer::pseudo_gradient(global, &out.params);
-    let blob = protocol::codec::encode(&codec.name, &delta, codec.zstd_level).map_err(|e| e.to_string())?;
+    let mut ef = feedback.lock().map_err(|_| "error feedback poisoned".to_string())?;
+    if ef.residual().len() != delta.len() {
+        *ef = ErrorFeedback::new(delta.len());
+    }
+    let (blob, _) = ef.encode(codec, &delta).map_err(|e| e.to_string())?;
     Ok(Trained { round, blob, samples: out.samples, train_loss: out.mean_loss })
 }
 
