@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 /// The wire format version this build speaks.
 pub const VERSION: u8 = 1;
-const HEADER: usize = 1 + 32 + 8 + 32;
+/// Bytes before the payload.
+pub const HEADER: usize = 1 + 32 + 8 + 32;
 const SIG: usize = 64;
 
 /// What a peer is doing, as told in its hellos.
@@ -42,6 +43,9 @@ pub enum Message {
         status: Status,
         /// A counter, so repeated hellos are distinct messages.
         seq: u64,
+        /// The envelope hashes (round, BLAKE3 of the signed manifest) of the last manifests the
+        /// sender applied, newest last: joiners count these as confirmations.
+        recent: Vec<(u64, Hash)>,
     },
     /// "My pseudo-gradient for this round is the blob `hash`."
     Contribution {
@@ -54,8 +58,12 @@ pub enum Message {
     },
     /// The aggregator's decision for the envelope's round.
     Manifest(Manifest),
-    /// The sender leaves the run.
-    Leave,
+    /// The sender leaves the run; `recent` as in its hellos (stragglers may
+    /// still count it as a confirmation for a short while).
+    Leave {
+        /// The manifests it applied last.
+        recent: Vec<(u64, Hash)>,
+    },
 }
 
 /// Why an incoming message was dropped. Each is counted by the receiver.
@@ -167,7 +175,7 @@ mod tests {
     use super::*;
 
     fn hello() -> Message {
-        Message::Hello { status: Status::Active, seq: 7 }
+        Message::Hello { status: Status::Active, seq: 7, recent: vec![] }
     }
 
     #[test]

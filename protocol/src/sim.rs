@@ -63,6 +63,12 @@ pub struct SimConfig {
     pub round_timeout: Time,
     /// Aggregator takeover step, ms.
     pub aggregator_timeout: Time,
+    /// Floor of the adaptive deadline, ms.
+    pub min_round: Time,
+    /// Hello period, ms.
+    pub hello_interval: Time,
+    /// Peers silent this long are dropped, ms.
+    pub peer_ttl: Time,
 }
 
 impl SimConfig {
@@ -79,6 +85,9 @@ impl SimConfig {
             rounds: 10,
             round_timeout: 4_000,
             aggregator_timeout: 1_500,
+            min_round: 1_500,
+            hello_interval: 500,
+            peer_ttl: 3_000,
         }
     }
 }
@@ -101,6 +110,8 @@ pub struct SimNode {
     pub finished: bool,
     /// False once crashed.
     pub alive: bool,
+    /// Bumped on restart; events of an earlier life are dropped.
+    generation: u32,
 }
 
 /// The simulator.
@@ -117,7 +128,7 @@ pub struct Sim {
     pub nodes: Vec<SimNode>,
     index: BTreeMap<PeerId, usize>,
     queue: BinaryHeap<Reverse<(Time, u64, usize)>>,
-    events: BTreeMap<u64, Ev>,
+    events: BTreeMap<u64, (Ev, u32)>,
     seq: u64,
     blobs: BTreeMap<Hash, BTreeSet<usize>>,
     /// State hash of each node after applying each round.
@@ -126,6 +137,12 @@ pub struct Sim {
     pub manifests: BTreeMap<u64, BTreeMap<usize, (PeerId, Manifest)>>,
     /// Nodes that applied a manifest whose start state differed from theirs.
     pub divergent: Vec<(usize, u64)>,
+    /// When some node first applied each round.
+    pub first_applied: BTreeMap<u64, Time>,
+    /// While set, messages and fetches between this group and the rest fail.
+    partition: Option<BTreeSet<usize>>,
+    /// Manifest envelopes nodes keep, by hash.
+    envelopes: BTreeMap<Hash, Vec<u8>>,
 }
 
 impl Sim {
@@ -148,6 +165,9 @@ impl Sim {
             applied: BTreeMap::new(),
             manifests: BTreeMap::new(),
             divergent: Vec::new(),
+            first_applied: BTreeMap::new(),
+            partition: None,
+            envelopes: BTreeMap::new(),
         };
         for _ in 0..sim.cfg.peers {
             sim.add_node();
@@ -159,26 +179,32 @@ impl Sim {
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
         let key = Keypair::from_seed(self.cfg.seed.wrapping_mul(1000).wrapping_add(i as u64));
-        let cfg = Config {
+        let mut peer = Peer::new(self.peer_config(), key);
+        peer.add_local_blob(self.genesis);
+        self.index.insert(peer.id(), i);
+        self.blobs.entry(self.genesis).or_default().insert(i);
+        self.nodes.push(SimNode { peer, state: self.genesis, finished: false, alive: true, generation: 0 });
+        let jitter = self.rng.range(0, 50);
+        self.schedule(jitter, i, Ev::Tick);
+        i
+    }
+
+    fn peer_config(&self) -> Config {
+        Config {
             run: self.run,
             min_peers: self.cfg.min_peers,
             round_timeout: self.cfg.round_timeout,
             aggregator_timeout: self.cfg.aggregator_timeout,
-            hello_interval: 500,
-            peer_ttl: 3_000,
+            hello_interval: self.cfg.hello_interval,
+            peer_ttl: self.cfg.peer_ttl,
             last_round: self.cfg.rounds,
             genesis: self.genesis,
             fetch_retry: 200,
             max_fetch_attempts: 10,
-        };
-        let mut peer = Peer::new(cfg, key);
-        peer.add_local_blob(self.genesis);
-        self.index.insert(peer.id(), i);
-        self.blobs.entry(self.genesis).or_default().insert(i);
-        self.nodes.push(SimNode { peer, state: self.genesis, finished: false, alive: true });
-        let jitter = self.rng.range(0, 50);
-        self.schedule(jitter, i, Ev::Tick);
-        i
+            sync_quorum: 0.5,
+            min_round: self.cfg.min_round,
+            deadline_k: 4.0,
+        }
     }
 
     /// The peer id of node `i`.
@@ -196,14 +222,64 @@ impl Sim {
         self.run
     }
 
-    /// Kills node `i` (no goodbye, its blobs become unreachable).
+    /// Kills node `i` (no goodbye, its blobs are gone with it).
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].alive = false;
+        for holders in self.blobs.values_mut() {
+            holders.remove(&i);
+        }
+        self.blobs.entry(self.genesis).or_default().insert(i);
+    }
+
+    /// Restarts a crashed node: same identity, nothing else (it syncs).
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].alive {
+            return;
+        }
+        let key = Keypair::from_seed(self.cfg.seed.wrapping_mul(1000).wrapping_add(i as u64));
+        let mut peer = Peer::new(self.peer_config(), key);
+        peer.add_local_blob(self.genesis);
+        let generation = self.nodes[i].generation + 1;
+        self.nodes[i] = SimNode { peer, state: self.genesis, finished: false, alive: true, generation };
+        self.schedule(1, i, Ev::Tick);
+    }
+
+    /// Cuts `group` off from everyone else until [`Sim::heal`].
+    pub fn partition(&mut self, group: BTreeSet<usize>) {
+        self.partition = Some(group);
+    }
+
+    /// Ends the partition.
+    pub fn heal(&mut self) {
+        self.partition = None;
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        self.partition.as_ref().is_none_or(|g| g.contains(&a) == g.contains(&b))
+    }
+
+    /// The longest time between two consecutive rounds being first applied.
+    pub fn longest_stall(&self) -> Time {
+        let t: Vec<Time> = self.first_applied.values().copied().collect();
+        t.windows(2).map(|w| w[1].saturating_sub(w[0])).max().unwrap_or(0)
+    }
+
+    /// Like [`Sim::first_disagreement`] on states only, from round `from` on.
+    pub fn first_disagreement_from(&self, from: u64) -> Option<u64> {
+        for (r, states) in self.applied.range(from..) {
+            let mut s = states.values();
+            let first = s.next();
+            if s.any(|x| Some(x) != first) {
+                return Some(*r);
+            }
+        }
+        None
     }
 
     fn schedule(&mut self, delay: Time, node: usize, ev: Ev) {
         self.seq += 1;
-        self.events.insert(self.seq, ev);
+        let generation = self.nodes.get(node).map(|n| n.generation).unwrap_or(0);
+        self.events.insert(self.seq, (ev, generation));
         self.queue.push(Reverse((self.now + delay, self.seq, node)));
     }
 
@@ -215,10 +291,11 @@ impl Sim {
             }
             self.queue.pop();
             self.now = t;
-            let Some(ev) = self.events.remove(&seq) else {
+            let Some((ev, generation)) = self.events.remove(&seq) else {
                 continue;
             };
-            if !self.nodes[node].alive || self.nodes[node].finished {
+            let n = &self.nodes[node];
+            if !n.alive || n.finished || generation != n.generation {
                 continue;
             }
             let input = match ev {
@@ -259,21 +336,29 @@ impl Sim {
         match o {
             OutEvent::Broadcast(bytes) => {
                 for j in 0..self.nodes.len() {
-                    if j == i || !self.nodes[j].alive || self.rng.chance(self.cfg.loss) {
+                    if j == i || !self.nodes[j].alive || !self.reachable(i, j) || self.rng.chance(self.cfg.loss) {
                         continue;
                     }
                     let d = self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
                     self.schedule(d, j, Ev::Deliver(bytes.clone()));
                 }
             }
-            OutEvent::Fetch { hash, providers, .. } => {
-                let holder = providers
-                    .iter()
-                    .filter_map(|p| self.index.get(p).copied())
-                    .find(|&j| self.nodes[j].alive && self.blobs.get(&hash).is_some_and(|s| s.contains(&j)));
+            OutEvent::KeepBlob { hash, bytes } => {
+                self.envelopes.insert(hash, bytes);
+                self.blobs.entry(hash).or_default().insert(i);
+            }
+            OutEvent::Fetch { hash, providers, kind } => {
+                let holder = providers.iter().filter_map(|p| self.index.get(p).copied()).find(|&j| {
+                    self.nodes[j].alive && self.reachable(i, j) && self.blobs.get(&hash).is_some_and(|s| s.contains(&j))
+                });
                 let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
                 if holder.is_some() {
                     self.blobs.entry(hash).or_default().insert(i);
+                    if kind == crate::BlobKind::Manifest
+                        && let Some(bytes) = self.envelopes.get(&hash).cloned()
+                    {
+                        self.schedule(rtt + 10, i, Ev::Deliver(bytes));
+                    }
                     self.schedule(rtt + 10, i, Ev::In(InEvent::BlobReady(hash)));
                 } else {
                     self.schedule(rtt + 100, i, Ev::In(InEvent::BlobFailed(hash)));
@@ -308,6 +393,7 @@ impl Sim {
                 self.nodes[i].state = state;
                 self.blobs.entry(state).or_default().insert(i);
                 self.applied.entry(round).or_default().insert(i, state);
+                self.first_applied.entry(round).or_insert(self.now);
                 self.manifests.entry(round).or_default().insert(i, (aggregator, manifest));
                 self.schedule(self.cfg.apply_time, i, Ev::In(InEvent::Applied { round, state }));
             }

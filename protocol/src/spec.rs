@@ -63,11 +63,31 @@ pub struct TimingSpec {
     pub round_timeout_ms: u64,
     /// How long each next aggregator candidate waits for a silent one.
     pub aggregator_timeout_ms: u64,
+    /// The adaptive deadline (median + k * MAD of recent round times) never
+    /// goes below this; `round_timeout_ms` is its ceiling.
+    #[serde(default = "default_min_round_ms")]
+    pub min_round_ms: u64,
+    /// k of the adaptive deadline.
+    #[serde(default = "default_deadline_k")]
+    pub deadline_k: f64,
+}
+
+fn default_min_round_ms() -> u64 {
+    2_000
+}
+
+fn default_deadline_k() -> f64 {
+    4.0
 }
 
 impl Default for TimingSpec {
     fn default() -> Self {
-        TimingSpec { round_timeout_ms: 60_000, aggregator_timeout_ms: 5_000 }
+        TimingSpec {
+            round_timeout_ms: 60_000,
+            aggregator_timeout_ms: 5_000,
+            min_round_ms: default_min_round_ms(),
+            deadline_k: default_deadline_k(),
+        }
     }
 }
 
@@ -186,6 +206,12 @@ impl RunSpec {
         }
         if self.timing.round_timeout_ms < 100 {
             return bad("timing.round_timeout_ms", "must be at least 100");
+        }
+        if self.timing.min_round_ms > self.timing.round_timeout_ms {
+            return bad("timing.min_round_ms", "must not exceed timing.round_timeout_ms");
+        }
+        if !(self.timing.deadline_k.is_finite() && self.timing.deadline_k >= 0.0) {
+            return bad("timing.deadline_k", "must be zero or positive");
         }
         if self.timing.aggregator_timeout_ms < 50 {
             return bad("timing.aggregator_timeout_ms", "must be at least 50");

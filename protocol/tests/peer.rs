@@ -17,7 +17,7 @@ fn peer() -> (Peer, Hash) {
 fn bad_messages_are_dropped_and_counted() {
     let (mut p, run) = peer();
     let other = Keypair::from_seed(2);
-    let hello = Message::Hello { status: Status::Active, seq: 1 };
+    let hello = Message::Hello { status: Status::Active, seq: 1, recent: vec![] };
     let mut bad_sig = Envelope::seal(&other, run, 1, &hello).unwrap();
     let n = bad_sig.len();
     bad_sig[n - 1] ^= 0xff;
@@ -48,7 +48,8 @@ fn stale_contributions_are_dropped() {
     let mut out = Vec::new();
     for s in [2, 3] {
         let k = Keypair::from_seed(s);
-        let hello = Envelope::seal(&k, run, 0, &Message::Hello { status: Status::Waiting, seq: 1 }).unwrap();
+        let hello =
+            Envelope::seal(&k, run, 0, &Message::Hello { status: Status::Waiting, seq: 1, recent: vec![] }).unwrap();
         out.extend(p.handle(InEvent::Gossip(hello), 0));
     }
     out.extend(p.handle(InEvent::Tick, 600));

@@ -327,6 +327,10 @@ impl EventLoop {
                     self.request(Fetch { hash, kind, providers: providers.into() });
                 }
             }
+            OutEvent::KeepBlob { hash, bytes } => {
+                let round = self.peer.round();
+                self.blobs.insert_verified(round, hash, BlobKind::Manifest, Arc::new(bytes));
+            }
             OutEvent::StartTraining { round, base_state } => self.start_training(round, base_state),
             OutEvent::LoadState { round, state } => {
                 let n = self.spec_params();
@@ -355,6 +359,7 @@ impl EventLoop {
         match kind {
             BlobKind::Contribution => &mut self.traffic.grads,
             BlobKind::State => &mut self.traffic.state,
+            BlobKind::Manifest => &mut self.traffic.control,
         }
     }
 
@@ -559,6 +564,10 @@ impl EventLoop {
                         Some(bytes) if Hash::of(&bytes) == f.hash => {
                             self.flow(f.kind).received += bytes.len() as u64 + 1;
                             let round = self.peer.round();
+                            if f.kind == BlobKind::Manifest {
+                                // A manifest we missed: it is a signed envelope, checked like gossip.
+                                self.drive(InEvent::Gossip(bytes.clone()));
+                            }
                             self.blobs.insert_verified(round, f.hash, f.kind, Arc::new(bytes));
                             self.drive(InEvent::BlobReady(f.hash));
                         }

@@ -5,9 +5,80 @@
 /// to the nearest integer (ties to even) in the default rounding mode.
 const ROUND: f32 = 12_582_912.0;
 
+/// Independent accumulators in [`block_absmax`], so that the reduction
+/// vectorises (max is exact, so the order does not change the result).
+const LANES: usize = 16;
+
+/// Values of a block quantised at a time by the int4 kernel (stack buffer).
+const INT4_STRIP: usize = 256;
+
+/// The largest `|x|` of `chunk` (0 for an empty chunk). The same bits as
+/// `chunk.iter().fold(0.0, |m, x| m.max(x.abs()))`: `x > m ? x : m` equals
+/// `m.max(x)` for every `m >= 0` that is not NaN, NaN inputs included.
 #[inline]
 fn block_absmax(chunk: &[f32]) -> f32 {
-    chunk.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+    let mut lanes = [0.0f32; LANES];
+    let mut it = chunk.chunks_exact(LANES);
+    for c in &mut it {
+        for (m, x) in lanes.iter_mut().zip(c) {
+            let a = x.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let mut m = it.remainder().iter().fold(0.0f32, |m, x| {
+        let a = x.abs();
+        if a > m { a } else { m }
+    });
+    for l in lanes {
+        m = if l > m { l } else { m };
+    }
+    m
+}
+
+/// `1 / scale`, or 0 for an all-zero block.
+#[inline]
+fn inverse(scale: f32) -> f32 {
+    if scale > 0.0 { 1.0 / scale } else { 0.0 }
+}
+
+/// The code of `x`: `round(x * inv)`, saturated to the i8 range (NaN to 0).
+#[inline(always)]
+fn code(x: f32, inv: f32) -> i8 {
+    ((x * inv + ROUND) - ROUND) as i8
+}
+
+/// [`code`] for a block whose scale is zero or a finite normal float: then
+/// `|x * inv| <= absmax * inv` rounds to at most `levels` (127 or 7), so
+/// `y = x * inv + ROUND` is an integer in `ROUND - 128..=ROUND + 128`, whose
+/// bits are those of `ROUND` plus the code. Integer arithmetic on the bits
+/// vectorises (the saturating float-to-i8 conversion does not) and gives the
+/// same code for every non-NaN `x` (NaN never reaches the kernels: the codec
+/// rejects non-finite input).
+#[inline(always)]
+fn code_in_range(x: f32, inv: f32) -> i8 {
+    (x * inv + ROUND).to_bits().wrapping_sub(ROUND.to_bits()) as i8
+}
+
+/// Whether [`code_in_range`] is exact for every value of a block of `scale`
+/// (the blocks of absmax below ~1.5e-36, or infinite, take the slow path).
+#[inline]
+fn in_range(scale: f32) -> bool {
+    scale == 0.0 || (scale >= f32::MIN_POSITIVE && scale.is_finite())
+}
+
+/// Quantises `chunk` into `out` with the block's `scale`.
+#[inline]
+fn codes_of(chunk: &[f32], scale: f32, out: &mut [i8]) {
+    let inv = inverse(scale);
+    if in_range(scale) {
+        for (o, x) in out.iter_mut().zip(chunk) {
+            *o = code_in_range(*x, inv);
+        }
+    } else {
+        for (o, x) in out.iter_mut().zip(chunk) {
+            *o = code(*x, inv);
+        }
+    }
 }
 
 /// Block-wise absmax int8: `scales[b] = absmax / 127`, `codes[i] = round(v / scale)`.
@@ -16,10 +87,7 @@ pub fn quantize_int8(v: &[f32], block: usize, scales: &mut [f32], codes: &mut [i
     for ((chunk, out), s) in v.chunks(block).zip(codes.chunks_mut(block)).zip(scales.iter_mut()) {
         let scale = block_absmax(chunk) / 127.0;
         *s = scale;
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        for (o, x) in out.iter_mut().zip(chunk) {
-            *o = ((x * inv + ROUND) - ROUND) as i8;
-        }
+        codes_of(chunk, scale, out);
     }
 }
 
@@ -32,31 +100,91 @@ pub fn dequantize_int8(codes: &[i8], block: usize, scales: &[f32], out: &mut [f3
     }
 }
 
+#[inline(always)]
+fn low(c: i8) -> u8 {
+    (c as u8) & 0x0f
+}
+
+#[inline(always)]
+fn high(c: i8) -> u8 {
+    (c as u8) << 4
+}
+
+/// Writes the codes `q` of elements `start..start + q.len()` into the packed
+/// `codes` (low nibble first). A byte whose high nibble belongs to a later
+/// call is written with a zero high nibble, which that call then ORs in.
+#[inline]
+fn pack_int4(q: &[i8], start: usize, codes: &mut [u8]) {
+    let mut q = q;
+    let mut byte = start / 2;
+    if start % 2 == 1 {
+        let Some((first, rest)) = q.split_first() else { return };
+        codes[byte] |= high(*first);
+        q = rest;
+        byte += 1;
+    }
+    let pairs = q.chunks_exact(2);
+    let tail = pairs.remainder();
+    let n = pairs.len();
+    for (b, p) in codes[byte..byte + n].iter_mut().zip(pairs) {
+        *b = low(p[0]) | high(p[1]);
+    }
+    if let [last] = tail {
+        codes[byte + n] = low(*last);
+    }
+}
+
 /// Block-wise absmax int4 in [-7, 7], two codes per byte (low nibble first).
 /// `codes` holds `ceil(n / 2)` bytes.
 pub fn quantize_int4(v: &[f32], block: usize, scales: &mut [f32], codes: &mut [u8]) {
-    let mut q = vec![0i8; v.len()];
-    for ((chunk, out), s) in v.chunks(block).zip(q.chunks_mut(block)).zip(scales.iter_mut()) {
+    let mut q = [0i8; INT4_STRIP];
+    let mut start = 0;
+    for (chunk, s) in v.chunks(block).zip(scales.iter_mut()) {
         let scale = block_absmax(chunk) / 7.0;
         *s = scale;
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        for (o, x) in out.iter_mut().zip(chunk) {
-            *o = ((x * inv + ROUND) - ROUND) as i8;
+        for strip in chunk.chunks(INT4_STRIP) {
+            let q = &mut q[..strip.len()];
+            codes_of(strip, scale, q);
+            pack_int4(q, start, codes);
+            start += strip.len();
         }
     }
-    for (b, pair) in codes.iter_mut().zip(q.chunks(2)) {
-        let lo = (pair[0] as u8) & 0x0f;
-        let hi = pair.get(1).map(|h| (*h as u8) << 4).unwrap_or(0);
-        *b = lo | hi;
-    }
+}
+
+#[inline(always)]
+fn from_low(b: u8) -> f32 {
+    f32::from(((b << 4) as i8) >> 4)
+}
+
+#[inline(always)]
+fn from_high(b: u8) -> f32 {
+    f32::from((b as i8) >> 4)
 }
 
 /// The inverse of [`quantize_int4`].
 pub fn dequantize_int4(codes: &[u8], block: usize, scales: &[f32], out: &mut [f32]) {
-    for (i, y) in out.iter_mut().enumerate() {
-        let b = codes[i / 2];
-        let c = if i % 2 == 0 { ((b << 4) as i8) >> 4 } else { (b as i8) >> 4 };
-        *y = f32::from(c) * scales[i / block];
+    let mut start = 0;
+    for (o, &s) in out.chunks_mut(block).zip(scales) {
+        let len = o.len();
+        let mut byte = start / 2;
+        let o = if start % 2 == 1 && !o.is_empty() {
+            let (first, rest) = o.split_at_mut(1);
+            first[0] = from_high(codes[byte]) * s;
+            byte += 1;
+            rest
+        } else {
+            o
+        };
+        let mut pairs = o.chunks_exact_mut(2);
+        let n = pairs.len();
+        for (p, &b) in (&mut pairs).zip(&codes[byte..byte + n]) {
+            p[0] = from_low(b) * s;
+            p[1] = from_high(b) * s;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = from_low(codes[byte + n]) * s;
+        }
+        start += len;
     }
 }
 

@@ -1,0 +1,891 @@
+//! The DiLoCo round state machine of one peer.
+//!
+//! Driven by [`Peer::handle`]: an [`InEvent`] and the current time in, the
+//! [`OutEvent`]s the node must carry out. A round `r`, as one peer sees it:
+//!
+//! 1. `Training`: the node runs H inner steps from the round's state and
+//!    answers `TrainingDone` with the hash of its encoded pseudo-gradient.
+//! 2. `Gathering`: the peer announces its contribution and fetches everybody
+//!    else's. The aggregator (the first of the round's candidates, ranked by
+//!    `BLAKE3(run, round, peer)`) publishes a signed manifest once every
+//!    active peer has announced and been fetched, or at the round deadline;
+//!    candidate `k` takes over at `deadline + k * aggregator_timeout`.
+//! 3. `Collecting` / `Applying`: with a manifest, the peer fetches the blobs
+//!    it lacks and the node applies exactly the manifest's set, in order.
+//!
+//! A peer with no state (late joiner) waits for a manifest, fetches the state
+//! blob it names (the state at the start of that round), applies the manifest
+//! and contributes from the next round on.
+
+mod deadline;
+mod types;
+
+pub use deadline::Deadline;
+pub use types::*;
+
+use crate::Time;
+use crate::envelope::{DropReason, Envelope, Message, Status};
+use crate::id::{Hash, Keypair, PeerId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most entries one manifest may hold.
+pub const MAX_MANIFEST_ENTRIES: usize = 1024;
+/// Rounds ahead of our own that we keep messages for.
+const LOOKAHEAD: u64 = 64;
+/// Applied manifests a peer lists in its hellos.
+pub const RECENT: usize = 4;
+/// Applied manifests a peer remembers to recognise another history.
+const HISTORY: usize = 64;
+
+#[derive(Clone, Debug)]
+struct PeerInfo {
+    status: Status,
+    round: u64,
+    last_seen: Time,
+    /// The manifests it applied last (from its hellos).
+    recent: Vec<(u64, Hash)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RoundData {
+    /// Announced contributions: (blob, samples, the state they trained from).
+    contributions: BTreeMap<PeerId, (Hash, u64, Hash)>,
+    manifest: Option<(PeerId, Manifest, Hash)>,
+    /// Other valid manifests for the round (another history's), kept so a
+    /// syncing peer can pick the one a quorum confirms.
+    alternatives: Vec<(PeerId, Manifest, Hash)>,
+}
+
+#[derive(Clone, Debug)]
+struct Fetching {
+    kind: BlobKind,
+    providers: Vec<PeerId>,
+    attempts: u32,
+    retry_at: Option<Time>,
+}
+
+/// The state machine of one peer.
+#[derive(Debug)]
+pub struct Peer {
+    cfg: Config,
+    key: Keypair,
+    me: PeerId,
+    phase: Phase,
+    round: u64,
+    state: Hash,
+    round_started: Time,
+    peers: BTreeMap<PeerId, PeerInfo>,
+    rounds: BTreeMap<u64, RoundData>,
+    have: BTreeSet<Hash>,
+    fetching: BTreeMap<Hash, Fetching>,
+    next_hello: Time,
+    seq: u64,
+    /// The round whose state we synced to (we do not contribute to it).
+    synced_round: Option<u64>,
+    /// Contributors of the last manifest we applied: expected again.
+    last_contributors: BTreeSet<PeerId>,
+    /// Ids of the last manifests we applied, newest last.
+    recent_applied: VecDeque<(u64, Hash)>,
+    /// A longer local record of applied manifests, to recognise another
+    /// history in peers' hellos.
+    history: BTreeMap<u64, Hash>,
+    /// Peers that left recently: they still confirm manifests for
+    /// stragglers, and may still serve blobs for a moment.
+    departed: BTreeMap<PeerId, PeerInfo>,
+    /// The latest manifest seen from another history (round, signer, it, id).
+    foreign: Option<(u64, PeerId, Manifest, Hash)>,
+    deadline: Deadline,
+    /// When a finishing peer leaves.
+    finish_at: Time,
+    stats: Stats,
+    out: Vec<OutEvent>,
+}
+
+impl Peer {
+    /// A peer with no state yet; it starts in [`Phase::Waiting`].
+    pub fn new(cfg: Config, key: Keypair) -> Peer {
+        let me = key.peer_id();
+        let deadline = Deadline::new(cfg.min_round, cfg.round_timeout, cfg.deadline_k);
+        Peer {
+            state: cfg.genesis,
+            cfg,
+            me,
+            key,
+            phase: Phase::Waiting,
+            round: 0,
+            round_started: 0,
+            peers: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            have: BTreeSet::new(),
+            fetching: BTreeMap::new(),
+            next_hello: 0,
+            seq: 0,
+            synced_round: None,
+            last_contributors: BTreeSet::new(),
+            recent_applied: VecDeque::new(),
+            history: BTreeMap::new(),
+            foreign: None,
+            departed: BTreeMap::new(),
+            deadline,
+            finish_at: 0,
+            stats: Stats::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.me
+    }
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    /// The round being worked on (0 before the first).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+    /// The state hash at the start of the current round.
+    pub fn state(&self) -> Hash {
+        self.state
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// Peers heard from recently, not counting ourselves.
+    pub fn members(&self) -> usize {
+        self.peers.len()
+    }
+    /// Known peer ids (for providers lists and logs).
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+    /// Records a blob the node already holds (e.g. the genesis state).
+    pub fn add_local_blob(&mut self, hash: Hash) {
+        self.have.insert(hash);
+    }
+    /// The earliest time at which the machine wants a [`InEvent::Tick`].
+    pub fn next_timeout(&self) -> Time {
+        let mut t = self.next_hello;
+        for f in self.fetching.values() {
+            if let Some(r) = f.retry_at {
+                t = t.min(r);
+            }
+        }
+        if let Phase::Gathering(_) = self.phase {
+            t = t.min(self.round_started + self.deadline.current());
+        }
+        t
+    }
+
+    /// The current round deadline (adaptive), from the round's start.
+    pub fn round_deadline(&self) -> Time {
+        self.deadline.current()
+    }
+
+    /// Feeds one event; returns what the node must do.
+    pub fn handle(&mut self, ev: InEvent, now: Time) -> Vec<OutEvent> {
+        if self.phase != Phase::Done {
+            match ev {
+                InEvent::Tick => {}
+                InEvent::Gossip(bytes) => {
+                    // Hellos only update membership; the next tick acts on it.
+                    if self.on_gossip(&bytes, now).is_err() || is_hello(&bytes) {
+                        return std::mem::take(&mut self.out);
+                    }
+                }
+                InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples),
+                InEvent::BlobReady(hash) => self.on_blob(hash),
+                InEvent::BlobFailed(hash) => self.on_blob_failed(hash, now),
+                InEvent::Applied { round, state } => self.on_applied(round, state, now),
+                InEvent::StateLoaded { round } => self.on_loaded(round, now),
+                InEvent::Shutdown => self.leave(),
+            }
+            if self.phase != Phase::Done {
+                self.poll(now);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Feeds one control message and tells whether it was accepted (the
+    /// node forwards accepted messages and rejects the rest). Drops are
+    /// counted in [`Stats::dropped`].
+    pub fn handle_gossip(&mut self, bytes: &[u8], now: Time) -> Result<Vec<OutEvent>, DropReason> {
+        if self.phase == Phase::Done {
+            return Ok(Vec::new());
+        }
+        let verdict = self.on_gossip(bytes, now);
+        if verdict.is_ok() && !is_hello(bytes) {
+            self.poll(now);
+        }
+        let out = std::mem::take(&mut self.out);
+        verdict.map(|()| out)
+    }
+
+    fn broadcast(&mut self, round: u64, msg: &Message) {
+        if let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, msg) {
+            self.out.push(OutEvent::Broadcast(bytes));
+        }
+    }
+
+    fn drop_msg(&mut self, why: DropReason) -> Result<(), DropReason> {
+        *self.stats.dropped.entry(why).or_default() += 1;
+        Err(why)
+    }
+
+    fn status(&self) -> Status {
+        match self.phase {
+            Phase::Waiting => Status::Waiting,
+            Phase::Syncing(_) => Status::Syncing,
+            _ if self.synced_round == Some(self.round) => Status::Syncing,
+            _ => Status::Active,
+        }
+    }
+
+    fn leave(&mut self) {
+        let recent = self.recent_applied.iter().copied().collect();
+        self.broadcast(self.round, &Message::Leave { recent });
+        self.phase = Phase::Done;
+        self.out.push(OutEvent::Finished);
+    }
+
+    fn on_gossip(&mut self, bytes: &[u8], now: Time) -> Result<(), DropReason> {
+        let opened = match Envelope::open(bytes) {
+            Ok(o) => o,
+            Err(why) => return self.drop_msg(why),
+        };
+        if opened.run != self.cfg.run {
+            return self.drop_msg(DropReason::WrongRun);
+        }
+        if opened.sender == self.me {
+            return Ok(());
+        }
+        let msg = match opened.message() {
+            Ok(m) => m,
+            Err(why) => return self.drop_msg(why),
+        };
+        let (sender, round) = (opened.sender, opened.round);
+        let far_ahead = round > self.round.saturating_add(LOOKAHEAD) && self.round > 0;
+        match msg {
+            Message::Hello { status, recent, .. } => {
+                if far_ahead && status == Status::Active {
+                    return self.drop_msg(DropReason::StaleRound);
+                }
+                if recent.len() > 2 * RECENT {
+                    return self.drop_msg(DropReason::Invalid);
+                }
+                self.peers.insert(sender, PeerInfo { status, round, last_seen: now, recent });
+            }
+            Message::Leave { recent } => {
+                if recent.len() > 2 * RECENT {
+                    return self.drop_msg(DropReason::Invalid);
+                }
+                if let Some(mut info) = self.peers.remove(&sender)
+                    && info.status == Status::Active
+                {
+                    info.recent = recent;
+                    info.last_seen = now;
+                    self.departed.insert(sender, info);
+                }
+            }
+            Message::Contribution { hash, samples, base_state } => {
+                if round < self.round || far_ahead {
+                    return self.drop_msg(DropReason::StaleRound);
+                }
+                if samples == 0 {
+                    return self.drop_msg(DropReason::Invalid);
+                }
+                self.touch(sender, round, now);
+                let data = self.rounds.entry(round).or_default();
+                if data.contributions.contains_key(&sender) {
+                    return Ok(());
+                }
+                data.contributions.insert(sender, (hash, samples, base_state));
+                if round == self.round && self.holds_state() && base_state == self.state {
+                    self.fetch(hash, BlobKind::Contribution, vec![sender]);
+                }
+            }
+            Message::Manifest(m) => {
+                if round == 0 || far_ahead {
+                    return self.drop_msg(DropReason::StaleRound);
+                }
+                if !manifest_is_well_formed(&m) {
+                    return self.drop_msg(DropReason::Invalid);
+                }
+                if round < self.round && self.holds_state() {
+                    // Old news, unless it is another history's version of a
+                    // round we applied (a partition that healed).
+                    let mine = self.recent_applied.iter().find(|(r, _)| *r == round).map(|(_, id)| *id);
+                    if mine.is_some_and(|id| id != Hash::of(bytes)) {
+                        self.stats.foreign_manifests += 1;
+                        self.keep(bytes);
+                        self.remember_foreign(round, sender, m, Hash::of(bytes));
+                        return Ok(());
+                    }
+                    return self.drop_msg(DropReason::StaleRound);
+                }
+                self.touch(sender, round, now);
+                self.keep(bytes);
+                self.accept_manifest(round, sender, m, Hash::of(bytes), now);
+            }
+        }
+        Ok(())
+    }
+
+    /// A contribution or manifest from `peer` shows it active in `round`.
+    fn touch(&mut self, peer: PeerId, round: u64, now: Time) {
+        let info = self.peers.entry(peer).or_insert(PeerInfo {
+            status: Status::Active,
+            round,
+            last_seen: now,
+            recent: Vec::new(),
+        });
+        info.last_seen = now;
+        info.status = Status::Active;
+        info.round = info.round.max(round);
+    }
+
+    /// Whether the aggregator of `round` should wait for `peer`'s
+    /// contribution: it contributed last round, or says it is active in this
+    /// round or the one before, or (round 1) is waiting for the start.
+    fn expects(&self, peer: &PeerId, info: &PeerInfo, round: u64) -> bool {
+        (self.last_contributors.contains(peer) && *peer != self.me)
+            || (info.status == Status::Active && info.round + 1 >= round && info.round <= round)
+            || (info.status == Status::Waiting && round == 1)
+    }
+
+    /// Whether this peer holds the state of its current round.
+    fn holds_state(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Training(_) | Phase::Gathering(_) | Phase::Collecting(_) | Phase::Applying(_) | Phase::Finishing(_)
+        )
+    }
+
+    /// Asks the node to keep (and serve) a manifest envelope.
+    fn keep(&mut self, bytes: &[u8]) {
+        self.out.push(OutEvent::KeepBlob { hash: Hash::of(bytes), bytes: bytes.to_vec() });
+    }
+
+    /// Whether a manifest with this envelope hash is known.
+    fn knows_manifest(&self, id: &Hash) -> bool {
+        self.rounds.values().any(|d| d.manifest.iter().chain(d.alternatives.iter()).any(|(_, _, h)| h == id))
+            || self.foreign.as_ref().is_some_and(|f| f.3 == *id)
+            || self.recent_applied.iter().any(|(_, h)| h == id)
+    }
+
+    fn accept_manifest(&mut self, round: u64, aggregator: PeerId, m: Manifest, id: Hash, now: Time) {
+        // A manifest of our round that starts from another state belongs to
+        // another history: never apply it to ours.
+        if self.holds_state() && round == self.round && m.state != self.state {
+            self.stats.foreign_manifests += 1;
+            self.remember_foreign(round, aggregator, m, id);
+            return;
+        }
+        let holds = self.holds_state() && round <= self.round;
+        let data = self.rounds.entry(round).or_default();
+        if let Some((_, _, existing)) = &data.manifest {
+            if *existing != id {
+                self.stats.conflicting_manifests += 1;
+                if data.alternatives.len() < 4 && !data.alternatives.iter().any(|(_, _, a)| *a == id) {
+                    data.alternatives.push((aggregator, m.clone(), id));
+                }
+                if holds {
+                    self.remember_foreign(round, aggregator, m, id);
+                }
+            }
+            return;
+        }
+        data.manifest = Some((aggregator, m, id));
+        if let Phase::Training(r) | Phase::Gathering(r) = self.phase
+            && r == round
+        {
+            self.deadline.observe(now.saturating_sub(self.round_started));
+            self.collect(round);
+        }
+        // Manifests of later rounds wait in `rounds`; a peer that fell
+        // behind notices in `poll` (most peers are past its round) and syncs.
+    }
+
+    fn remember_foreign(&mut self, round: u64, aggregator: PeerId, m: Manifest, id: Hash) {
+        if self.foreign.as_ref().is_none_or(|f| f.0 <= round) {
+            self.foreign = Some((round, aggregator, m, id));
+        }
+    }
+
+    /// A majority of the active peers list, for a round we applied, a
+    /// manifest other than ours: we are on the losing side of a split (a
+    /// healed partition, or a lost manifest). Leave our history and sync to
+    /// theirs.
+    fn on_minority_fork(&mut self) -> bool {
+        let active: Vec<&PeerInfo> = self.peers.values().filter(|i| i.status == Status::Active).collect();
+        let mut votes: BTreeMap<(u64, Hash), usize> = BTreeMap::new();
+        for i in &active {
+            for (r, id) in &i.recent {
+                if self.history.get(r).is_some_and(|mine| mine != id) {
+                    *votes.entry((*r, *id)).or_default() += 1;
+                }
+            }
+        }
+        // We count ourselves among the active peers.
+        let n = active.len() + 1;
+        if !votes.values().any(|v| v * 2 > n) {
+            return false;
+        }
+        self.stats.switched_history += 1;
+        self.foreign = None;
+        self.rounds.clear();
+        self.history.clear();
+        self.phase = Phase::Waiting;
+        true
+    }
+
+    /// Active peers that list any of our recently applied manifests.
+    fn our_side(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, i)| i.status == Status::Active && i.recent.iter().any(|x| self.recent_applied.contains(x)))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Active peers whose recent manifests include `id`.
+    fn supporters(&self, round: u64, id: Hash) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, i)| i.status == Status::Active && i.recent.contains(&(round, id)))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// After a partition heals, the side with fewer peers (ties: the side
+    /// without the lowest peer id) gives up its history and syncs to the
+    /// other's. Returns true if this peer switched.
+    fn consider_foreign(&mut self) -> bool {
+        let Some((round, agg, m, id)) = self.foreign.clone() else { return false };
+        if self.recent_applied.is_empty() {
+            return false;
+        }
+        let theirs = self.supporters(round, id);
+        // Compare like with like: who applied our manifest of that round, if
+        // we applied one, else who shares our recent history.
+        let mut ours = match self.recent_applied.iter().find(|(r, _)| *r == round) {
+            Some(&(r, id)) => self.supporters(r, id),
+            None => self.our_side(),
+        };
+        ours.push(self.me);
+        let switch = theirs.len() > ours.len()
+            || (theirs.len() == ours.len() && !theirs.is_empty() && theirs.iter().min() < ours.iter().min());
+        if switch {
+            self.stats.switched_history += 1;
+            self.foreign = None;
+            self.rounds.clear();
+            self.rounds.entry(round).or_default().manifest = Some((agg, m, id));
+            self.phase = Phase::Waiting;
+        }
+        switch
+    }
+
+    fn start_sync(&mut self, round: u64) {
+        let Some((agg, m, _)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
+            return;
+        };
+        self.phase = Phase::Syncing(round);
+        self.round = round;
+        self.foreign = None;
+        // Whatever we applied before belongs to a history we are leaving (or
+        // is older than this sync): stop advertising it.
+        self.recent_applied.clear();
+        self.history.clear();
+        self.rounds.retain(|r, _| *r >= round);
+        if self.have.contains(&m.state) {
+            self.out.push(OutEvent::LoadState { round, state: m.state });
+        } else {
+            let mut providers = vec![agg];
+            providers
+                .extend(self.active_peers().into_iter().chain(self.departed.keys().copied()).filter(|p| *p != agg));
+            self.fetch(m.state, BlobKind::State, providers);
+        }
+    }
+
+    fn on_loaded(&mut self, round: u64, now: Time) {
+        if self.phase != Phase::Syncing(round) {
+            return;
+        }
+        let Some((_, m, _)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
+            return;
+        };
+        self.state = m.state;
+        self.round = round;
+        self.round_started = now;
+        self.synced_round = Some(round);
+        self.collect(round);
+    }
+
+    fn collect(&mut self, round: u64) {
+        self.phase = Phase::Collecting(round);
+        let Some((agg, m, _)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
+            return;
+        };
+        for e in &m.entries {
+            if !self.have.contains(&e.hash) {
+                let mut providers = vec![e.peer, agg];
+                providers.extend(
+                    self.active_peers()
+                        .into_iter()
+                        .chain(self.departed.keys().copied())
+                        .filter(|p| *p != e.peer && *p != agg),
+                );
+                self.fetch(e.hash, BlobKind::Contribution, providers);
+            }
+        }
+    }
+
+    fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>) {
+        if self.have.contains(&hash) {
+            return;
+        }
+        if let Some(f) = self.fetching.get_mut(&hash) {
+            for p in providers {
+                if !f.providers.contains(&p) {
+                    f.providers.push(p);
+                }
+            }
+            return;
+        }
+        self.fetching.insert(hash, Fetching { kind, providers: providers.clone(), attempts: 1, retry_at: None });
+        self.out.push(OutEvent::Fetch { hash, kind, providers });
+    }
+
+    fn on_blob(&mut self, hash: Hash) {
+        self.fetching.remove(&hash);
+        self.have.insert(hash);
+        if let Phase::Syncing(round) = self.phase {
+            let wanted = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()).map(|(_, m, _)| m.state);
+            if wanted == Some(hash) {
+                self.out.push(OutEvent::LoadState { round, state: hash });
+            }
+        }
+    }
+
+    fn on_blob_failed(&mut self, hash: Hash, now: Time) {
+        let give_up = match self.fetching.get_mut(&hash) {
+            None => return,
+            Some(f) if f.attempts >= self.cfg.max_fetch_attempts => true,
+            Some(f) => {
+                f.retry_at = Some(now + self.cfg.fetch_retry);
+                false
+            }
+        };
+        if give_up {
+            self.fetching.remove(&hash);
+            // A blob we need is gone everywhere: wait for the next manifest
+            // and sync its state instead.
+            if matches!(self.phase, Phase::Collecting(_) | Phase::Syncing(_)) {
+                self.stats.resyncs += 1;
+                self.phase = Phase::Waiting;
+            }
+        }
+    }
+
+    fn on_trained(&mut self, round: u64, hash: Hash, samples: u64) {
+        self.have.insert(hash);
+        if self.phase != Phase::Training(round) {
+            return; // the round closed without us
+        }
+        let base_state = self.state;
+        self.rounds.entry(round).or_default().contributions.insert(self.me, (hash, samples, base_state));
+        self.broadcast(round, &Message::Contribution { hash, samples, base_state });
+        self.phase = Phase::Gathering(round);
+        // Fetch what others announced while we trained.
+        let others: Vec<(PeerId, Hash)> = self.rounds[&round]
+            .contributions
+            .iter()
+            .filter(|(p, (_, _, b))| **p != self.me && *b == base_state)
+            .map(|(p, (h, _, _))| (*p, *h))
+            .collect();
+        for (p, h) in others {
+            self.fetch(h, BlobKind::Contribution, vec![p]);
+        }
+    }
+
+    fn on_applied(&mut self, round: u64, state: Hash, now: Time) {
+        if self.phase != Phase::Applying(round) {
+            return;
+        }
+        self.state = state;
+        self.have.insert(state);
+        self.stats.rounds_applied += 1;
+        if let Some((_, m, id)) = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()) {
+            self.last_contributors = m.entries.iter().map(|e| e.peer).collect();
+            let id = *id;
+            self.recent_applied.retain(|(r, _)| *r != round);
+            self.history.insert(round, id);
+            while self.history.len() > HISTORY {
+                self.history.pop_first();
+            }
+            if self.recent_applied.len() == RECENT {
+                self.recent_applied.pop_front();
+            }
+            self.recent_applied.push_back((round, id));
+        }
+        if round >= self.cfg.last_round {
+            self.phase = Phase::Finishing(round);
+            self.finish_at = now + 2 * self.cfg.hello_interval;
+            self.next_hello = now;
+            return;
+        }
+        self.start_round(round + 1, now);
+    }
+
+    fn start_round(&mut self, round: u64, now: Time) {
+        self.round = round;
+        self.round_started = now;
+        self.rounds.retain(|r, _| *r >= round);
+        if let Some((agg, m, id)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) {
+            if m.state == self.state {
+                // We are late: the round closed without us. Apply it directly.
+                self.collect(round);
+                return;
+            }
+            self.stats.foreign_manifests += 1;
+            self.remember_foreign(round, agg, m, id);
+            if let Some(d) = self.rounds.get_mut(&round) {
+                d.manifest = None;
+            }
+        }
+        self.phase = Phase::Training(round);
+        self.out.push(OutEvent::StartTraining { round, base_state: self.state });
+        let pending: Vec<(PeerId, Hash)> = self
+            .rounds
+            .get(&round)
+            .map(|d| {
+                d.contributions
+                    .iter()
+                    .filter(|(_, (_, _, b))| *b == self.state)
+                    .map(|(p, (h, _, _))| (*p, *h))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (p, h) in pending {
+            self.fetch(h, BlobKind::Contribution, vec![p]);
+        }
+    }
+
+    fn active_peers(&self) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, i)| i.status == Status::Active).map(|(p, _)| *p).collect()
+    }
+
+    /// Aggregator candidates of `round`: active members and ourselves,
+    /// ranked by BLAKE3(run, round, peer).
+    ///
+    /// Every peer that applied the same manifest knows the same contributors,
+    /// so they are the candidates (those still alive): all peers rank the
+    /// same few the same way even when their views of the swarm differ. With
+    /// no such contributor alive (round 1, or all gone), every active peer is
+    /// a candidate.
+    fn candidates(&self, round: u64) -> Vec<PeerId> {
+        let alive = |p: &PeerId| *p == self.me || self.peers.get(p).is_some_and(|i| i.status == Status::Active);
+        let mut c: Vec<PeerId> = self.last_contributors.iter().copied().filter(alive).collect();
+        if c.is_empty() {
+            c = self.active_peers();
+            c.push(self.me);
+        }
+        c.sort_by_key(|p| rank_key(&self.cfg.run, round, p));
+        c
+    }
+
+    fn poll(&mut self, now: Time) {
+        if now >= self.next_hello {
+            self.seq += 1;
+            let recent = self.recent_applied.iter().copied().collect();
+            let msg = Message::Hello { status: self.status(), seq: self.seq, recent };
+            self.broadcast(self.round, &msg);
+            self.next_hello = now + self.cfg.hello_interval;
+        }
+        let ttl = self.cfg.peer_ttl;
+        self.peers.retain(|_, i| i.last_seen + ttl >= now);
+        self.departed.retain(|_, i| i.last_seen + ttl >= now);
+        let due: Vec<Hash> =
+            self.fetching.iter().filter(|(_, f)| f.retry_at.is_some_and(|t| t <= now)).map(|(h, _)| *h).collect();
+        for h in due {
+            let active = self.active_peers();
+            if let Some(f) = self.fetching.get_mut(&h) {
+                f.attempts += 1;
+                f.retry_at = None;
+                for p in active {
+                    if !f.providers.contains(&p) {
+                        f.providers.push(p);
+                    }
+                }
+                // Rotate so the next attempt starts with another provider.
+                if f.providers.len() > 1 {
+                    f.providers.rotate_left(1);
+                }
+                let providers = f.providers.clone();
+                let kind = f.kind;
+                self.out.push(OutEvent::Fetch { hash: h, kind, providers });
+            }
+        }
+        if self.holds_state() && (self.on_minority_fork() || self.consider_foreign()) {
+            return self.poll_waiting(now);
+        }
+        if let Phase::Finishing(_) = self.phase
+            && now >= self.finish_at
+        {
+            return self.leave();
+        }
+        if let Phase::Training(r) | Phase::Gathering(r) = self.phase {
+            // Most active peers are past our round: we missed its manifest.
+            let active = self.peers.values().filter(|i| i.status == Status::Active).count();
+            let ahead = self.peers.values().filter(|i| i.status == Status::Active && i.round > r).count();
+            if active > 0 && ahead * 2 > active {
+                self.stats.resyncs += 1;
+                self.phase = Phase::Waiting;
+            }
+        }
+        self.repair_manifests();
+        match self.phase {
+            Phase::Waiting => self.poll_waiting(now),
+            Phase::Gathering(r) => self.poll_gathering(r, now),
+            Phase::Collecting(r) => {
+                let ready = self
+                    .rounds
+                    .get(&r)
+                    .and_then(|d| d.manifest.clone())
+                    .filter(|(_, m, _)| m.entries.iter().all(|e| self.have.contains(&e.hash)));
+                if let Some((aggregator, manifest, _)) = ready {
+                    self.phase = Phase::Applying(r);
+                    self.out.push(OutEvent::Apply { round: r, aggregator, manifest });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Fetches (as blobs) manifests that peers say they applied for our
+    /// round or later and that we never received: gossip can lose them.
+    fn repair_manifests(&mut self) {
+        let from = if self.holds_state() { self.round } else { 0 };
+        let mut wanted: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
+        for (p, i) in &self.peers {
+            for (r, id) in &i.recent {
+                if *r >= from && !self.knows_manifest(id) && !self.fetching.contains_key(id) {
+                    wanted.entry(*id).or_default().push(*p);
+                }
+            }
+        }
+        for (id, providers) in wanted.into_iter().take(2) {
+            self.fetch(id, BlobKind::Manifest, providers);
+        }
+    }
+
+    fn poll_waiting(&mut self, now: Time) {
+        // Sync to the newest manifest that a quorum of the active peers
+        // confirm having applied (a signed manifest alone is not enough).
+        while self.rounds.len() > 2 * RECENT {
+            self.rounds.pop_first();
+        }
+        let active = self.peers.values().chain(self.departed.values()).filter(|i| i.status == Status::Active).count();
+        if active > 0 {
+            let need = ((self.cfg.sync_quorum * active as f64).floor() as usize + 1).min(active);
+            let best = self.rounds.iter().rev().find_map(|(r, d)| {
+                d.manifest.iter().chain(d.alternatives.iter()).find_map(|(agg, m, id)| {
+                    let gone = self.departed.values().filter(|i| i.recent.contains(&(*r, *id))).count();
+                    (self.supporters(*r, *id).len() + gone >= need).then(|| (*r, *agg, m.clone(), *id))
+                })
+            });
+            if let Some((r, agg, m, id)) = best {
+                if let Some(d) = self.rounds.get_mut(&r) {
+                    d.manifest = Some((agg, m, id));
+                    d.alternatives.clear();
+                }
+                return self.start_sync(r);
+            }
+        }
+        // Someone is past round 1: the run is under way, wait for a manifest.
+        if self.peers.values().any(|i| i.status == Status::Active && i.round > 1) {
+            return;
+        }
+        let present = 1 + self.peers.values().filter(|i| i.status != Status::Syncing).count();
+        if present as u64 >= u64::from(self.cfg.min_peers) {
+            self.state = self.cfg.genesis;
+            self.start_round(1, now);
+        }
+    }
+
+    fn poll_gathering(&mut self, round: u64, now: Time) {
+        let Some(data) = self.rounds.get(&round) else {
+            return;
+        };
+        // Only contributions trained from our state: another history's
+        // pseudo-gradients do not belong in ours (and their peers are not
+        // waited for).
+        let ours: BTreeMap<&PeerId, &(Hash, u64, Hash)> =
+            data.contributions.iter().filter(|(_, (_, _, b))| *b == self.state).collect();
+        let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|(_, _, b)| *b != self.state);
+        let ready: Vec<ManifestEntry> = ours
+            .iter()
+            .filter(|(_, (h, _, _))| self.have.contains(h))
+            .map(|(p, (h, s, _))| ManifestEntry { peer: **p, hash: *h, samples: *s })
+            .collect();
+        let all_in = self
+            .peers
+            .iter()
+            .filter(|(p, i)| self.expects(p, i, round) && !elsewhere(p))
+            .all(|(p, _)| ours.contains_key(p))
+            && ready.len() == ours.len();
+        let deadline = self.round_started + self.deadline.current();
+        if !all_in && now < deadline {
+            return;
+        }
+        let Some(k) = self.candidates(round).iter().position(|p| *p == self.me) else {
+            return; // not a candidate this round
+        };
+        let k = k as u64;
+        let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
+        // Someone already moved past this round: its manifest exists and we
+        // missed it. Publishing another would split the swarm; wait for the
+        // next manifest and sync from it instead.
+        let closed = self
+            .peers
+            .values()
+            .chain(self.departed.values())
+            .any(|i| i.status == Status::Active && (i.round > round || i.recent.iter().any(|(r, _)| *r >= round)));
+        if !go || ready.is_empty() || closed {
+            return;
+        }
+        let manifest = Manifest { state: self.state, entries: ready };
+        let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
+            return;
+        };
+        let id = Hash::of(&bytes);
+        self.keep(&bytes);
+        self.out.push(OutEvent::Broadcast(bytes));
+        self.stats.manifests_published += 1;
+        self.accept_manifest(round, self.me, manifest, id, now);
+    }
+}
+
+/// The ranking key of a peer as aggregator candidate of a round.
+pub fn rank_key(run: &Hash, round: u64, peer: &PeerId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&run.0);
+    h.update(&round.to_le_bytes());
+    h.update(&peer.0);
+    *h.finalize().as_bytes()
+}
+
+/// Whether envelope bytes carry a hello (payload tag 0), without decoding.
+fn is_hello(bytes: &[u8]) -> bool {
+    bytes.get(crate::envelope::HEADER) == Some(&0)
+}
+
+fn manifest_is_well_formed(m: &Manifest) -> bool {
+    !m.entries.is_empty()
+        && m.entries.len() <= MAX_MANIFEST_ENTRIES
+        && m.entries.windows(2).all(|w| w[0].peer < w[1].peer)
+        && m.entries.iter().all(|e| e.samples > 0)
+}
