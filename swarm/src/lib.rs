@@ -10,6 +10,7 @@ pub mod identity;
 pub mod net;
 pub mod node;
 pub mod report;
+pub mod store;
 pub mod work;
 
 pub use node::{Node, NodeConfig, NodeEvent};
@@ -44,6 +45,14 @@ pub enum Error {
         addrs: String,
         /// Attempts per address.
         attempts: u32,
+    },
+    /// A node did not answer.
+    #[error("{addr}: {reason}")]
+    Unreachable {
+        /// The address dialled.
+        addr: String,
+        /// What happened.
+        reason: String,
     },
     /// libp2p refused to start.
     #[error("network: {0}")]

@@ -41,6 +41,15 @@ enum Cmd {
     },
     /// Start a bootstrap node and N peers on 127.0.0.1 and show their progress.
     Local(local::LocalArgs),
+    /// Is a node reachable? Dials ADDR (`/ip4/../udp/../quic-v1/p2p/<id>`) and
+    /// reports the round-trip time; exits non-zero if it does not answer.
+    Ping {
+        /// The node's full address.
+        addr: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -132,12 +141,22 @@ async fn join(args: JoinArgs) -> Result<()> {
         bootstrap_attempts: args.bootstrap_attempts,
     };
     let (node, mut events, task) = swarm::node::start(cfg).await?;
-    let ctrlc = node.clone();
+    let stopper = node.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("leaving the run (Ctrl+C)");
-            ctrlc.shutdown();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => eprintln!("leaving the run (interrupt)"),
+            _ = sigterm => eprintln!("leaving the run (terminate)"),
         }
+        stopper.shutdown();
     });
     let bar = ProgressBar::new(u64::from(spec.train.inner_steps));
     bar.set_style(
@@ -176,9 +195,15 @@ async fn join(args: JoinArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = rt.block_on(run(Cli::parse()));
+    // Do not wait for a blocking training job still running: leaving is bounded.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Join(args) => join(args).await,
         Cmd::Bootstrap { listen, key } => {
@@ -209,5 +234,10 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Local(args) => local::run(args).await,
+        Cmd::Ping { addr, timeout } => {
+            let rtt = swarm::net::ping(&addr, std::time::Duration::from_secs(timeout)).await?;
+            println!("{addr} is reachable, round trip {:.1} ms", rtt.as_secs_f64() * 1000.0);
+            Ok(())
+        }
     }
 }

@@ -133,6 +133,9 @@ pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour
         .with_tokio()
         .with_quic_config(|mut c| {
             c.handshake_timeout = Duration::from_secs(3);
+            // A killed peer's connection is noticed within seconds, not tens.
+            c.max_idle_timeout = 4_000;
+            c.keep_alive_interval = Duration::from_secs(1);
             c
         })
         .with_behaviour(move |_| behaviour)
@@ -151,6 +154,39 @@ pub fn split_p2p(addr: &str) -> Result<(Multiaddr, PeerId), Error> {
         Some(Protocol::P2p(id)) => Ok((ma, id)),
         _ => Err(bad("must end with /p2p/<peer id>, as printed by `swarm bootstrap`")),
     }
+}
+
+/// Dials a node and waits for a ping answer; returns the round-trip time.
+pub async fn ping(addr: &str, timeout: Duration) -> Result<Duration, Error> {
+    use libp2p::futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let (ma, id) = split_p2p(addr)?;
+    let key = protocol::Keypair::from_secret(
+        *blake3::hash(format!("ping-{:?}", std::time::SystemTime::now()).as_bytes()).as_bytes(),
+    );
+    let mut swarm = build(&key, 1024)?;
+    swarm
+        .dial(libp2p::swarm::dial_opts::DialOpts::peer_id(id).addresses(vec![ma]).build())
+        .map_err(|e| Error::Net(e.to_string()))?;
+    let unreachable = |reason: String| Error::Unreachable { addr: addr.to_string(), reason };
+    let wait = async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }))
+                    if peer == id =>
+                {
+                    return Ok(rtt);
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    return Err(unreachable(format!("not reachable: {error}")));
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", timeout.as_secs())))?
 }
 
 /// Parses a listen address.

@@ -6,6 +6,7 @@ use crate::Error;
 use crate::blobs::BlobStore;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::report::{Flow, RoundReport, Traffic};
+use crate::store::PeerStore;
 use crate::work::{self, ModelState};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -116,17 +117,33 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let topic = gossipsub::IdentTopic::new(format!("swarm/run/{}", run.to_hex()));
     swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
     let (events, events_rx) = mpsc::unbounded_channel();
-    reach_bootstrap(&mut swarm, &cfg, &events).await?;
+    let peer_store_path = cfg.data_dir.join("peers.json");
+    let peer_store = PeerStore::load(&peer_store_path);
+    reach_bootstrap(&mut swarm, &cfg, &peer_store, &events).await?;
 
     let mut blobs = BlobStore::default();
     let genesis = blobs.add(0, BlobKind::State, state.encode());
+    let run_dir = cfg.data_dir.join("runs").join(&run.to_hex()[..16]);
+    let (restored, notes) = crate::store::load_latest(&run_dir, &cfg.spec.model, n);
+    for note in notes {
+        events.send(NodeEvent::Info(note)).ok();
+    }
+    let restored = restored.map(|(round, st)| {
+        let hash = blobs.add(round, BlobKind::State, st.encode());
+        events
+            .send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({}); syncing", hash.short())))
+            .ok();
+        hash
+    });
     let codec = Codec::from_spec(&cfg.spec.codec).map_err(|e| Error::Net(e.to_string()))?;
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let mut peer = Peer::new(Config::new(run, genesis, &cfg.spec, last_round), key.clone());
     peer.add_local_blob(genesis);
+    if let Some(h) = restored {
+        peer.add_local_blob(h);
+    }
     let (cmd, cmd_rx) = mpsc::unbounded_channel();
     let (jobs, jobs_rx) = mpsc::unbounded_channel();
-    let run_dir = cfg.data_dir.join("runs").join(&run.to_hex()[..16]);
     let _ = std::fs::create_dir_all(&run_dir);
     let _ = std::fs::write(run_dir.join("spec.toml"), cfg.spec.to_toml());
     events
@@ -144,6 +161,9 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         topic,
         peer,
         trainer: Arc::new(Mutex::new(trainer)),
+        // A second instance for the outer step and evaluation, so applying a
+        // round never waits for a stale inner loop still running.
+        eval_trainer: Arc::new(Mutex::new(Trainer::new(&cfg.spec.model)?)),
         state: Some(state),
         blobs,
         run_dir,
@@ -164,6 +184,10 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         bad_blobs: 0,
         pending_apply_meta: None,
         round_peers: BTreeMap::new(),
+        banned: Default::default(),
+        peer_store,
+        peer_store_path,
+        connections: HashMap::new(),
     };
     let handle = tokio::spawn(lp.run());
     Ok((Node { cmd }, events_rx, handle))
@@ -174,13 +198,26 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
 async fn reach_bootstrap(
     swarm: &mut Swarm<Behaviour>,
     cfg: &NodeConfig,
+    store: &PeerStore,
     events: &mpsc::UnboundedSender<NodeEvent>,
 ) -> Result<(), Error> {
-    if cfg.bootstrap.is_empty() {
+    let mut targets: Vec<(Multiaddr, libp2p::PeerId)> =
+        cfg.bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
+    // Peers we knew before: with every bootstrap node down, they get us in.
+    let me = *swarm.local_peer_id();
+    for (id, addrs) in &store.peers {
+        let Ok(id) = id.parse::<libp2p::PeerId>() else { continue };
+        for a in addrs {
+            if let Ok(a) = a.parse::<Multiaddr>()
+                && id != me
+            {
+                targets.push((a, id));
+            }
+        }
+    }
+    if targets.is_empty() {
         return Ok(());
     }
-    let targets: Vec<(Multiaddr, libp2p::PeerId)> =
-        cfg.bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
     let attempts = cfg.bootstrap_attempts.max(1);
     let mut backoff = Duration::from_millis(250);
     for attempt in 1..=attempts {
@@ -198,11 +235,15 @@ async fn reach_bootstrap(
                             swarm.behaviour_mut().kad.add_address(id, addr.clone());
                         }
                         let _ = swarm.behaviour_mut().kad.bootstrap();
+                        if !cfg.bootstrap.iter().any(|b| b.ends_with(&peer_id.to_string())) {
+                            events.send(NodeEvent::Info(format!("reached the swarm through known peer {peer_id}"))).ok();
+                        }
                         return Ok(());
                     }
                     SwarmEvent::OutgoingConnectionError { peer_id: Some(p), .. } if targets.iter().any(|(_, id)| *id == p) => {
                         failed += 1;
-                        if failed >= targets.len() { break; }
+                        let distinct: std::collections::HashSet<_> = targets.iter().map(|(_, id)| id).collect();
+                        if failed >= distinct.len() { break; }
                     }
                     SwarmEvent::NewListenAddr { address, .. } => {
                         let id = *swarm.local_peer_id();
@@ -224,7 +265,15 @@ async fn reach_bootstrap(
             backoff = (backoff * 2).min(Duration::from_secs(4));
         }
     }
-    Err(Error::BootstrapUnreachable { addrs: cfg.bootstrap.join(", "), attempts })
+    if cfg.bootstrap.is_empty() {
+        events.send(NodeEvent::Info("no known peer answered; starting alone".into())).ok();
+        return Ok(());
+    }
+    let mut addrs = cfg.bootstrap.join(", ");
+    if targets.len() > cfg.bootstrap.len() {
+        addrs.push_str(&format!(" (and {} known peer addresses)", targets.len() - cfg.bootstrap.len()));
+    }
+    Err(Error::BootstrapUnreachable { addrs, attempts })
 }
 
 struct EventLoop {
@@ -232,6 +281,7 @@ struct EventLoop {
     topic: gossipsub::IdentTopic,
     peer: Peer,
     trainer: Arc<Mutex<Trainer>>,
+    eval_trainer: Arc<Mutex<Trainer>>,
     /// None while a blocking job owns it.
     state: Option<ModelState>,
     blobs: BlobStore,
@@ -253,10 +303,16 @@ struct EventLoop {
     /// Per round: (train loss, payload bytes, own blob hash).
     trained: BTreeMap<u64, (f32, u64, Hash)>,
     bad_blobs: u64,
-    /// (own contribution included, contributors) of the round being applied.
-    pending_apply_meta: Option<(bool, usize)>,
+    /// (own contribution included, contributors, aggregator) of the round being applied.
+    pending_apply_meta: Option<(bool, usize, String)>,
     /// Peers (ourselves included) seen when each round started.
     round_peers: BTreeMap<u64, usize>,
+    /// Peers that served bytes that do not match the hash asked for.
+    banned: std::collections::HashSet<libp2p::PeerId>,
+    peer_store: PeerStore,
+    peer_store_path: PathBuf,
+    /// Open connections by peer, oldest first.
+    connections: HashMap<libp2p::PeerId, Vec<libp2p::swarm::ConnectionId>>,
 }
 
 impl EventLoop {
@@ -288,6 +344,7 @@ impl EventLoop {
                 _ = discover.tick() => {
                     let me = *self.swarm.local_peer_id();
                     self.swarm.behaviour_mut().kad.get_closest_peers(me);
+                    let _ = self.peer_store.save(&self.peer_store_path);
                 }
             }
         }
@@ -375,6 +432,9 @@ impl EventLoop {
             let Some(lp) = crate::identity::libp2p_peer(&p) else {
                 continue;
             };
+            if self.banned.contains(&lp) {
+                continue;
+            }
             let id = self.swarm.behaviour_mut().blobs.send_request(&lp, f.hash.0);
             self.flow(f.kind).sent += 32;
             self.fetches.insert(id, f);
@@ -424,7 +484,7 @@ impl EventLoop {
                 }
             }
         }
-        let trainer = self.trainer.clone();
+        let trainer = self.eval_trainer.clone();
         let jobs = self.jobs.clone();
         let dir = Some((self.run_dir.clone(), self.spec.model.clone()));
         if aggregator == self.peer.id() {
@@ -436,7 +496,7 @@ impl EventLoop {
             let r = work::apply(&trainer, state, round, &manifest, &bytes, dir);
             let _ = jobs.send(Job::Applied(r));
         });
-        self.pending_apply_meta = Some((contributed, contributors));
+        self.pending_apply_meta = Some((contributed, contributors, aggregator.short()));
     }
 
     fn on_job(&mut self, job: Job) {
@@ -471,7 +531,7 @@ impl EventLoop {
         if !a.rejected.is_empty() {
             self.info(format!("round {round}: {} contributions did not decode and were skipped", a.rejected.len()));
         }
-        let (contributed, contributors) = self.pending_apply_meta.take().unwrap_or((false, 0));
+        let (contributed, contributors, aggregator) = self.pending_apply_meta.take().unwrap_or_default();
         let own = self.trained.get(&round).copied();
         let eval = a.eval.unwrap_or(trainer::Eval { loss: f32::NAN, accuracy: None });
         let traffic = self.traffic.since(&self.traffic_mark);
@@ -485,6 +545,7 @@ impl EventLoop {
             traffic,
             peers: self.round_peers.get(&round).copied().unwrap_or(0).max(self.peer.members() + 1),
             contributors,
+            aggregator,
             contributed,
             train_loss: own.map(|o| o.0),
             payload_bytes: own.map(|o| o.1).unwrap_or(0),
@@ -503,6 +564,29 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let id = *self.swarm.local_peer_id();
                 self.events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+                // A peer that restarted dials in anew while our old connection
+                // to its dead process may linger: drop the old ones, or gossip
+                // keeps going down the dead one.
+                let conns = self.connections.entry(peer_id).or_default();
+                let restarted = !conns.is_empty();
+                for old in conns.drain(..) {
+                    self.swarm.close_connection(old);
+                }
+                self.connections.entry(peer_id).or_default().push(connection_id);
+                if restarted {
+                    // gossipsub tells a peer our subscriptions only on its
+                    // first connection; the restarted process never got them.
+                    let gs = &mut self.swarm.behaviour_mut().gossipsub;
+                    gs.unsubscribe(&self.topic);
+                    let _ = gs.subscribe(&self.topic);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.retain(|x| *x != connection_id);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -531,6 +615,11 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&net::KAD_PROTOCOL) =>
             {
+                let addrs: Vec<String> = info.listen_addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
+                if self.peer_store.peers.get(&peer_id.to_string()) != Some(&addrs) {
+                    self.peer_store.remember(peer_id.to_string(), addrs);
+                    let _ = self.peer_store.save(&self.peer_store_path);
+                }
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -547,7 +636,7 @@ impl EventLoop {
 
     fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<Vec<u8>>>) {
         match ev {
-            request_response::Event::Message { message, .. } => match message {
+            request_response::Event::Message { peer: from, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
                     let blob = self.blobs.get(&Hash(request)).map(|b| b.to_vec());
@@ -574,7 +663,13 @@ impl EventLoop {
                         Some(bytes) => {
                             self.flow(f.kind).received += bytes.len() as u64 + 1;
                             self.bad_blobs += 1;
-                            self.info(format!("a peer served bytes that do not hash to {}", f.hash.short()));
+                            self.banned.insert(from);
+                            let _ = self.swarm.disconnect_peer_id(from);
+                            self.info(format!(
+                                "peer {from} served bytes that do not hash to {}; dropped ({} so far)",
+                                f.hash.short(),
+                                self.bad_blobs
+                            ));
                             self.request(f);
                             self.drain();
                         }

@@ -63,6 +63,9 @@ pub struct RoundReport {
     pub peers: usize,
     /// Contributions applied this round.
     pub contributors: usize,
+    /// Who signed the round's manifest (short id).
+    #[serde(default)]
+    pub aggregator: String,
     /// Whether this peer's own contribution was among them.
     pub contributed: bool,
     /// Mean inner-loop training loss of this peer (if it trained).
@@ -133,6 +136,7 @@ mod tests {
             traffic: Traffic::default(),
             peers: 3,
             contributors: 3,
+            aggregator: "y".into(),
             contributed: true,
             train_loss: None,
             payload_bytes: 4,

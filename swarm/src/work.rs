@@ -162,7 +162,8 @@ pub fn apply(
     let hash = Hash::of(&blob);
     let t = trainer.lock().map_err(|_| "trainer poisoned".to_string())?;
     let eval = t.evaluate(&state.params).ok();
-    if let Some((dir, model)) = checkpoint_dir {
+    if let Some((run_dir, model)) = checkpoint_dir {
+        let dir = crate::store::slot_dir(&run_dir, round);
         let ck = checkpoint::Checkpoint {
             round,
             params: state.params.clone(),

@@ -97,6 +97,8 @@ pub struct Peer {
     deadline: Deadline,
     /// When a finishing peer leaves.
     finish_at: Time,
+    /// The status of our last hello.
+    last_status: Status,
     stats: Stats,
     out: Vec<OutEvent>,
 }
@@ -128,6 +130,7 @@ impl Peer {
             departed: BTreeMap::new(),
             deadline,
             finish_at: 0,
+            last_status: Status::Waiting,
             stats: Stats::default(),
             out: Vec::new(),
         }
@@ -698,7 +701,10 @@ impl Peer {
     }
 
     fn poll(&mut self, now: Time) {
-        if now >= self.next_hello {
+        // Hello on schedule, and at once when our status changes (a peer that
+        // just synced must be expected in the very next round).
+        if now >= self.next_hello || self.status() != self.last_status {
+            self.last_status = self.status();
             self.seq += 1;
             let recent = self.recent_applied.iter().copied().collect();
             let msg = Message::Hello { status: self.status(), seq: self.seq, recent };
@@ -804,6 +810,12 @@ impl Peer {
                 }
                 return self.start_sync(r);
             }
+        }
+        // The run is over: everyone left after its last round. Nothing to
+        // sync to any more; leave too.
+        let run_over = self.departed.values().any(|i| i.recent.iter().any(|(r, _)| *r >= self.cfg.last_round));
+        if run_over && !self.peers.values().any(|i| i.status == Status::Active) {
+            return self.leave();
         }
         // Someone is past round 1: the run is under way, wait for a manifest.
         if self.peers.values().any(|i| i.status == Status::Active && i.round > 1) {

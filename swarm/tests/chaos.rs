@@ -1,0 +1,318 @@
+//! Chaos with real processes on 127.0.0.1: peers killed with SIGKILL and
+//! restarted from their data dirs, a damaged checkpoint, a dead bootstrap
+//! node. Every loop here is bounded in time.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use swarm::RoundReport;
+
+const ROUNDS: u64 = 16;
+
+fn spec(dir: &Path, peers: u32, rounds: u64) -> PathBuf {
+    let mut s = protocol::RunSpec::new(
+        "digits-mlp",
+        protocol::spec::TrainSpec { inner_steps: 1500, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
+    );
+    s.rounds = rounds;
+    s.min_peers = peers;
+    s.timing.round_timeout_ms = 20_000;
+    s.timing.aggregator_timeout_ms = 2_000;
+    s.timing.min_round_ms = 1_000;
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, s.to_toml()).unwrap();
+    path
+}
+
+/// One peer slot: its data dir, its current process, the generation.
+struct Slot {
+    dir: PathBuf,
+    child: Option<Child>,
+    generation: u32,
+    log: PathBuf,
+}
+
+struct Harness {
+    spec: PathBuf,
+    boot: String,
+    slots: Vec<Slot>,
+    tx: mpsc::Sender<(usize, u32, RoundReport)>,
+}
+
+impl Harness {
+    fn new(dir: &Path, spec: PathBuf, boot: String, n: usize) -> (Harness, mpsc::Receiver<(usize, u32, RoundReport)>) {
+        let (tx, rx) = mpsc::channel();
+        let slots = (0..n)
+            .map(|i| {
+                let d = dir.join(format!("peer-{i}"));
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("key"), blake3::hash(format!("chaos-{i}").as_bytes()).as_bytes()).unwrap();
+                Slot { dir: d, child: None, generation: 0, log: dir.join(format!("peer-{i}.log")) }
+            })
+            .collect();
+        (Harness { spec, boot, slots, tx }, rx)
+    }
+
+    fn start(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&slot.log).unwrap();
+        let mut child = Command::new(swarm_bin())
+            .args(["join", "--spec"])
+            .arg(&self.spec)
+            .args(["--bootstrap", &self.boot, "--listen", LOOPBACK, "--json", "--data-dir"])
+            .arg(&slot.dir)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, g) = (self.tx.clone(), slot.generation);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(r) = serde_json::from_str::<RoundReport>(&line) {
+                    let _ = tx.send((i, g, r));
+                }
+            }
+        });
+        slot.child = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.slots[i].child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+        self.slots[i].generation += 1;
+    }
+
+    fn live(&mut self) -> usize {
+        let mut n = 0;
+        for s in &mut self.slots {
+            if let Some(c) = s.child.as_mut()
+                && c.try_wait().ok().flatten().is_none()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for s in &mut self.slots {
+            if let Some(c) = s.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Flips bytes in the middle of the newest checkpoint file of a peer, as a
+/// torn write would leave it.
+fn damage_newest_checkpoint(dir: &Path) -> bool {
+    let Ok(runs) = std::fs::read_dir(dir.join("runs")) else { return false };
+    let mut files: Vec<PathBuf> = runs
+        .flatten()
+        .flat_map(|r| (0..2).map(move |s| r.path().join(format!("ckpt-{s}")).join("checkpoint.safetensors")))
+        .filter(|p| p.exists())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let Some(f) = files.last() else { return false };
+    let mut bytes = std::fs::read(f).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(f, bytes).unwrap();
+    true
+}
+
+/// xorshift64: the test's own seeded choices.
+struct Rng(u64);
+
+impl Rng {
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        lo + self.0 % (hi - lo + 1)
+    }
+}
+
+struct Outcome {
+    reports: BTreeMap<u64, Vec<(usize, u32, RoundReport)>>,
+    restarts: Vec<(usize, u32)>,
+    damaged: Option<usize>,
+}
+
+fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs::default();
+    let boot = start_bootstrap(&mut procs, dir.path());
+    let spec = spec(dir.path(), 5, ROUNDS);
+    let (mut h, rx) = Harness::new(dir.path(), spec, boot, 5);
+    for i in 0..5 {
+        h.start(i);
+    }
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut reports: BTreeMap<u64, Vec<(usize, u32, RoundReport)>> = BTreeMap::new();
+    let mut pending: Vec<(usize, Instant)> = Vec::new();
+    let mut restarts = Vec::new();
+    let mut damaged = None;
+    let mut next_kill = 2;
+    let end = Instant::now() + Duration::from_secs(150);
+    while Instant::now() < end {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((i, g, r)) => {
+                let round = r.round;
+                reports.entry(round).or_default().push((i, g, r));
+                let top = *reports.keys().next_back().unwrap();
+                if kills && top >= next_kill && next_kill <= 10 {
+                    next_kill += 2;
+                    // Every other kill takes the peer that aggregated the last round.
+                    let agg = reports[&top].first().map(|(_, _, r)| r.aggregator.clone()).unwrap_or_default();
+                    let by_agg = reports[&top].iter().find(|(_, _, r)| r.peer == agg).map(|(i, _, _)| *i);
+                    let victim = match by_agg {
+                        Some(a) if top % 4 == 0 && h.slots[a].child.is_some() => a,
+                        _ => loop {
+                            let v = rng.range(0, 4) as usize;
+                            if h.slots[v].child.is_some() {
+                                break v;
+                            }
+                        },
+                    };
+                    h.kill(victim);
+                    if damaged.is_none() && top >= 6 && damage_newest_checkpoint(&h.slots[victim].dir) {
+                        damaged = Some(victim);
+                    }
+                    pending.push((victim, Instant::now() + Duration::from_millis(rng.range(500, 2500))));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        for (i, _) in pending.iter().filter(|(_, t)| *t <= now) {
+            h.start(*i);
+            restarts.push((*i, h.slots[*i].generation));
+        }
+        pending.retain(|(_, t)| *t > now);
+        if pending.is_empty() && h.live() == 0 {
+            break;
+        }
+    }
+    // Drain what is left.
+    while let Ok((i, g, r)) = rx.recv_timeout(Duration::from_millis(200)) {
+        reports.entry(r.round).or_default().push((i, g, r));
+    }
+    for (i, s) in h.slots.iter().enumerate() {
+        let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+        assert!(!log.contains("panicked"), "peer {i} panicked:\n{log}");
+    }
+    drop(h);
+    (Outcome { reports, restarts, damaged }, dir)
+}
+
+fn final_accuracy(o: &Outcome) -> f32 {
+    o.reports[&ROUNDS][0].2.eval_accuracy.unwrap()
+}
+
+#[test]
+fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
+    let (calm, _d0) = if std::env::var_os("CHAOS_KEEP").is_some() {
+        (Outcome { reports: BTreeMap::new(), restarts: vec![], damaged: None }, tempfile::tempdir().unwrap())
+    } else {
+        run(false, 1)
+    };
+    assert!(calm.reports.contains_key(&ROUNDS) || std::env::var_os("CHAOS_KEEP").is_some(), "the calm run finished");
+    let (chaos, dir) = run(true, 7);
+    if std::env::var_os("CHAOS_KEEP").is_some() {
+        eprintln!("logs kept in {}", dir.path().display());
+        std::mem::forget(dir);
+        return;
+    }
+
+    // The swarm finished its rounds.
+    let last = chaos.reports.get(&ROUNDS).expect("the swarm reached its last round");
+    assert!(last.len() >= 3, "at least 3 peers applied the last round: {}", last.len());
+    // After every round, all peers that applied it agree.
+    for (round, rs) in &chaos.reports {
+        let h = &rs[0].2.state_hash;
+        assert!(rs.iter().all(|(_, _, r)| &r.state_hash == h), "round {round}: {rs:?}");
+    }
+    // Every restarted peer rejoined and contributed again.
+    assert!(chaos.restarts.len() >= 5, "5 kills and restarts (rounds 2, 4, .., 10): {:?}", chaos.restarts);
+    for (i, g) in &chaos.restarts {
+        let contributed = chaos.reports.values().flatten().any(|(pi, pg, r)| pi == i && pg == g && r.contributed);
+        assert!(contributed, "peer {i} (life {g}) rejoined and contributed");
+    }
+    // The damaged checkpoint was detected and skipped, not loaded.
+    if let Some(v) = chaos.damaged {
+        let log = std::fs::read_to_string(dir.path().join(format!("peer-{v}.log"))).unwrap();
+        assert!(log.contains("damaged"), "peer {v} noticed its damaged checkpoint:\n{log}");
+    }
+    let (a, b) = (final_accuracy(&calm), final_accuracy(&chaos));
+    let rounds_by_peer: BTreeSet<u64> = chaos.reports.keys().copied().collect();
+    eprintln!(
+        "calm run: accuracy {a:.4}; with {} kills: accuracy {b:.4}; rounds reported {}..={}",
+        chaos.restarts.len(),
+        rounds_by_peer.first().unwrap(),
+        rounds_by_peer.last().unwrap()
+    );
+    assert!((a - b).abs() <= 0.02, "accuracy with kills {b} vs without {a}");
+}
+
+#[test]
+fn a_restarted_peer_rejoins_through_its_peer_store_with_the_bootstrap_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut boot_procs = Procs::default();
+    let boot = start_bootstrap(&mut boot_procs, dir.path());
+    let spec = spec(dir.path(), 3, 12);
+    let (mut h, rx) = Harness::new(dir.path(), spec, boot, 3);
+    for i in 0..3 {
+        h.start(i);
+    }
+    let end = Instant::now() + Duration::from_secs(120);
+    let mut restarted = false;
+    let mut reports: Vec<(usize, u32, RoundReport)> = Vec::new();
+    while Instant::now() < end {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((i, g, r)) => {
+                if !restarted && r.round >= 3 {
+                    restarted = true;
+                    drop(std::mem::take(&mut boot_procs)); // the bootstrap node dies
+                    h.kill(2);
+                    std::thread::sleep(Duration::from_millis(500));
+                    h.start(2);
+                }
+                reports.push((i, g, r));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if restarted && h.live() == 0 {
+            break;
+        }
+    }
+    let log = std::fs::read_to_string(dir.path().join("peer-2.log")).unwrap();
+    assert!(restarted);
+    let after: Vec<&RoundReport> = reports.iter().filter(|(i, g, _)| *i == 2 && *g == 1).map(|(_, _, r)| r).collect();
+    assert!(log.contains("known peer"), "rejoined through its peer store:\n{log}");
+    let summary: Vec<(u64, bool, usize, String)> =
+        after.iter().map(|r| (r.round, r.contributed, r.contributors, r.state_hash[..8].to_string())).collect();
+    assert!(after.iter().any(|r| r.contributed), "contributed again after the restart: {summary:?}\n{log}");
+    for r in &after {
+        let other = reports.iter().find(|(i, _, o)| *i != 2 && o.round == r.round);
+        if let Some((_, _, o)) = other {
+            assert_eq!(o.state_hash, r.state_hash, "round {}", r.round);
+        }
+    }
+}
