@@ -478,8 +478,9 @@ impl EventLoop {
                 Some(b) => bytes.push(b),
                 None => {
                     // The protocol only asks to apply once every blob is here.
-                    self.info(format!("round {round}: blob {} vanished", e.hash.short()));
+                    self.info(format!("round {round}: blob {} was evicted; fetching it again", e.hash.short()));
                     self.state = Some(state);
+                    self.queue.push_back(InEvent::BlobLost(e.hash));
                     return;
                 }
             }

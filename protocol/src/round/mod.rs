@@ -201,6 +201,12 @@ impl Peer {
                 InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples),
                 InEvent::BlobReady(hash) => self.on_blob(hash),
                 InEvent::BlobFailed(hash) => self.on_blob_failed(hash, now),
+                InEvent::BlobLost(hash) => {
+                    self.have.remove(&hash);
+                    if let Phase::Applying(r) = self.phase {
+                        self.collect(r);
+                    }
+                }
                 InEvent::Applied { round, state } => self.on_applied(round, state, now),
                 InEvent::StateLoaded { round } => self.on_loaded(round, now),
                 InEvent::Shutdown => self.leave(),

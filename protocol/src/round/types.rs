@@ -102,6 +102,8 @@ pub enum InEvent {
     BlobReady(Hash),
     /// A fetch failed at every provider.
     BlobFailed(Hash),
+    /// A blob the machine believed local is gone (evicted): fetch it again.
+    BlobLost(Hash),
     /// The node applied the manifest of `round`; `state` is the hash of the
     /// resulting state blob (now in the local store).
     Applied {
