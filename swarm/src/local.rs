@@ -30,7 +30,7 @@ pub struct LocalArgs {
 }
 
 enum Msg {
-    Report(usize, RoundReport),
+    Report(usize, Box<RoundReport>),
     Exit,
 }
 
@@ -97,7 +97,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Ok(r) = serde_json::from_str::<RoundReport>(&line) {
-                    let _ = tx.send(Msg::Report(i, r));
+                    let _ = tx.send(Msg::Report(i, Box::new(r)));
                 }
             }
             let _ = tx.send(Msg::Exit);
@@ -125,7 +125,7 @@ pub async fn run(args: LocalArgs) -> Result<()> {
                 }
                 let round = r.round;
                 let entry = rounds.entry(round).or_default();
-                entry.insert(i, r);
+                entry.insert(i, *r);
                 if entry.len() == n {
                     let reports = rounds.remove(&round).unwrap_or_default();
                     let first = reports.values().next().cloned();

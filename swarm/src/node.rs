@@ -57,7 +57,7 @@ pub enum NodeEvent {
         loss: f32,
     },
     /// A round was applied.
-    Round(RoundReport),
+    Round(Box<RoundReport>),
     /// The node left the run.
     Finished,
 }
@@ -556,7 +556,7 @@ impl EventLoop {
             elapsed_ms: self.now(),
         };
         self.traffic_mark = self.traffic;
-        self.events.send(NodeEvent::Round(report)).ok();
+        self.events.send(NodeEvent::Round(Box::new(report))).ok();
         self.drive(InEvent::Applied { round, state: hash });
     }
 

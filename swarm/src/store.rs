@@ -64,10 +64,11 @@ impl PeerStore {
         if addrs.is_empty() {
             return;
         }
-        if !self.peers.contains_key(&peer) && self.peers.len() >= Self::MAX {
-            if let Some(k) = self.peers.keys().next().cloned() {
-                self.peers.remove(&k);
-            }
+        if !self.peers.contains_key(&peer)
+            && self.peers.len() >= Self::MAX
+            && let Some(k) = self.peers.keys().next().cloned()
+        {
+            self.peers.remove(&k);
         }
         self.peers.insert(peer, addrs);
     }

@@ -149,6 +149,8 @@ impl Rng {
 
 struct Outcome {
     reports: BTreeMap<u64, Vec<(usize, u32, RoundReport)>>,
+    /// When each round was first reported (harness clock).
+    first_seen: BTreeMap<u64, Instant>,
     restarts: Vec<(usize, u32)>,
     damaged: Option<usize>,
 }
@@ -167,12 +169,14 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
     let mut pending: Vec<(usize, Instant)> = Vec::new();
     let mut restarts = Vec::new();
     let mut damaged = None;
+    let mut first_seen = BTreeMap::new();
     let mut next_kill = 2;
     let end = Instant::now() + Duration::from_secs(150);
     while Instant::now() < end {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok((i, g, r)) => {
                 let round = r.round;
+                first_seen.entry(round).or_insert_with(Instant::now);
                 reports.entry(round).or_default().push((i, g, r));
                 let top = *reports.keys().next_back().unwrap();
                 if kills && top >= next_kill && next_kill <= 10 {
@@ -181,7 +185,7 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
                     let agg = reports[&top].first().map(|(_, _, r)| r.aggregator.clone()).unwrap_or_default();
                     let by_agg = reports[&top].iter().find(|(_, _, r)| r.peer == agg).map(|(i, _, _)| *i);
                     let victim = match by_agg {
-                        Some(a) if top % 4 == 0 && h.slots[a].child.is_some() => a,
+                        Some(a) if top.is_multiple_of(4) && h.slots[a].child.is_some() => a,
                         _ => loop {
                             let v = rng.range(0, 4) as usize;
                             if h.slots[v].child.is_some() {
@@ -218,7 +222,7 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
         assert!(!log.contains("panicked"), "peer {i} panicked:\n{log}");
     }
     drop(h);
-    (Outcome { reports, restarts, damaged }, dir)
+    (Outcome { reports, first_seen, restarts, damaged }, dir)
 }
 
 fn final_accuracy(o: &Outcome) -> f32 {
@@ -228,7 +232,10 @@ fn final_accuracy(o: &Outcome) -> f32 {
 #[test]
 fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
     let (calm, _d0) = if std::env::var_os("CHAOS_KEEP").is_some() {
-        (Outcome { reports: BTreeMap::new(), restarts: vec![], damaged: None }, tempfile::tempdir().unwrap())
+        (
+            Outcome { reports: BTreeMap::new(), first_seen: BTreeMap::new(), restarts: vec![], damaged: None },
+            tempfile::tempdir().unwrap(),
+        )
     } else {
         run(false, 1)
     };
@@ -261,11 +268,17 @@ fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
     }
     let (a, b) = (final_accuracy(&calm), final_accuracy(&chaos));
     let rounds_by_peer: BTreeSet<u64> = chaos.reports.keys().copied().collect();
+    let stall = |o: &Outcome| {
+        let t: Vec<Instant> = o.first_seen.values().copied().collect();
+        t.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    };
     eprintln!(
-        "calm run: accuracy {a:.4}; with {} kills: accuracy {b:.4}; rounds reported {}..={}",
+        "calm run: accuracy {a:.4}, longest round gap {:?}; with {} kills: accuracy {b:.4}, rounds {}..={}, longest round gap {:?}",
+        stall(&calm),
         chaos.restarts.len(),
         rounds_by_peer.first().unwrap(),
-        rounds_by_peer.last().unwrap()
+        rounds_by_peer.last().unwrap(),
+        stall(&chaos)
     );
     assert!((a - b).abs() <= 0.02, "accuracy with kills {b} vs without {a}");
 }
