@@ -142,7 +142,9 @@ impl Codec {
         if self.topk <= 0.0 || self.topk >= 1.0 || n == 0 {
             n
         } else {
-            ((f64::from(self.topk) * n as f64).ceil() as usize).clamp(1, n)
+            // `topk` is an f32 (0.1f32 is 0.10000000149): a relative guard
+            // keeps 10 % of 100 at 10, not 11.
+            ((f64::from(self.topk) * n as f64 * (1.0 - 1e-6)).ceil() as usize).clamp(1, n)
         }
     }
 
@@ -154,7 +156,7 @@ impl Codec {
             Kind::Int8 => "int8",
             Kind::Int4 => "int4",
         };
-        if self.topk > 0.0 && self.topk < 1.0 { format!("{base}+top{}%", self.topk * 100.0) } else { base.to_string() }
+        if self.topk > 0.0 && self.topk < 1.0 { format!("{base}+top{}%", (f64::from(self.topk) * 1e5).round() / 1e3) } else { base.to_string() }
     }
 }
 
