@@ -156,7 +156,11 @@ impl Codec {
             Kind::Int8 => "int8",
             Kind::Int4 => "int4",
         };
-        if self.topk > 0.0 && self.topk < 1.0 { format!("{base}+top{}%", (f64::from(self.topk) * 1e5).round() / 1e3) } else { base.to_string() }
+        if self.topk > 0.0 && self.topk < 1.0 {
+            format!("{base}+top{}%", (f64::from(self.topk) * 1e5).round() / 1e3)
+        } else {
+            base.to_string()
+        }
     }
 }
 
