@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
-use swarm::bootstrap::{self, BootstrapEvent};
+use swarm::bootstrap;
 
 /// A swarm discovery node (Kademlia server, no training).
 #[derive(Parser, Debug)]
@@ -21,18 +21,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    bootstrap::run(
-        &args.listen,
-        &args.key,
-        |ev| match ev {
-            BootstrapEvent::Listening(a) => println!("bootstrap: listening on {a}"),
-            BootstrapEvent::Peers(n) => println!("bootstrap: {n} peers connected"),
-        },
-        stop,
-    )
-    .await?;
+    bootstrap::run_until_stopped(&args.listen, &args.key).await?;
     Ok(())
 }

@@ -59,3 +59,35 @@ pub async fn run(
         }
     }
 }
+
+/// Runs a bootstrap node until Ctrl+C or SIGTERM, printing
+/// `bootstrap: listening on ADDR` for each address and
+/// `bootstrap: N peers connected` (what `swarm bootstrap` and the
+/// `swarm-bootstrap` binary do).
+pub async fn run_until_stopped(listen: &str, key_file: &Path) -> Result<(), Error> {
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm => {}
+        }
+    };
+    run(
+        listen,
+        key_file,
+        |ev| match ev {
+            BootstrapEvent::Listening(a) => println!("bootstrap: listening on {a}"),
+            BootstrapEvent::Peers(n) => println!("bootstrap: {n} peers connected"),
+        },
+        stop,
+    )
+    .await
+}

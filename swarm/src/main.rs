@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use protocol::RunSpec;
 use protocol::spec::TrainSpec;
 use std::path::PathBuf;
-use swarm::bootstrap::{self, BootstrapEvent};
+use swarm::bootstrap;
 use swarm::{NodeConfig, NodeEvent};
 
 /// Train one model together with strangers: DiLoCo over QUIC.
@@ -207,19 +207,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Join(args) => join(args).await,
         Cmd::Bootstrap { listen, key } => {
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            bootstrap::run(
-                &listen,
-                &key,
-                |ev| match ev {
-                    BootstrapEvent::Listening(a) => println!("bootstrap: listening on {a}"),
-                    BootstrapEvent::Peers(n) => println!("bootstrap: {n} peers connected"),
-                },
-                stop,
-            )
-            .await?;
+            bootstrap::run_until_stopped(&listen, &key).await?;
             Ok(())
         }
         Cmd::Models => {
