@@ -201,6 +201,7 @@ impl Sim {
             genesis: self.genesis,
             fetch_retry: 200,
             max_fetch_attempts: 10,
+            max_samples: 64,
             sync_quorum: 0.5,
             min_round: self.cfg.min_round,
             deadline_k: 4.0,

@@ -596,16 +596,24 @@ impl EventLoop {
             })) => {
                 self.traffic.control.received += message.data.len() as u64;
                 let now = self.now();
-                let verdict = match self.peer.handle_gossip(&message.data, now) {
-                    Ok(outs) => {
-                        for o in outs {
-                            self.execute(o);
+                // The envelope's signer must be the peer that published it on
+                // gossipsub: one connection cannot speak for other identities.
+                let signer = protocol::Envelope::open(&message.data).ok().map(|o| o.sender);
+                let source = message.source.as_ref().and_then(crate::identity::protocol_peer);
+                let verdict = if signer.is_some() && signer != source {
+                    gossipsub::MessageAcceptance::Reject
+                } else {
+                    match self.peer.handle_gossip(&message.data, now) {
+                        Ok(outs) => {
+                            for o in outs {
+                                self.execute(o);
+                            }
+                            self.drive(InEvent::Tick);
+                            gossipsub::MessageAcceptance::Accept
                         }
-                        self.drive(InEvent::Tick);
-                        gossipsub::MessageAcceptance::Accept
+                        Err(protocol::DropReason::StaleRound) => gossipsub::MessageAcceptance::Ignore,
+                        Err(_) => gossipsub::MessageAcceptance::Reject,
                     }
-                    Err(protocol::DropReason::StaleRound) => gossipsub::MessageAcceptance::Ignore,
-                    Err(_) => gossipsub::MessageAcceptance::Reject,
                 };
                 self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                     &message_id,

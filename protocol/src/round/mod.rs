@@ -303,7 +303,7 @@ impl Peer {
                 if round < self.round || far_ahead {
                     return self.drop_msg(DropReason::StaleRound);
                 }
-                if samples == 0 {
+                if samples == 0 || (self.cfg.max_samples > 0 && samples > self.cfg.max_samples) {
                     return self.drop_msg(DropReason::Invalid);
                 }
                 self.touch(sender, round, now);
@@ -320,7 +320,9 @@ impl Peer {
                 if round == 0 || far_ahead {
                     return self.drop_msg(DropReason::StaleRound);
                 }
-                if !manifest_is_well_formed(&m) {
+                if !manifest_is_well_formed(&m)
+                    || (self.cfg.max_samples > 0 && m.entries.iter().any(|e| e.samples > self.cfg.max_samples))
+                {
                     return self.drop_msg(DropReason::Invalid);
                 }
                 if round < self.round && self.holds_state() {
@@ -741,7 +743,10 @@ impl Peer {
                 self.out.push(OutEvent::Fetch { hash: h, kind, providers });
             }
         }
-        if self.holds_state() && (self.on_minority_fork() || self.consider_foreign()) {
+        // Not while the node applies a round: it holds the model state then,
+        // and a sync must wait for it to come back (checked on the next poll).
+        let applying = matches!(self.phase, Phase::Applying(_));
+        if self.holds_state() && !applying && (self.on_minority_fork() || self.consider_foreign()) {
             return self.poll_waiting(now);
         }
         if let Phase::Finishing(_) = self.phase

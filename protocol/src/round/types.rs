@@ -51,6 +51,9 @@ pub struct Config {
     pub fetch_retry: Time,
     /// Fetch attempts before giving up on a blob.
     pub max_fetch_attempts: u32,
+    /// Most samples one contribution may claim (its averaging weight);
+    /// 0 = no limit. From the spec: inner steps x batch size.
+    pub max_samples: u64,
     /// A joiner syncs to a manifest only once more than this fraction of the
     /// active peers it knows confirm it (0.5 = a majority).
     pub sync_quorum: f64,
@@ -74,6 +77,7 @@ impl Config {
             genesis,
             fetch_retry: 300,
             max_fetch_attempts: 20,
+            max_samples: u64::from(spec.train.inner_steps) * u64::from(spec.train.batch_size),
             sync_quorum: 0.5,
             min_round: spec.timing.min_round_ms,
             deadline_k: spec.timing.deadline_k,
