@@ -65,21 +65,7 @@ pub async fn run(
 /// `bootstrap: N peers connected` (what `swarm bootstrap` and the
 /// `swarm-bootstrap` binary do).
 pub async fn run_until_stopped(listen: &str, key_file: &Path) -> Result<(), Error> {
-    let stop = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = sigterm => {}
-        }
-    };
+    let stop = crate::shutdown_signal();
     run(
         listen,
         key_file,

@@ -6,6 +6,7 @@
 
 pub mod blobs;
 pub mod bootstrap;
+mod dial;
 pub mod identity;
 pub mod net;
 pub mod node;
@@ -15,6 +16,24 @@ pub mod work;
 
 pub use node::{Node, NodeConfig, NodeEvent};
 pub use report::RoundReport;
+
+/// Resolves on Ctrl+C or SIGTERM (what `swarm join` and `swarm bootstrap`
+/// stop on).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm => {}
+    }
+}
 
 /// Errors of the node library.
 #[derive(Debug, thiserror::Error)]

@@ -143,19 +143,8 @@ async fn join(args: JoinArgs) -> Result<()> {
     let (node, mut events, task) = swarm::node::start(cfg).await?;
     let stopper = node.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => eprintln!("leaving the run (interrupt)"),
-            _ = sigterm => eprintln!("leaving the run (terminate)"),
-        }
+        swarm::shutdown_signal().await;
+        eprintln!("leaving the run");
         stopper.shutdown();
     });
     let bar = ProgressBar::new(u64::from(spec.train.inner_steps));

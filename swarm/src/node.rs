@@ -10,8 +10,7 @@ use crate::store::PeerStore;
 use crate::work::{self, ModelState};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, Swarm, gossipsub, identify, kad, request_response};
+use libp2p::{Swarm, gossipsub, identify, kad, request_response};
 use protocol::codec::{Codec, ErrorFeedback};
 use protocol::{BlobKind, Config, Hash, InEvent, OutEvent, Peer, RunSpec};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -119,7 +118,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let (events, events_rx) = mpsc::unbounded_channel();
     let peer_store_path = cfg.data_dir.join("peers.json");
     let peer_store = PeerStore::load(&peer_store_path);
-    reach_bootstrap(&mut swarm, &cfg, &peer_store, &events).await?;
+    crate::dial::reach_bootstrap(&mut swarm, &cfg, &peer_store, &events).await?;
 
     let mut blobs = BlobStore::default();
     let genesis = blobs.add(0, BlobKind::State, state.encode());
@@ -191,89 +190,6 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     };
     let handle = tokio::spawn(lp.run());
     Ok((Node { cmd }, events_rx, handle))
-}
-
-/// Dials every bootstrap address until one connects, with bounded retries and
-/// backoff. No bootstrap addresses: nothing to do (the first peer of a swarm).
-async fn reach_bootstrap(
-    swarm: &mut Swarm<Behaviour>,
-    cfg: &NodeConfig,
-    store: &PeerStore,
-    events: &mpsc::UnboundedSender<NodeEvent>,
-) -> Result<(), Error> {
-    let mut targets: Vec<(Multiaddr, libp2p::PeerId)> =
-        cfg.bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
-    // Peers we knew before: with every bootstrap node down, they get us in.
-    let me = *swarm.local_peer_id();
-    for (id, addrs) in &store.peers {
-        let Ok(id) = id.parse::<libp2p::PeerId>() else { continue };
-        for a in addrs {
-            if let Ok(a) = a.parse::<Multiaddr>()
-                && id != me
-            {
-                targets.push((a, id));
-            }
-        }
-    }
-    if targets.is_empty() {
-        return Ok(());
-    }
-    let attempts = cfg.bootstrap_attempts.max(1);
-    let mut backoff = Duration::from_millis(250);
-    for attempt in 1..=attempts {
-        for (addr, id) in &targets {
-            let _ = swarm.dial(DialOpts::peer_id(*id).addresses(vec![addr.clone()]).build());
-        }
-        let mut failed = 0;
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                ev = swarm.select_next_some() => match ev {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if targets.iter().any(|(_, id)| *id == peer_id) => {
-                        for (addr, id) in &targets {
-                            swarm.behaviour_mut().kad.add_address(id, addr.clone());
-                        }
-                        let _ = swarm.behaviour_mut().kad.bootstrap();
-                        if !cfg.bootstrap.iter().any(|b| b.ends_with(&peer_id.to_string())) {
-                            events.send(NodeEvent::Info(format!("reached the swarm through known peer {peer_id}"))).ok();
-                        }
-                        return Ok(());
-                    }
-                    SwarmEvent::OutgoingConnectionError { peer_id: Some(p), .. } if targets.iter().any(|(_, id)| *id == p) => {
-                        failed += 1;
-                        let distinct: std::collections::HashSet<_> = targets.iter().map(|(_, id)| id).collect();
-                        if failed >= distinct.len() { break; }
-                    }
-                    SwarmEvent::NewListenAddr { address, .. } => {
-                        let id = *swarm.local_peer_id();
-                        events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
-                    }
-                    _ => {}
-                },
-                _ = &mut deadline => break,
-            }
-        }
-        if attempt < attempts {
-            events
-                .send(NodeEvent::Info(format!(
-                    "bootstrap unreachable (attempt {attempt}/{attempts}), retrying in {} ms",
-                    backoff.as_millis()
-                )))
-                .ok();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(4));
-        }
-    }
-    if cfg.bootstrap.is_empty() {
-        events.send(NodeEvent::Info("no known peer answered; starting alone".into())).ok();
-        return Ok(());
-    }
-    let mut addrs = cfg.bootstrap.join(", ");
-    if targets.len() > cfg.bootstrap.len() {
-        addrs.push_str(&format!(" (and {} known peer addresses)", targets.len() - cfg.bootstrap.len()));
-    }
-    Err(Error::BootstrapUnreachable { addrs, attempts })
 }
 
 struct EventLoop {

@@ -17,7 +17,10 @@
 //! blob it names (the state at the start of that round), applies the manifest
 //! and contributes from the next round on.
 
+mod aggregate;
 mod deadline;
+mod receive;
+mod sync;
 mod types;
 
 pub use deadline::Deadline;
@@ -260,113 +263,6 @@ impl Peer {
         self.out.push(OutEvent::Finished);
     }
 
-    fn on_gossip(&mut self, bytes: &[u8], now: Time) -> Result<(), DropReason> {
-        let opened = match Envelope::open(bytes) {
-            Ok(o) => o,
-            Err(why) => return self.drop_msg(why),
-        };
-        if opened.run != self.cfg.run {
-            return self.drop_msg(DropReason::WrongRun);
-        }
-        if opened.sender == self.me {
-            return Ok(());
-        }
-        let msg = match opened.message() {
-            Ok(m) => m,
-            Err(why) => return self.drop_msg(why),
-        };
-        let (sender, round) = (opened.sender, opened.round);
-        let far_ahead = round > self.round.saturating_add(LOOKAHEAD) && self.round > 0;
-        match msg {
-            Message::Hello { status, recent, .. } => {
-                if far_ahead && status == Status::Active {
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                if recent.len() > 2 * RECENT {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                self.peers.insert(sender, PeerInfo { status, round, last_seen: now, recent });
-            }
-            Message::Leave { recent } => {
-                if recent.len() > 2 * RECENT {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                if let Some(mut info) = self.peers.remove(&sender)
-                    && info.status == Status::Active
-                {
-                    info.recent = recent;
-                    info.last_seen = now;
-                    self.departed.insert(sender, info);
-                }
-            }
-            Message::Contribution { hash, samples, base_state } => {
-                if round < self.round || far_ahead {
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                if samples == 0 || (self.cfg.max_samples > 0 && samples > self.cfg.max_samples) {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                self.touch(sender, round, now);
-                let data = self.rounds.entry(round).or_default();
-                if data.contributions.contains_key(&sender) {
-                    return Ok(());
-                }
-                data.contributions.insert(sender, (hash, samples, base_state));
-                if round == self.round && self.holds_state() && base_state == self.state {
-                    self.fetch(hash, BlobKind::Contribution, vec![sender]);
-                }
-            }
-            Message::Manifest(m) => {
-                if round == 0 || far_ahead {
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                if !manifest_is_well_formed(&m)
-                    || (self.cfg.max_samples > 0 && m.entries.iter().any(|e| e.samples > self.cfg.max_samples))
-                {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                if round < self.round && self.holds_state() {
-                    // Old news, unless it is another history's version of a
-                    // round we applied (a partition that healed).
-                    let mine = self.recent_applied.iter().find(|(r, _)| *r == round).map(|(_, id)| *id);
-                    if mine.is_some_and(|id| id != Hash::of(bytes)) {
-                        self.stats.foreign_manifests += 1;
-                        self.keep(bytes);
-                        self.remember_foreign(round, sender, m, Hash::of(bytes));
-                        return Ok(());
-                    }
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                self.touch(sender, round, now);
-                self.keep(bytes);
-                self.accept_manifest(round, sender, m, Hash::of(bytes), now);
-            }
-        }
-        Ok(())
-    }
-
-    /// A contribution or manifest from `peer` shows it active in `round`.
-    fn touch(&mut self, peer: PeerId, round: u64, now: Time) {
-        let info = self.peers.entry(peer).or_insert(PeerInfo {
-            status: Status::Active,
-            round,
-            last_seen: now,
-            recent: Vec::new(),
-        });
-        info.last_seen = now;
-        info.status = Status::Active;
-        info.round = info.round.max(round);
-    }
-
-    /// Whether the aggregator of `round` should wait for `peer`'s
-    /// contribution: it contributed last round, or says it is active in this
-    /// round or the one before, or (round 1) is waiting for the start.
-    fn expects(&self, peer: &PeerId, info: &PeerInfo, round: u64) -> bool {
-        (self.last_contributors.contains(peer) && *peer != self.me)
-            || (info.status == Status::Active && info.round + 1 >= round && info.round <= round)
-            || (info.status == Status::Waiting && round == 1)
-    }
-
     /// Whether this peer holds the state of its current round.
     fn holds_state(&self) -> bool {
         matches!(
@@ -418,85 +314,6 @@ impl Peer {
         }
         // Manifests of later rounds wait in `rounds`; a peer that fell
         // behind notices in `poll` (most peers are past its round) and syncs.
-    }
-
-    fn remember_foreign(&mut self, round: u64, aggregator: PeerId, m: Manifest, id: Hash) {
-        if self.foreign.as_ref().is_none_or(|f| f.0 <= round) {
-            self.foreign = Some((round, aggregator, m, id));
-        }
-    }
-
-    /// A majority of the active peers list, for a round we applied, a
-    /// manifest other than ours: we are on the losing side of a split (a
-    /// healed partition, or a lost manifest). Leave our history and sync to
-    /// theirs.
-    fn on_minority_fork(&mut self) -> bool {
-        let active: Vec<&PeerInfo> = self.peers.values().filter(|i| i.status == Status::Active).collect();
-        let mut votes: BTreeMap<(u64, Hash), usize> = BTreeMap::new();
-        for i in &active {
-            for (r, id) in &i.recent {
-                if self.history.get(r).is_some_and(|mine| mine != id) {
-                    *votes.entry((*r, *id)).or_default() += 1;
-                }
-            }
-        }
-        // We count ourselves among the active peers.
-        let n = active.len() + 1;
-        if !votes.values().any(|v| v * 2 > n) {
-            return false;
-        }
-        self.stats.switched_history += 1;
-        self.foreign = None;
-        self.rounds.clear();
-        self.history.clear();
-        self.phase = Phase::Waiting;
-        true
-    }
-
-    /// Active peers that list any of our recently applied manifests.
-    fn our_side(&self) -> Vec<PeerId> {
-        self.peers
-            .iter()
-            .filter(|(_, i)| i.status == Status::Active && i.recent.iter().any(|x| self.recent_applied.contains(x)))
-            .map(|(p, _)| *p)
-            .collect()
-    }
-
-    /// Active peers whose recent manifests include `id`.
-    fn supporters(&self, round: u64, id: Hash) -> Vec<PeerId> {
-        self.peers
-            .iter()
-            .filter(|(_, i)| i.status == Status::Active && i.recent.contains(&(round, id)))
-            .map(|(p, _)| *p)
-            .collect()
-    }
-
-    /// After a partition heals, the side with fewer peers (ties: the side
-    /// without the lowest peer id) gives up its history and syncs to the
-    /// other's. Returns true if this peer switched.
-    fn consider_foreign(&mut self) -> bool {
-        let Some((round, agg, m, id)) = self.foreign.clone() else { return false };
-        if self.recent_applied.is_empty() {
-            return false;
-        }
-        let theirs = self.supporters(round, id);
-        // Compare like with like: who applied our manifest of that round, if
-        // we applied one, else who shares our recent history.
-        let mut ours = match self.recent_applied.iter().find(|(r, _)| *r == round) {
-            Some(&(r, id)) => self.supporters(r, id),
-            None => self.our_side(),
-        };
-        ours.push(self.me);
-        let switch = theirs.len() > ours.len()
-            || (theirs.len() == ours.len() && !theirs.is_empty() && theirs.iter().min() < ours.iter().min());
-        if switch {
-            self.stats.switched_history += 1;
-            self.foreign = None;
-            self.rounds.clear();
-            self.rounds.entry(round).or_default().manifest = Some((agg, m, id));
-            self.phase = Phase::Waiting;
-        }
-        switch
     }
 
     fn start_sync(&mut self, round: u64) {
@@ -689,25 +506,6 @@ impl Peer {
         self.peers.iter().filter(|(_, i)| i.status == Status::Active).map(|(p, _)| *p).collect()
     }
 
-    /// Aggregator candidates of `round`: active members and ourselves,
-    /// ranked by BLAKE3(run, round, peer).
-    ///
-    /// Every peer that applied the same manifest knows the same contributors,
-    /// so they are the candidates (those still alive): all peers rank the
-    /// same few the same way even when their views of the swarm differ. With
-    /// no such contributor alive (round 1, or all gone), every active peer is
-    /// a candidate.
-    fn candidates(&self, round: u64) -> Vec<PeerId> {
-        let alive = |p: &PeerId| *p == self.me || self.peers.get(p).is_some_and(|i| i.status == Status::Active);
-        let mut c: Vec<PeerId> = self.last_contributors.iter().copied().filter(alive).collect();
-        if c.is_empty() {
-            c = self.active_peers();
-            c.push(self.me);
-        }
-        c.sort_by_key(|p| rank_key(&self.cfg.run, round, p));
-        c
-    }
-
     fn poll(&mut self, now: Time) {
         // Hello on schedule, and at once when our status changes (a peer that
         // just synced must be expected in the very next round).
@@ -780,115 +578,6 @@ impl Peer {
             }
             _ => {}
         }
-    }
-
-    /// Fetches (as blobs) manifests that peers say they applied for our
-    /// round or later and that we never received: gossip can lose them.
-    fn repair_manifests(&mut self) {
-        let from = if self.holds_state() { self.round } else { 0 };
-        let mut wanted: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
-        for (p, i) in &self.peers {
-            for (r, id) in &i.recent {
-                if *r >= from && !self.knows_manifest(id) && !self.fetching.contains_key(id) {
-                    wanted.entry(*id).or_default().push(*p);
-                }
-            }
-        }
-        for (id, providers) in wanted.into_iter().take(2) {
-            self.fetch(id, BlobKind::Manifest, providers);
-        }
-    }
-
-    fn poll_waiting(&mut self, now: Time) {
-        // Sync to the newest manifest that a quorum of the active peers
-        // confirm having applied (a signed manifest alone is not enough).
-        while self.rounds.len() > 2 * RECENT {
-            self.rounds.pop_first();
-        }
-        let active = self.peers.values().chain(self.departed.values()).filter(|i| i.status == Status::Active).count();
-        if active > 0 {
-            let need = ((self.cfg.sync_quorum * active as f64).floor() as usize + 1).min(active);
-            let best = self.rounds.iter().rev().find_map(|(r, d)| {
-                d.manifest.iter().chain(d.alternatives.iter()).find_map(|(agg, m, id)| {
-                    let gone = self.departed.values().filter(|i| i.recent.contains(&(*r, *id))).count();
-                    (self.supporters(*r, *id).len() + gone >= need).then(|| (*r, *agg, m.clone(), *id))
-                })
-            });
-            if let Some((r, agg, m, id)) = best {
-                if let Some(d) = self.rounds.get_mut(&r) {
-                    d.manifest = Some((agg, m, id));
-                    d.alternatives.clear();
-                }
-                return self.start_sync(r);
-            }
-        }
-        // The run is over: everyone left after its last round. Nothing to
-        // sync to any more; leave too.
-        let run_over = self.departed.values().any(|i| i.recent.iter().any(|(r, _)| *r >= self.cfg.last_round));
-        if run_over && !self.peers.values().any(|i| i.status == Status::Active) {
-            return self.leave();
-        }
-        // Someone is past round 1: the run is under way, wait for a manifest.
-        if self.peers.values().any(|i| i.status == Status::Active && i.round > 1) {
-            return;
-        }
-        let present = 1 + self.peers.values().filter(|i| i.status != Status::Syncing).count();
-        if present as u64 >= u64::from(self.cfg.min_peers) {
-            self.state = self.cfg.genesis;
-            self.start_round(1, now);
-        }
-    }
-
-    fn poll_gathering(&mut self, round: u64, now: Time) {
-        let Some(data) = self.rounds.get(&round) else {
-            return;
-        };
-        // Only contributions trained from our state: another history's
-        // pseudo-gradients do not belong in ours (and their peers are not
-        // waited for).
-        let ours: BTreeMap<&PeerId, &(Hash, u64, Hash)> =
-            data.contributions.iter().filter(|(_, (_, _, b))| *b == self.state).collect();
-        let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|(_, _, b)| *b != self.state);
-        let ready: Vec<ManifestEntry> = ours
-            .iter()
-            .filter(|(_, (h, _, _))| self.have.contains(h))
-            .map(|(p, (h, s, _))| ManifestEntry { peer: **p, hash: *h, samples: *s })
-            .collect();
-        let all_in = self
-            .peers
-            .iter()
-            .filter(|(p, i)| self.expects(p, i, round) && !elsewhere(p))
-            .all(|(p, _)| ours.contains_key(p))
-            && ready.len() == ours.len();
-        let deadline = self.round_started + self.deadline.current();
-        if !all_in && now < deadline {
-            return;
-        }
-        let Some(k) = self.candidates(round).iter().position(|p| *p == self.me) else {
-            return; // not a candidate this round
-        };
-        let k = k as u64;
-        let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
-        // Someone already moved past this round: its manifest exists and we
-        // missed it. Publishing another would split the swarm; wait for the
-        // next manifest and sync from it instead.
-        let closed = self
-            .peers
-            .values()
-            .chain(self.departed.values())
-            .any(|i| i.status == Status::Active && (i.round > round || i.recent.iter().any(|(r, _)| *r >= round)));
-        if !go || ready.is_empty() || closed {
-            return;
-        }
-        let manifest = Manifest { state: self.state, entries: ready };
-        let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
-            return;
-        };
-        let id = Hash::of(&bytes);
-        self.keep(&bytes);
-        self.out.push(OutEvent::Broadcast(bytes));
-        self.stats.manifests_published += 1;
-        self.accept_manifest(round, self.me, manifest, id, now);
     }
 }
 

@@ -1,0 +1,96 @@
+//! Getting into the swarm: dial the bootstrap nodes and the peers we knew
+//! (the peer store), with bounded retries and backoff.
+
+use crate::Error;
+use crate::net::{self, Behaviour};
+use crate::node::{NodeConfig, NodeEvent};
+use crate::store::PeerStore;
+use libp2p::futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, Swarm};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Dials every bootstrap address until one connects, with bounded retries and
+/// backoff. No bootstrap addresses: nothing to do (the first peer of a swarm).
+pub(crate) async fn reach_bootstrap(
+    swarm: &mut Swarm<Behaviour>,
+    cfg: &NodeConfig,
+    store: &PeerStore,
+    events: &mpsc::UnboundedSender<NodeEvent>,
+) -> Result<(), Error> {
+    let mut targets: Vec<(Multiaddr, libp2p::PeerId)> =
+        cfg.bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
+    // Peers we knew before: with every bootstrap node down, they get us in.
+    let me = *swarm.local_peer_id();
+    for (id, addrs) in &store.peers {
+        let Ok(id) = id.parse::<libp2p::PeerId>() else { continue };
+        for a in addrs {
+            if let Ok(a) = a.parse::<Multiaddr>()
+                && id != me
+            {
+                targets.push((a, id));
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let attempts = cfg.bootstrap_attempts.max(1);
+    let mut backoff = Duration::from_millis(250);
+    for attempt in 1..=attempts {
+        for (addr, id) in &targets {
+            let _ = swarm.dial(DialOpts::peer_id(*id).addresses(vec![addr.clone()]).build());
+        }
+        let mut failed = 0;
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => match ev {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if targets.iter().any(|(_, id)| *id == peer_id) => {
+                        for (addr, id) in &targets {
+                            swarm.behaviour_mut().kad.add_address(id, addr.clone());
+                        }
+                        let _ = swarm.behaviour_mut().kad.bootstrap();
+                        if !cfg.bootstrap.iter().any(|b| b.ends_with(&peer_id.to_string())) {
+                            events.send(NodeEvent::Info(format!("reached the swarm through known peer {peer_id}"))).ok();
+                        }
+                        return Ok(());
+                    }
+                    SwarmEvent::OutgoingConnectionError { peer_id: Some(p), .. } if targets.iter().any(|(_, id)| *id == p) => {
+                        failed += 1;
+                        let distinct: std::collections::HashSet<_> = targets.iter().map(|(_, id)| id).collect();
+                        if failed >= distinct.len() { break; }
+                    }
+                    SwarmEvent::NewListenAddr { address, .. } => {
+                        let id = *swarm.local_peer_id();
+                        events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
+                    }
+                    _ => {}
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        if attempt < attempts {
+            events
+                .send(NodeEvent::Info(format!(
+                    "bootstrap unreachable (attempt {attempt}/{attempts}), retrying in {} ms",
+                    backoff.as_millis()
+                )))
+                .ok();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
+        }
+    }
+    if cfg.bootstrap.is_empty() {
+        events.send(NodeEvent::Info("no known peer answered; starting alone".into())).ok();
+        return Ok(());
+    }
+    let mut addrs = cfg.bootstrap.join(", ");
+    if targets.len() > cfg.bootstrap.len() {
+        addrs.push_str(&format!(" (and {} known peer addresses)", targets.len() - cfg.bootstrap.len()));
+    }
+    Err(Error::BootstrapUnreachable { addrs, attempts })
+}
