@@ -69,6 +69,9 @@ pub struct SimConfig {
     pub hello_interval: Time,
     /// Peers silent this long are dropped, ms.
     pub peer_ttl: Time,
+    /// How long a fetch nobody can serve takes to fail, ms (a provider
+    /// that does not answer costs a timeout).
+    pub fetch_timeout: Time,
 }
 
 impl SimConfig {
@@ -88,6 +91,7 @@ impl SimConfig {
             min_round: 1_500,
             hello_interval: 500,
             peer_ttl: 3_000,
+            fetch_timeout: 100,
         }
     }
 }
@@ -245,6 +249,19 @@ impl Sim {
         self.schedule(1, i, Ev::Tick);
     }
 
+    /// Every node forgets the contributions named by the manifests of
+    /// rounds up to `round` (as the node's blob store evicts old rounds).
+    pub fn forget_contributions_up_to(&mut self, round: u64) {
+        let hashes: BTreeSet<Hash> = self
+            .manifests
+            .range(..=round)
+            .flat_map(|(_, by_node)| by_node.values().flat_map(|(_, m)| m.entries.iter().map(|e| e.hash)))
+            .collect();
+        for h in hashes {
+            self.blobs.remove(&h);
+        }
+    }
+
     /// Cuts `group` off from everyone else until [`Sim::heal`].
     pub fn partition(&mut self, group: BTreeSet<usize>) {
         self.partition = Some(group);
@@ -362,7 +379,7 @@ impl Sim {
                     }
                     self.schedule(rtt + 10, i, Ev::In(InEvent::BlobReady(hash)));
                 } else {
-                    self.schedule(rtt + 100, i, Ev::In(InEvent::BlobFailed(hash)));
+                    self.schedule(rtt + self.cfg.fetch_timeout, i, Ev::In(InEvent::BlobFailed(hash)));
                 }
             }
             OutEvent::StartTraining { round, base_state } => {

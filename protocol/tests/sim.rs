@@ -87,6 +87,53 @@ fn a_late_joiner_syncs_then_contributes_from_the_next_round() {
 }
 
 #[test]
+fn a_joiner_whose_sync_round_was_evicted_syncs_to_a_later_one() {
+    let mut cfg = SimConfig::new(3, 11);
+    // A fetch nobody serves fails only after a long timeout.
+    cfg.fetch_timeout = 5_000;
+    let mut sim = Sim::new(cfg);
+    sim.run_while(60_000, |s| s.nodes[0].peer.round() < 4);
+    let join_round = sim.nodes[0].peer.round();
+    let joiner = sim.add_node();
+    // The joiner's first fetches run while every peer forgets the
+    // contributions of the rounds it could sync to.
+    let until = sim.now + 3_000;
+    while sim.now < until {
+        let r = sim.nodes[0].peer.round();
+        sim.forget_contributions_up_to(r);
+        let next = sim.now + 50;
+        sim.run_until(next);
+    }
+    sim.run_until(200_000);
+    assert!(sim.all_finished(), "every peer, the joiner included, left after the last round");
+    assert_agreement(&sim);
+    let contributed: Vec<u64> = (1..=10).filter(|&r| sim.contributors(r).contains(&joiner)).collect();
+    eprintln!("joined in round {join_round}, contributed in {contributed:?}");
+    assert!(!contributed.is_empty(), "the joiner contributed");
+    assert!(sim.nodes[joiner].peer.stats().resyncs > 0, "its first sync failed and it synced again");
+}
+
+#[test]
+fn a_peer_left_waiting_when_the_run_ends_leaves_too() {
+    let mut sim = Sim::new(SimConfig::new(3, 12));
+    sim.run_while(60_000, |s| s.nodes[0].peer.round() < 9);
+    let joiner = sim.add_node();
+    // Nothing it needs can be fetched: it waits until the others are gone.
+    loop {
+        let r = sim.nodes[0].peer.round();
+        sim.forget_contributions_up_to(r);
+        let next = sim.now + 50;
+        sim.run_until(next);
+        if (0..3).all(|i| sim.nodes[i].finished) || sim.now > 100_000 {
+            break;
+        }
+    }
+    sim.run_until(sim.now + 60_000);
+    assert!((0..3).all(|i| sim.nodes[i].finished));
+    assert!(sim.nodes[joiner].finished, "the joiner saw the run end and left: {:?}", sim.phase(joiner));
+}
+
+#[test]
 fn simulation_is_deterministic() {
     let run = |seed| {
         let mut cfg = SimConfig::new(8, seed);

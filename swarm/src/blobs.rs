@@ -4,14 +4,28 @@
 use protocol::{BlobKind, Hash};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Rounds a blob is kept after the round it was added in.
 pub const KEEP_ROUNDS: u64 = 4;
+/// And at least this long: a peer that restarts and syncs to a manifest a few
+/// rounds old must still find its contributions, however fast rounds are.
+pub const KEEP_AT_LEAST: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Entry {
+    /// The newest round it was added in or named by a manifest of.
+    round: u64,
+    /// When it was last added.
+    added: Instant,
+    kind: BlobKind,
+    bytes: Arc<Vec<u8>>,
+}
 
 /// Blobs by BLAKE3 hash.
 #[derive(Debug, Default)]
 pub struct BlobStore {
-    blobs: BTreeMap<Hash, (u64, BlobKind, Arc<Vec<u8>>)>,
+    blobs: BTreeMap<Hash, Entry>,
 }
 
 impl BlobStore {
@@ -24,24 +38,40 @@ impl BlobStore {
 
     /// Adds bytes whose hash the caller has checked.
     pub fn insert_verified(&mut self, round: u64, hash: Hash, kind: BlobKind, bytes: Arc<Vec<u8>>) {
-        let e = self.blobs.entry(hash).or_insert((round, kind, bytes));
-        e.0 = e.0.max(round);
+        let added = Instant::now();
+        let e = self.blobs.entry(hash).or_insert(Entry { round, added, kind, bytes });
+        e.round = e.round.max(round);
+        e.added = added;
+    }
+
+    /// Marks a held blob as used in `round` (a manifest names it): it is
+    /// then kept as long as blobs added in that round. Identical blobs recur
+    /// (an all-zero pseudo-gradient has the same hash in every round).
+    pub fn retag(&mut self, hash: &Hash, round: u64) {
+        if let Some(e) = self.blobs.get_mut(hash) {
+            e.round = e.round.max(round);
+        }
     }
 
     /// The blob, if held.
     pub fn get(&self, h: &Hash) -> Option<Arc<Vec<u8>>> {
-        self.blobs.get(h).map(|(_, _, b)| b.clone())
+        self.blobs.get(h).map(|e| e.bytes.clone())
     }
 
     /// What the blob holds, if held.
     pub fn kind(&self, h: &Hash) -> Option<BlobKind> {
-        self.blobs.get(h).map(|(_, k, _)| *k)
+        self.blobs.get(h).map(|e| e.kind)
     }
 
-    /// Drops blobs older than `KEEP_ROUNDS` before `round`.
+    /// Drops blobs tagged more than [`KEEP_ROUNDS`] before `round` that were
+    /// added more than [`KEEP_AT_LEAST`] ago.
     pub fn evict_before(&mut self, round: u64) {
+        self.evict(round, Instant::now());
+    }
+
+    fn evict(&mut self, round: u64, now: Instant) {
         let min = round.saturating_sub(KEEP_ROUNDS);
-        self.blobs.retain(|_, (r, _, _)| *r >= min);
+        self.blobs.retain(|_, e| e.round >= min || now.duration_since(e.added) < KEEP_AT_LEAST);
     }
 
     /// Number of blobs held.
@@ -52,5 +82,26 @@ impl BlobStore {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_stay_for_rounds_and_for_a_minimum_time() {
+        let mut s = BlobStore::default();
+        let old = s.add(1, BlobKind::Contribution, vec![1]);
+        let new = s.add(9, BlobKind::Contribution, vec![2]);
+        let t0 = Instant::now();
+        // Round 10: round 1 is more than KEEP_ROUNDS back, but recent.
+        s.evict(10, t0);
+        assert!(s.get(&old).is_some());
+        // Later than the floor: gone; the round-9 blob stays.
+        s.evict(10, t0 + KEEP_AT_LEAST + Duration::from_secs(1));
+        assert!(s.get(&old).is_none());
+        assert!(s.get(&new).is_some());
+        assert_eq!(s.len(), 1);
     }
 }

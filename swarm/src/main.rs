@@ -185,6 +185,10 @@ async fn join(args: JoinArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Library logs (libp2p, ours) only when asked: RUST_LOG=swarm=debug,libp2p_gossipsub=debug.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(run(Cli::parse()));
     // Do not wait for a blocking training job still running: leaving is bounded.

@@ -100,7 +100,13 @@ impl request_response::Codec for BlobCodec {
     }
 }
 
-/// Builds the swarm. `topic_bytes` is the blob size bound.
+/// How long a provider may take to deliver the largest blob: 10 s, plus one
+/// second per MB (a provider slower than 1 MB/s is failed over).
+pub fn blob_timeout(max_blob: usize) -> Duration {
+    Duration::from_secs(10) + Duration::from_micros(max_blob as u64)
+}
+
+/// Builds the swarm. `max_blob` bounds a blob response.
 pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour>, Error> {
     let keypair = crate::identity::to_libp2p(key);
     let peer_id = keypair.public().to_peer_id();
@@ -126,7 +132,7 @@ pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour
     let blobs = request_response::Behaviour::with_codec(
         BlobCodec { max_response: max_blob },
         [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        request_response::Config::default().with_request_timeout(blob_timeout(max_blob)),
     );
     let behaviour = Behaviour { gossipsub, kad, identify, ping: ping::Behaviour::default(), blobs };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)

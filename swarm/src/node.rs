@@ -272,13 +272,21 @@ impl EventLoop {
         self.queue.push_back(ev);
         while let Some(ev) = self.queue.pop_front() {
             let now = self.now();
-            for out in self.peer.handle(ev, now) {
+            let before = (self.peer.phase(), self.peer.round());
+            let outs = self.peer.handle(ev, now);
+            if before != (self.peer.phase(), self.peer.round()) {
+                tracing::debug!(phase = ?self.peer.phase(), round = self.peer.round(), "phase");
+            }
+            for out in outs {
                 self.execute(out);
             }
         }
     }
 
     fn execute(&mut self, out: OutEvent) {
+        if !matches!(out, OutEvent::Broadcast(_) | OutEvent::KeepBlob { .. }) {
+            tracing::debug!(?out, "protocol asks");
+        }
         match out {
             OutEvent::Broadcast(bytes) => {
                 let fanout = self
@@ -341,6 +349,13 @@ impl EventLoop {
     }
 
     fn request(&mut self, mut f: Fetch) {
+        // Ask the providers we are connected to first: a dialled provider
+        // may be a killed process, which costs a handshake timeout.
+        let connected =
+            |p: &protocol::PeerId| crate::identity::libp2p_peer(p).is_some_and(|lp| self.swarm.is_connected(&lp));
+        if let Some(i) = f.providers.iter().position(connected) {
+            f.providers.rotate_left(i);
+        }
         while let Some(p) = f.providers.pop_front() {
             if p == self.peer.id() {
                 continue;
@@ -356,6 +371,7 @@ impl EventLoop {
             self.fetches.insert(id, f);
             return;
         }
+        tracing::debug!(hash = %f.hash.short(), "no provider left");
         self.queue.push_back(InEvent::BlobFailed(f.hash));
     }
 
@@ -390,6 +406,7 @@ impl EventLoop {
         };
         let mut bytes = Vec::new();
         for e in &manifest.entries {
+            self.blobs.retag(&e.hash, round);
             match self.blobs.get(&e.hash) {
                 Some(b) => bytes.push(b),
                 None => {
@@ -482,7 +499,8 @@ impl EventLoop {
                 let id = *self.swarm.local_peer_id();
                 self.events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                tracing::debug!(%peer_id, ?connection_id, dialer = endpoint.is_dialer(), "connection established");
                 // A peer that restarted dials in anew while our old connection
                 // to its dead process may linger: drop the old ones, or gossip
                 // keeps going down the dead one.
@@ -500,7 +518,8 @@ impl EventLoop {
                     let _ = gs.subscribe(&self.topic);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+                tracing::debug!(%peer_id, ?connection_id, ?cause, "connection closed");
                 if let Some(c) = self.connections.get_mut(&peer_id) {
                     c.retain(|x| *x != connection_id);
                 }
@@ -516,6 +535,7 @@ impl EventLoop {
                 // gossipsub: one connection cannot speak for other identities.
                 let signer = protocol::Envelope::open(&message.data).ok().map(|o| o.sender);
                 let source = message.source.as_ref().and_then(crate::identity::protocol_peer);
+                tracing::debug!(from = %propagation_source, signer = ?signer.map(|s| s.short()), "gossip");
                 let verdict = if signer.is_some() && signer != source {
                     gossipsub::MessageAcceptance::Reject
                 } else {
@@ -555,6 +575,7 @@ impl EventLoop {
                 let _ = self.swarm.dial(peer);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(ev)) => self.on_blob_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => tracing::debug!(?ev, "gossipsub"),
             _ => {}
         }
     }

@@ -39,6 +39,8 @@ const LOOKAHEAD: u64 = 64;
 pub const RECENT: usize = 4;
 /// Applied manifests a peer remembers to recognise another history.
 const HISTORY: usize = 64;
+/// Finished peers remembered.
+const MAX_FINISHED: usize = 1024;
 
 #[derive(Clone, Debug)]
 struct PeerInfo {
@@ -95,6 +97,10 @@ pub struct Peer {
     /// Peers that left recently: they still confirm manifests for
     /// stragglers, and may still serve blobs for a moment.
     departed: BTreeMap<PeerId, PeerInfo>,
+    /// Active peers that left after the last round (kept after `departed`
+    /// forgets them): a peer still waiting when nobody is left knows the
+    /// run is over.
+    finished: BTreeSet<PeerId>,
     /// The latest manifest seen from another history (round, signer, it, id).
     foreign: Option<(u64, PeerId, Manifest, Hash)>,
     deadline: Deadline,
@@ -131,6 +137,7 @@ impl Peer {
             history: BTreeMap::new(),
             foreign: None,
             departed: BTreeMap::new(),
+            finished: BTreeSet::new(),
             deadline,
             finish_at: 0,
             last_status: Status::Waiting,
@@ -552,8 +559,15 @@ impl Peer {
         {
             return self.leave();
         }
-        if let Phase::Training(r) | Phase::Gathering(r) = self.phase {
-            // Most active peers are past our round: we missed its manifest.
+        // Most active peers are past our round: we missed its manifest (or,
+        // collecting past the round deadline, its blobs are slow to come and
+        // the swarm moved on two rounds): sync to where they are.
+        let behind = match self.phase {
+            Phase::Training(r) | Phase::Gathering(r) => Some(r),
+            Phase::Collecting(r) if now >= self.round_started + self.deadline.current() => Some(r + 1),
+            _ => None,
+        };
+        if let Some(r) = behind {
             let active = self.peers.values().filter(|i| i.status == Status::Active).count();
             let ahead = self.peers.values().filter(|i| i.status == Status::Active && i.round > r).count();
             if active > 0 && ahead * 2 > active {

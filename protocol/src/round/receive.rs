@@ -38,6 +38,9 @@ impl Peer {
                 if let Some(mut info) = self.peers.remove(&sender)
                     && info.status == Status::Active
                 {
+                    if recent.iter().any(|(r, _)| *r >= self.cfg.last_round) && self.finished.len() < MAX_FINISHED {
+                        self.finished.insert(sender);
+                    }
                     info.recent = recent;
                     info.last_seen = now;
                     self.departed.insert(sender, info);

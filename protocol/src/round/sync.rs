@@ -132,7 +132,7 @@ impl Peer {
         }
         // The run is over: everyone left after its last round. Nothing to
         // sync to any more; leave too.
-        let run_over = self.departed.values().any(|i| i.recent.iter().any(|(r, _)| *r >= self.cfg.last_round));
+        let run_over = !self.finished.is_empty();
         if run_over && !self.peers.values().any(|i| i.status == Status::Active) {
             return self.leave();
         }
