@@ -60,14 +60,15 @@ impl Peer {
         };
         let k = k as u64;
         let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
-        // Someone already moved past this round: its manifest exists and we
+        // Peers already moved past this round: its manifest exists and we
         // missed it. Publishing another would split the swarm; wait for the
-        // next manifest and sync from it instead.
-        let closed = self
-            .peers
-            .values()
-            .chain(self.departed.values())
-            .any(|i| i.status == Status::Active && (i.round > round || i.recent.iter().any(|(r, _)| *r >= round)));
+        // next manifest and sync from it instead. More than a third of the
+        // active peers must say so: one peer claiming a later round (a liar)
+        // cannot stop every aggregator.
+        let active: Vec<&PeerInfo> =
+            self.peers.values().chain(self.departed.values()).filter(|i| i.status == Status::Active).collect();
+        let past = active.iter().filter(|i| i.round > round || i.recent.iter().any(|(r, _)| *r >= round)).count();
+        let closed = past > 0 && past * 3 > active.len();
         if !go || ready.is_empty() || closed {
             return;
         }

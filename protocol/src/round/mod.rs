@@ -41,6 +41,8 @@ pub const RECENT: usize = 4;
 const HISTORY: usize = 64;
 /// Finished peers remembered.
 const MAX_FINISHED: usize = 1024;
+/// Unservable manifest ids remembered.
+const MAX_UNAVAILABLE: usize = 256;
 
 #[derive(Clone, Debug)]
 struct PeerInfo {
@@ -101,6 +103,8 @@ pub struct Peer {
     /// forgets them): a peer still waiting when nobody is left knows the
     /// run is over.
     finished: BTreeSet<PeerId>,
+    /// Manifest ids that no provider could serve.
+    unavailable: BTreeSet<Hash>,
     /// The latest manifest seen from another history (round, signer, it, id).
     foreign: Option<(u64, PeerId, Manifest, Hash)>,
     deadline: Deadline,
@@ -138,6 +142,7 @@ impl Peer {
             foreign: None,
             departed: BTreeMap::new(),
             finished: BTreeSet::new(),
+            unavailable: BTreeSet::new(),
             deadline,
             finish_at: 0,
             last_status: Status::Waiting,
@@ -415,7 +420,17 @@ impl Peer {
             }
         };
         if give_up {
-            self.fetching.remove(&hash);
+            let kind = self.fetching.remove(&hash).map(|f| f.kind);
+            if kind == Some(BlobKind::Manifest) {
+                // A manifest id from a hello that nobody serves (a lie, or
+                // its holders left): not asked for again, and no reason to
+                // drop what we are doing.
+                if self.unavailable.len() >= MAX_UNAVAILABLE {
+                    self.unavailable.clear();
+                }
+                self.unavailable.insert(hash);
+                return;
+            }
             // A blob we need is gone everywhere: wait for the next manifest
             // and sync its state instead.
             if matches!(self.phase, Phase::Collecting(_) | Phase::Syncing(_)) {

@@ -8,7 +8,7 @@ use crate::Time;
 use crate::envelope::Status;
 use crate::id::{Hash, PeerId};
 use crate::round::{BlobKind, Manifest};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Peer {
     pub(super) fn remember_foreign(&mut self, round: u64, aggregator: PeerId, m: Manifest, id: Hash) {
@@ -97,7 +97,11 @@ impl Peer {
         let mut wanted: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
         for (p, i) in &self.peers {
             for (r, id) in &i.recent {
-                if *r >= from && !self.knows_manifest(id) && !self.fetching.contains_key(id) {
+                if *r >= from
+                    && !self.knows_manifest(id)
+                    && !self.fetching.contains_key(id)
+                    && !self.unavailable.contains(id)
+                {
                     wanted.entry(*id).or_default().push(*p);
                 }
             }
@@ -107,12 +111,37 @@ impl Peer {
         }
     }
 
+    /// Without a state, manifests are what matters: keep the `2 * RECENT`
+    /// that most active peers confirm (newest first among equals), so
+    /// messages for made-up rounds cannot crowd out the one to sync to.
+    fn trim_waiting_rounds(&mut self) {
+        if self.rounds.len() <= 2 * RECENT {
+            return;
+        }
+        let mut ranked: Vec<(usize, u64)> = self
+            .rounds
+            .iter()
+            .filter(|(_, d)| d.manifest.is_some() || !d.alternatives.is_empty())
+            .map(|(r, d)| {
+                let support =
+                    d.manifest.iter().chain(d.alternatives.iter()).map(|(_, _, id)| self.supporters(*r, *id).len());
+                (support.max().unwrap_or(0), *r)
+            })
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        // Announcements for the rounds right after the newest confirmed one
+        // are kept too: they are the next rounds' contributions.
+        let confirmed = ranked.iter().filter(|(s, _)| *s > 0).map(|(_, r)| *r).max().unwrap_or(0);
+        let keep: BTreeSet<u64> = ranked.into_iter().take(2 * RECENT).map(|(_, r)| r).collect();
+        self.rounds.retain(|r, d| {
+            keep.contains(r) || (d.manifest.is_none() && d.alternatives.is_empty() && *r <= confirmed + 2)
+        });
+    }
+
     pub(super) fn poll_waiting(&mut self, now: Time) {
         // Sync to the newest manifest that a quorum of the active peers
         // confirm having applied (a signed manifest alone is not enough).
-        while self.rounds.len() > 2 * RECENT {
-            self.rounds.pop_first();
-        }
+        self.trim_waiting_rounds();
         let active = self.peers.values().chain(self.departed.values()).filter(|i| i.status == Status::Active).count();
         if active > 0 {
             let need = ((self.cfg.sync_quorum * active as f64).floor() as usize + 1).min(active);
