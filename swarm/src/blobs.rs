@@ -12,6 +12,15 @@ pub const KEEP_ROUNDS: u64 = 4;
 /// rounds old must still find its contributions, however fast rounds are.
 pub const KEEP_AT_LEAST: Duration = Duration::from_secs(30);
 
+/// A stored blob as the bytes of a network response, without a copy.
+pub struct Shared(pub Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// The newest round it was added in or named by a manifest of.

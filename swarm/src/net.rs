@@ -2,6 +2,7 @@
 //! request-response protocol for blobs), its codec, and swarm construction.
 
 use crate::Error;
+use bytes::Bytes;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
@@ -15,6 +16,8 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/kad/1.0.0")
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/blob/1.0.0");
 /// Identify's protocol version string.
 pub const IDENTIFY_VERSION: &str = "/swarm/1.0.0";
+/// Blob requests served (and made) at once on one connection.
+pub const MAX_BLOB_STREAMS: usize = 16;
 /// Gossipsub's limit on one message (our envelopes are bounded at 64 KiB).
 pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
 
@@ -54,7 +57,8 @@ async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io
 impl request_response::Codec for BlobCodec {
     type Protocol = StreamProtocol;
     type Request = [u8; 32];
-    type Response = Option<Vec<u8>>;
+    /// The blob, shared with the store (answering does not copy it).
+    type Response = Option<Bytes>;
 
     async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<[u8; 32]>
     where
@@ -64,17 +68,16 @@ impl request_response::Codec for BlobCodec {
         v.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "request is not a 32-byte hash"))
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Option<Vec<u8>>>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Option<Bytes>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut v = read_bounded(io, self.max_response + 1).await?;
-        match v.first() {
-            Some(1) => {
-                v.remove(0);
-                Ok(Some(v))
-            }
-            Some(0) if v.len() == 1 => Ok(None),
+        let mut status = [0u8; 1];
+        io.read_exact(&mut status).await?;
+        let body = read_bounded(io, self.max_response).await?;
+        match status[0] {
+            1 => Ok(Some(Bytes::from(body))),
+            0 if body.is_empty() => Ok(None),
             _ => Err(io::Error::new(io::ErrorKind::InvalidData, "bad blob response")),
         }
     }
@@ -86,7 +89,7 @@ impl request_response::Codec for BlobCodec {
         io.write_all(&req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Option<Vec<u8>>) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Option<Bytes>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -132,7 +135,9 @@ pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour
     let blobs = request_response::Behaviour::with_codec(
         BlobCodec { max_response: max_blob },
         [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(blob_timeout(max_blob)),
+        request_response::Config::default()
+            .with_request_timeout(blob_timeout(max_blob))
+            .with_max_concurrent_streams(MAX_BLOB_STREAMS),
     );
     let behaviour = Behaviour { gossipsub, kad, identify, ping: ping::Behaviour::default(), blobs };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)

@@ -580,12 +580,13 @@ impl EventLoop {
         }
     }
 
-    fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<Vec<u8>>>) {
+    fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<bytes::Bytes>>) {
         match ev {
             request_response::Event::Message { peer: from, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
-                    let blob = self.blobs.get(&Hash(request)).map(|b| b.to_vec());
+                    let blob =
+                        self.blobs.get(&Hash(request)).map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)));
                     let flow = self.flow(kind);
                     flow.received += 32;
                     flow.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);
@@ -597,6 +598,7 @@ impl EventLoop {
                     };
                     match response {
                         Some(bytes) if Hash::of(&bytes) == f.hash => {
+                            let bytes = Vec::from(bytes);
                             self.flow(f.kind).received += bytes.len() as u64 + 1;
                             let round = self.peer.round();
                             if f.kind == BlobKind::Manifest {
