@@ -1,0 +1,89 @@
+//! Blobs this peer asks the node for: who to ask, retries, and what a
+//! blob arriving (or failing everywhere) changes.
+
+use super::*;
+
+impl Peer {
+    pub(super) fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>) {
+        if self.have.contains(&hash) {
+            return;
+        }
+        if let Some(f) = self.fetching.get_mut(&hash) {
+            for p in providers {
+                if !f.providers.contains(&p) {
+                    f.providers.push(p);
+                }
+            }
+            return;
+        }
+        self.fetching.insert(hash, Fetching { kind, providers: providers.clone(), attempts: 1, retry_at: None });
+        self.out.push(OutEvent::Fetch { hash, kind, providers });
+    }
+
+    pub(super) fn on_blob(&mut self, hash: Hash) {
+        self.fetching.remove(&hash);
+        self.have.insert(hash);
+        if let Phase::Syncing(round) = self.phase {
+            let wanted = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()).map(|(_, m, _)| m.state);
+            if wanted == Some(hash) {
+                self.out.push(OutEvent::LoadState { round, state: hash });
+            }
+        }
+    }
+
+    pub(super) fn on_blob_failed(&mut self, hash: Hash, now: Time) {
+        let give_up = match self.fetching.get_mut(&hash) {
+            None => return,
+            Some(f) if f.attempts >= self.cfg.max_fetch_attempts => true,
+            Some(f) => {
+                f.retry_at = Some(now + self.cfg.fetch_retry);
+                false
+            }
+        };
+        if give_up {
+            let kind = self.fetching.remove(&hash).map(|f| f.kind);
+            if kind == Some(BlobKind::Manifest) {
+                // A manifest id from a hello that nobody serves (a lie, or
+                // its holders left): not asked for again, and no reason to
+                // drop what we are doing.
+                if self.unavailable.len() >= MAX_UNAVAILABLE {
+                    self.unavailable.clear();
+                }
+                self.unavailable.insert(hash);
+                return;
+            }
+            // A blob we need is gone everywhere: wait for the next manifest
+            // and sync its state instead.
+            if matches!(self.phase, Phase::Collecting(_) | Phase::Syncing(_)) {
+                self.stats.resyncs += 1;
+                self.phase = Phase::Waiting;
+            }
+        }
+    }
+
+    /// Asks again for blobs whose retry time has come, from every active
+    /// peer too, starting with another provider than last time.
+    pub(super) fn retry_due_fetches(&mut self, now: Time) {
+        let due: Vec<Hash> =
+            self.fetching.iter().filter(|(_, f)| f.retry_at.is_some_and(|t| t <= now)).map(|(h, _)| *h).collect();
+        for h in due {
+            let active = self.active_peers();
+            if let Some(f) = self.fetching.get_mut(&h) {
+                f.attempts += 1;
+                f.retry_at = None;
+                for p in active {
+                    if !f.providers.contains(&p) {
+                        f.providers.push(p);
+                    }
+                }
+                // Rotate so the next attempt starts with another provider.
+                if f.providers.len() > 1 {
+                    f.providers.rotate_left(1);
+                }
+                let providers = f.providers.clone();
+                let kind = f.kind;
+                self.out.push(OutEvent::Fetch { hash: h, kind, providers });
+            }
+        }
+    }
+}
