@@ -264,13 +264,17 @@ pub fn decode(bytes: &[u8], expected: u64) -> Result<Vec<f32>, CodecError> {
 }
 
 /// The worst-case absolute error of one value under `codec` (dense part),
-/// given the absmax of its block. bf16 is relative: `|x| * 2^-8`.
+/// given the absmax of its block. bf16 is relative: `|x| * 2^-8`. int8 and
+/// int4 add an absolute term of 128 times the smallest subnormal (1.8e-43):
+/// a block scale below the normal range is rounded to subnormal precision
+/// (or to 0 for an absmax under ~1e-43).
 pub fn error_bound(kind: Kind, block_absmax: f32, value: f32) -> f32 {
+    let tiny = 128.0 * f32::from_bits(1);
     match kind {
         Kind::Fp32 => 0.0,
         Kind::Bf16 => value.abs() * (1.0 / 256.0),
-        Kind::Int8 => block_absmax / 254.0 * 1.0001,
-        Kind::Int4 => block_absmax / 14.0 * 1.0001,
+        Kind::Int8 => block_absmax / 254.0 * 1.0001 + tiny,
+        Kind::Int4 => block_absmax / 14.0 * 1.0001 + tiny,
     }
 }
 

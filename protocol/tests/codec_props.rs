@@ -4,9 +4,8 @@
 //!
 //! `cargo test --release -p protocol --test codec_props` (a few seconds).
 //!
-//! Values are drawn with block absmax of at least ~1e-30: blocks whose
-//! absmax is below ~3.7e-37 (where `1 / (absmax / 127)` overflows) are not
-//! quantised within the bound; see `tiny_blocks_stay_within_the_bound`.
+//! Blocks with a subnormal scale (absmax below ~1.5e-36) are covered by
+//! `tiny_blocks_stay_within_the_bound` and the reference comparisons.
 
 use proptest::prelude::*;
 use protocol::codec::{
@@ -126,9 +125,17 @@ mod reference {
         for chunk in v.chunks(block) {
             let scale = absmax(chunk) / levels;
             scales.push(scale);
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            for x in chunk {
-                codes.push(((x * inv + ROUND) - ROUND) as i8);
+            if scale == 0.0 || scale >= f32::MIN_POSITIVE {
+                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                for x in chunk {
+                    codes.push(((x * inv + ROUND) - ROUND) as i8);
+                }
+            } else {
+                // A subnormal scale: divide exactly, clamp to the levels.
+                let l = f64::from(levels);
+                for x in chunk {
+                    codes.push((f64::from(*x) / f64::from(scale)).round_ties_even().clamp(-l, l) as i8);
+                }
             }
         }
         (scales, codes)
@@ -315,19 +322,34 @@ fn kernels_match_reference_on_edge_cases() {
     }
 }
 
-/// Known bug (see the module doc): blocks whose absmax is so small that
-/// `1 / scale` overflows (absmax below ~3.7e-37) are quantised with codes
-/// saturated to -128 / 127 (int4: wrapped nibbles, sign flips) or flushed to
-/// zero, far outside the bound. Run with `--ignored` to see it fail.
+/// Blocks so small that `1 / scale` overflows f32 (absmax below ~3.7e-37)
+/// or whose scale rounds to 0 still decode within the bound.
 #[test]
-#[ignore = "known bug in the int8/int4 kernels for blocks with absmax < ~3.7e-37"]
 fn tiny_blocks_stay_within_the_bound() {
-    let v = [1e-40f32, -5e-41, 2e-41, 0.0];
-    for name in ["int8", "int4"] {
-        let codec = Codec::new(name, 16, 0.0, 0).unwrap();
-        let dec = decode(&encode(&codec, &v).unwrap(), 4).unwrap();
-        for (a, b) in v.iter().zip(&dec) {
-            assert!((a - b).abs() <= error_bound(codec.kind, 1e-40, *a), "{name}: {a:e} decoded {b:e}");
+    let cases: [&[f32]; 4] = [
+        &[1e-40, -5e-41, 2e-41, 0.0],
+        &[3e-45, 0.0, -3e-45],
+        &[1e-36, -3e-37, 5e-37, 1e-37],
+        &[1.4e-36, -1.3e-36, 1e-38, -2e-39],
+    ];
+    for v in cases {
+        let absmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for name in ["int8", "int4"] {
+            let codec = Codec::new(name, 16, 0.0, 0).unwrap();
+            let dec = decode(&encode(&codec, v).unwrap(), v.len() as u64).unwrap();
+            for (a, b) in v.iter().zip(&dec) {
+                assert!((a - b).abs() <= error_bound(codec.kind, absmax, *a), "{name}: {a:e} decoded {b:e}");
+            }
         }
+    }
+}
+
+proptest! {
+    /// Random blocks with subnormal scales round-trip within the bound.
+    #[test]
+    fn tiny_values_round_trip_within_bound(v in tiny_values(), int4 in any::<bool>(), block in 16u32..=256) {
+        let codec = Codec::new(if int4 { "int4" } else { "int8" }, block, 0.0, 0).unwrap();
+        let dec = decode(&encode(&codec, &v).unwrap(), v.len() as u64).unwrap();
+        check_bounds(&codec, &v, &dec)?;
     }
 }

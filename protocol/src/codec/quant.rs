@@ -41,13 +41,8 @@ fn inverse(scale: f32) -> f32 {
     if scale > 0.0 { 1.0 / scale } else { 0.0 }
 }
 
-/// The code of `x`: `round(x * inv)`, saturated to the i8 range (NaN to 0).
-#[inline(always)]
-fn code(x: f32, inv: f32) -> i8 {
-    ((x * inv + ROUND) - ROUND) as i8
-}
-
-/// [`code`] for a block whose scale is zero or a finite normal float: then
+/// The code of `x`, `round(x * inv)`, for a block whose scale is zero or a
+/// finite normal float: then
 /// `|x * inv| <= absmax * inv` rounds to at most `levels` (127 or 7), so
 /// `y = x * inv + ROUND` is an integer in `ROUND - 128..=ROUND + 128`, whose
 /// bits are those of `ROUND` plus the code. Integer arithmetic on the bits
@@ -60,23 +55,26 @@ fn code_in_range(x: f32, inv: f32) -> i8 {
 }
 
 /// Whether [`code_in_range`] is exact for every value of a block of `scale`
-/// (the blocks of absmax below ~1.5e-36, or infinite, take the slow path).
+/// (blocks of absmax below ~1.5e-36 take the f64 path).
 #[inline]
 fn in_range(scale: f32) -> bool {
     scale == 0.0 || (scale >= f32::MIN_POSITIVE && scale.is_finite())
 }
 
-/// Quantises `chunk` into `out` with the block's `scale`.
+/// Quantises `chunk` into `out` with the block's `scale`; codes lie in
+/// `-levels..=levels`. A block whose scale is subnormal (absmax below
+/// ~1.5e-36) divides in f64 instead: `1 / scale` would overflow f32.
 #[inline]
-fn codes_of(chunk: &[f32], scale: f32, out: &mut [i8]) {
-    let inv = inverse(scale);
+fn codes_of(chunk: &[f32], scale: f32, levels: f64, out: &mut [i8]) {
     if in_range(scale) {
+        let inv = inverse(scale);
         for (o, x) in out.iter_mut().zip(chunk) {
             *o = code_in_range(*x, inv);
         }
     } else {
+        let s = f64::from(scale);
         for (o, x) in out.iter_mut().zip(chunk) {
-            *o = code(*x, inv);
+            *o = (f64::from(*x) / s).round_ties_even().clamp(-levels, levels) as i8;
         }
     }
 }
@@ -87,7 +85,7 @@ pub fn quantize_int8(v: &[f32], block: usize, scales: &mut [f32], codes: &mut [i
     for ((chunk, out), s) in v.chunks(block).zip(codes.chunks_mut(block)).zip(scales.iter_mut()) {
         let scale = block_absmax(chunk) / 127.0;
         *s = scale;
-        codes_of(chunk, scale, out);
+        codes_of(chunk, scale, 127.0, out);
     }
 }
 
@@ -144,7 +142,7 @@ pub fn quantize_int4(v: &[f32], block: usize, scales: &mut [f32], codes: &mut [u
         *s = scale;
         for strip in chunk.chunks(INT4_STRIP) {
             let q = &mut q[..strip.len()];
-            codes_of(strip, scale, q);
+            codes_of(strip, scale, 7.0, q);
             pack_int4(q, start, codes);
             start += strip.len();
         }
