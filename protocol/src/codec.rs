@@ -64,7 +64,14 @@ pub enum CodecError {
     /// A decoded value or scale is NaN or infinite, or an input value is.
     #[error("non-finite value")]
     NonFinite,
+    /// An input value too large for a lossy codec: its rounding could reach
+    /// infinity, which the receiver would reject.
+    #[error("value #{0} is beyond the codec's range (|x| <= 2^126)")]
+    OutOfRange(usize),
 }
+
+/// The largest magnitude the lossy codecs (bf16, int8, int4) accept.
+pub const MAX_LOSSY_VALUE: f32 = 8.507_059e37; // 2^126
 
 /// The value encodings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +189,11 @@ pub fn encode(codec: &Codec, values: &[f32]) -> Result<Vec<u8>, CodecError> {
     if values.iter().any(|v| !v.is_finite()) {
         return Err(CodecError::NonFinite);
     }
+    if codec.kind != Kind::Fp32
+        && let Some(i) = values.iter().position(|v| v.abs() > MAX_LOSSY_VALUE)
+    {
+        return Err(CodecError::OutOfRange(i));
+    }
     let n = values.len();
     let kept = codec.kept(n);
     let mut body = Vec::new();
@@ -264,7 +276,8 @@ pub fn decode(bytes: &[u8], expected: u64) -> Result<Vec<f32>, CodecError> {
 }
 
 /// The worst-case absolute error of one value under `codec` (dense part),
-/// given the absmax of its block. bf16 is relative: `|x| * 2^-8`. int8 and
+/// given the absmax of its block. bf16 is relative: `|x| * 2^-8` (plus 2^-134
+/// for subnormals, which bf16 holds with fewer bits). int8 and
 /// int4 add an absolute term of 128 times the smallest subnormal (1.8e-43):
 /// a block scale below the normal range is rounded to subnormal precision
 /// (or to 0 for an absmax under ~1e-43).
@@ -272,7 +285,8 @@ pub fn error_bound(kind: Kind, block_absmax: f32, value: f32) -> f32 {
     let tiny = 128.0 * f32::from_bits(1);
     match kind {
         Kind::Fp32 => 0.0,
-        Kind::Bf16 => value.abs() * (1.0 / 256.0),
+        // Half a bf16 subnormal step (2^-134) for values below the normal range.
+        Kind::Bf16 => value.abs() * (1.0 / 256.0) + f32::from_bits(1 << 15),
         Kind::Int8 => block_absmax / 254.0 * 1.0001 + tiny,
         Kind::Int4 => block_absmax / 14.0 * 1.0001 + tiny,
     }
@@ -495,5 +509,30 @@ mod tests {
         assert!(decode(&bytes[..bytes.len() / 2], 1000).is_err());
         assert_eq!(Codec::new("nope", 64, 0.0, 0), Err(CodecError::Unknown("nope".into())));
         assert_eq!(encode(&codec("fp32", 0.0, 0), &[f32::NAN]), Err(CodecError::NonFinite));
+    }
+
+    #[test]
+    fn huge_values_are_refused_by_lossy_codecs_and_the_largest_accepted_decode() {
+        assert_eq!(MAX_LOSSY_VALUE, 2f32.powi(126));
+        for name in ["bf16", "int8", "int4"] {
+            let c = codec(name, 0.0, 0);
+            assert_eq!(encode(&c, &[1.0, f32::MAX]), Err(CodecError::OutOfRange(1)), "{name}");
+            let v = [MAX_LOSSY_VALUE, -MAX_LOSSY_VALUE, 1.0, 0.0];
+            let dec = decode(&encode(&c, &v).unwrap(), 4).unwrap();
+            assert!(dec.iter().all(|x| x.is_finite()), "{name}: {dec:?}");
+        }
+        let fp32 = codec("fp32", 0.0, 0);
+        assert_eq!(decode(&encode(&fp32, &[f32::MAX]).unwrap(), 1).unwrap(), vec![f32::MAX]);
+    }
+
+    #[test]
+    fn bf16_subnormals_stay_within_the_bound() {
+        let c = codec("bf16", 0.0, 0);
+        let v: Vec<f32> =
+            (1..2000u32).map(|i| f32::from_bits(i * 4099 % (1 << 23)) * if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let dec = decode(&encode(&c, &v).unwrap(), v.len() as u64).unwrap();
+        for (a, b) in v.iter().zip(&dec) {
+            assert!((a - b).abs() <= error_bound(Kind::Bf16, 0.0, *a), "{a:e} decoded {b:e}");
+        }
     }
 }
