@@ -186,13 +186,10 @@ struct Header {
 
 /// Encodes `values` (all finite).
 pub fn encode(codec: &Codec, values: &[f32]) -> Result<Vec<u8>, CodecError> {
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(CodecError::NonFinite);
-    }
-    if codec.kind != Kind::Fp32
-        && let Some(i) = values.iter().position(|v| v.abs() > MAX_LOSSY_VALUE)
-    {
-        return Err(CodecError::OutOfRange(i));
+    // One pass for both checks (infinities are above either limit).
+    let limit = if codec.kind == Kind::Fp32 { f32::MAX } else { MAX_LOSSY_VALUE };
+    if let Some(i) = values.iter().position(|v| v.is_nan() || v.abs() > limit) {
+        return Err(if values[i].is_finite() { CodecError::OutOfRange(i) } else { CodecError::NonFinite });
     }
     let n = values.len();
     let kept = codec.kept(n);
@@ -309,20 +306,25 @@ fn encode_values(kind: Kind, block: usize, v: &[f32], out: &mut Vec<u8>) {
         Kind::Int8 | Kind::Int4 => {
             let blocks = v.len().div_ceil(block);
             let mut scales = vec![0.0f32; blocks];
-            let codes = if kind == Kind::Int8 {
+            if kind == Kind::Int8 {
                 let mut c = vec![0i8; v.len()];
                 quantize_int8(v, block, &mut scales, &mut c);
-                c.into_iter().map(|x| x as u8).collect::<Vec<u8>>()
+                write_scales(&scales, out);
+                out.extend(c.iter().map(|&x| x as u8));
             } else {
                 let mut c = vec![0u8; v.len().div_ceil(2)];
                 quantize_int4(v, block, &mut scales, &mut c);
-                c
-            };
-            for s in &scales {
-                out.extend_from_slice(&s.to_le_bytes());
+                write_scales(&scales, out);
+                out.extend_from_slice(&c);
             }
-            out.extend_from_slice(&codes);
         }
+    }
+}
+
+fn write_scales(scales: &[f32], out: &mut Vec<u8>) {
+    out.reserve(scales.len() * 4);
+    for s in scales {
+        out.extend_from_slice(&s.to_le_bytes());
     }
 }
 
@@ -343,15 +345,18 @@ fn decode_values(kind: Kind, block: usize, n: usize, raw: &[u8]) -> Result<Vec<f
             let blocks = n.div_ceil(block);
             let (s, codes) = raw.split_at(blocks * 4);
             let scales: Vec<f32> = s.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            if scales.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            // With every scale in 0..=MAX / (largest |code|), every decoded
+            // value is finite: no need to scan the output.
+            let max_code = if kind == Kind::Int8 { 128.0 } else { 8.0 };
+            if !scales.iter().all(|x| (0.0..=f32::MAX / max_code).contains(x)) {
                 return Err(CodecError::NonFinite);
             }
             if kind == Kind::Int8 {
-                let c: Vec<i8> = codes.iter().map(|&b| b as i8).collect();
-                dequantize_int8(&c, block, &scales, &mut out);
+                quant::dequantize_int8_bytes(codes, block, &scales, &mut out);
             } else {
                 dequantize_int4(codes, block, &scales, &mut out);
             }
+            return Ok(out);
         }
     }
     if out.iter().any(|x| !x.is_finite()) {

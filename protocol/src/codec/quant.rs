@@ -91,9 +91,19 @@ pub fn quantize_int8(v: &[f32], block: usize, scales: &mut [f32], codes: &mut [i
 
 /// The inverse of [`quantize_int8`].
 pub fn dequantize_int8(codes: &[i8], block: usize, scales: &[f32], out: &mut [f32]) {
+    dequantize_blocks(codes, block, scales, out, f32::from);
+}
+
+/// [`dequantize_int8`] straight from the frame's bytes (no i8 copy).
+pub(crate) fn dequantize_int8_bytes(codes: &[u8], block: usize, scales: &[f32], out: &mut [f32]) {
+    dequantize_blocks(codes, block, scales, out, |b| f32::from(b as i8));
+}
+
+#[inline(always)]
+fn dequantize_blocks<C: Copy>(codes: &[C], block: usize, scales: &[f32], out: &mut [f32], value: impl Fn(C) -> f32) {
     for ((chunk, o), s) in codes.chunks(block).zip(out.chunks_mut(block)).zip(scales) {
         for (y, c) in o.iter_mut().zip(chunk) {
-            *y = f32::from(*c) * s;
+            *y = value(*c) * s;
         }
     }
 }
