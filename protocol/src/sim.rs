@@ -72,6 +72,9 @@ pub struct SimConfig {
     /// How long a fetch nobody can serve takes to fail, ms (a provider
     /// that does not answer costs a timeout).
     pub fetch_timeout: Time,
+    /// After this long without an answer a fetch is also asked of other
+    /// providers (the protocol's `fetch_hedge`), ms.
+    pub fetch_hedge: Time,
 }
 
 impl SimConfig {
@@ -92,6 +95,7 @@ impl SimConfig {
             hello_interval: 500,
             peer_ttl: 3_000,
             fetch_timeout: 100,
+            fetch_hedge: 1_000,
         }
     }
 }
@@ -145,6 +149,9 @@ pub struct Sim {
     pub first_applied: BTreeMap<u64, Time>,
     /// While set, messages and fetches between this group and the rest fail.
     partition: Option<BTreeSet<usize>>,
+    /// (fetcher, provider) pairs whose requests hang for `fetch_timeout`
+    /// and then fail (a stale address, a half-dead connection).
+    slow_links: BTreeSet<(usize, usize)>,
     /// Manifest envelopes nodes keep, by hash.
     envelopes: BTreeMap<Hash, Vec<u8>>,
 }
@@ -171,6 +178,7 @@ impl Sim {
             divergent: Vec::new(),
             first_applied: BTreeMap::new(),
             partition: None,
+            slow_links: BTreeSet::new(),
             envelopes: BTreeMap::new(),
         };
         for _ in 0..sim.cfg.peers {
@@ -205,6 +213,7 @@ impl Sim {
             genesis: self.genesis,
             fetch_retry: 200,
             max_fetch_attempts: 10,
+            fetch_hedge: self.cfg.fetch_hedge,
             max_samples: 64,
             sync_quorum: 0.5,
             min_round: self.cfg.min_round,
@@ -260,6 +269,11 @@ impl Sim {
         for h in hashes {
             self.blobs.remove(&h);
         }
+    }
+
+    /// Fetches by `fetcher` from `provider` hang for `fetch_timeout`, then fail.
+    pub fn slow_link(&mut self, fetcher: usize, provider: usize) {
+        self.slow_links.insert((fetcher, provider));
     }
 
     /// Cuts `group` off from everyone else until [`Sim::heal`].
@@ -366,10 +380,19 @@ impl Sim {
                 self.blobs.entry(hash).or_default().insert(i);
             }
             OutEvent::Fetch { hash, providers, kind } => {
+                // Providers are asked in order; a slow link costs its timeout.
+                let mut delay = 0;
                 let holder = providers.iter().filter_map(|p| self.index.get(p).copied()).find(|&j| {
-                    self.nodes[j].alive && self.reachable(i, j) && self.blobs.get(&hash).is_some_and(|s| s.contains(&j))
+                    if !self.nodes[j].alive || !self.reachable(i, j) {
+                        return false;
+                    }
+                    if self.slow_links.contains(&(i, j)) {
+                        delay += self.cfg.fetch_timeout;
+                        return false;
+                    }
+                    self.blobs.get(&hash).is_some_and(|s| s.contains(&j))
                 });
-                let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
+                let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1) + delay;
                 if holder.is_some() {
                     self.blobs.entry(hash).or_default().insert(i);
                     if kind == crate::BlobKind::Manifest

@@ -1,6 +1,7 @@
 //! Simulator scenarios: agreement, aggregator loss, late joins.
 
 use protocol::Phase;
+use protocol::Time;
 use protocol::round::rank_key;
 use protocol::sim::{Sim, SimConfig};
 
@@ -131,6 +132,32 @@ fn a_peer_left_waiting_when_the_run_ends_leaves_too() {
     sim.run_until(sim.now + 60_000);
     assert!((0..3).all(|i| sim.nodes[i].finished));
     assert!(sim.nodes[joiner].finished, "the joiner saw the run end and left: {:?}", sim.phase(joiner));
+}
+
+#[test]
+fn a_slow_provider_does_not_hold_a_peer_back() {
+    // Peer 3's requests to peer 1 hang for 8 s, then fail (a stale
+    // address); everyone else gets peer 1's contributions at once.
+    let run = |hedge: Time| {
+        let mut cfg = SimConfig::new(4, 21);
+        cfg.fetch_timeout = 8_000;
+        cfg.fetch_hedge = hedge;
+        let mut sim = Sim::new(cfg);
+        sim.slow_link(3, 1);
+        sim.run_until(300_000);
+        let contributed = (1..=10).filter(|&r| sim.contributors(r).contains(&3)).count();
+        (sim, contributed)
+    };
+    let (sim, with_hedge) = run(1_000);
+    assert!(sim.all_finished(), "{:?}", (0..4).map(|i| sim.phase(i)).collect::<Vec<_>>());
+    assert_agreement(&sim);
+    let hedged = sim.nodes[3].peer.stats().hedged_fetches;
+    // The same run where a fetch waits for its provider's answer.
+    let (_, without) = run(Time::MAX / 4);
+    eprintln!("peer 3 contributed to {with_hedge}/10 rounds with hedged fetches ({hedged}), {without}/10 without");
+    assert!(hedged > 0);
+    assert!(with_hedge >= 9, "with hedged fetches peer 3 keeps up: {with_hedge}/10");
+    assert!(without < with_hedge, "the slow link costs rounds without them: {without}/10");
 }
 
 #[test]

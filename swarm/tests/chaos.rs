@@ -159,6 +159,8 @@ struct Outcome {
     /// When each round was first reported (harness clock).
     first_seen: BTreeMap<u64, Instant>,
     restarts: Vec<(usize, u32)>,
+    /// The top round reported when each (peer, life) was restarted.
+    restarted_at: BTreeMap<(usize, u32), u64>,
     damaged: Option<usize>,
 }
 
@@ -178,6 +180,7 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
     let mut damaged = None;
     let mut first_seen = BTreeMap::new();
     let mut restarted_at: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut restart_rounds = BTreeMap::new();
     let mut next_kill = 2;
     let end = Instant::now() + Duration::from_secs(150);
     while Instant::now() < end {
@@ -221,6 +224,7 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
             h.start(*i);
             restarts.push((*i, h.slots[*i].generation));
             restarted_at.insert(*i, top);
+            restart_rounds.insert((*i, h.slots[*i].generation), top);
         }
         pending.retain(|(_, t)| *t > now);
         if pending.is_empty() && h.live() == 0 {
@@ -236,7 +240,21 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
         assert!(!log.contains("panicked"), "peer {i} panicked:\n{log}");
     }
     drop(h);
-    (Outcome { reports, first_seen, restarts, damaged }, dir)
+    (Outcome { reports, first_seen, restarts, restarted_at: restart_rounds, damaged }, dir)
+}
+
+/// The log of one life of a peer (its stderr and round lines), for failures.
+fn life_log(dir: &Path, i: usize, g: u32) -> String {
+    let log = std::fs::read_to_string(dir.join(format!("peer-{i}.log"))).unwrap_or_default();
+    let lives: Vec<&str> = log.split("listening on").collect();
+    lives.get(g as usize + 1).map(|l| format!("listening on{l}")).unwrap_or(log)
+}
+
+/// The rounds the swarm had reached when peer `i` was restarted into life
+/// `g`, and the last round reported.
+fn restart_rounds(o: &Outcome, i: usize, g: u32) -> String {
+    let at = o.restarted_at.get(&(i, g)).copied().unwrap_or_default();
+    format!("restarted when the swarm reported round {at}; last round {}", o.reports.keys().last().unwrap_or(&0))
 }
 
 fn final_accuracy(o: &Outcome) -> f32 {
@@ -251,7 +269,13 @@ fn final_loss(o: &Outcome) -> f32 {
 fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
     let (calm, _d0) = if std::env::var_os("CHAOS_KEEP").is_some() {
         (
-            Outcome { reports: BTreeMap::new(), first_seen: BTreeMap::new(), restarts: vec![], damaged: None },
+            Outcome {
+                reports: BTreeMap::new(),
+                first_seen: BTreeMap::new(),
+                restarts: vec![],
+                restarted_at: BTreeMap::new(),
+                damaged: None,
+            },
             tempfile::tempdir().unwrap(),
         )
     } else {
@@ -277,7 +301,8 @@ fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
     assert!(chaos.restarts.len() >= 5, "5 kills and restarts (rounds 2, 4, .., 10): {:?}", chaos.restarts);
     for (i, g) in &chaos.restarts {
         let contributed = chaos.reports.values().flatten().any(|(pi, pg, r)| pi == i && pg == g && r.contributed);
-        assert!(contributed, "peer {i} (life {g}) rejoined and contributed");
+        let when = restart_rounds(&chaos, *i, *g);
+        assert!(contributed, "peer {i} (life {g}, {when}) rejoined and contributed:\n{}", life_log(dir.path(), *i, *g));
     }
     // The damaged checkpoint was detected and skipped, not loaded.
     if let Some(v) = chaos.damaged {

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 pub const LOOPBACK: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 
-pub fn swarm_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_swarm")
+/// The `swarm` binary under test: the one cargo built, or `$SWARM_BIN`
+/// (to run these tests against another build, or on another machine).
+pub fn swarm_bin() -> String {
+    std::env::var("SWARM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_swarm").to_string())
 }
 
 /// Kills every child when dropped, so a failing test leaves no process.

@@ -16,13 +16,22 @@ impl Peer {
             }
             return;
         }
-        self.fetching.insert(hash, Fetching { kind, providers: providers.clone(), attempts: 1, retry_at: None });
+        let mut providers = providers;
+        let mut seen = BTreeSet::new();
+        providers.retain(|p| seen.insert(*p));
+        let (asked_at, asked) = (self.now, providers.len());
+        self.fetching.insert(
+            hash,
+            Fetching { kind, providers: providers.clone(), attempts: 1, retry_at: None, asked_at, asked },
+        );
         self.out.push(OutEvent::Fetch { hash, kind, providers });
     }
 
     pub(super) fn on_blob(&mut self, hash: Hash) {
         self.fetching.remove(&hash);
-        self.have.insert(hash);
+        if !self.have.insert(hash) {
+            return; // a second answer (hedged requests): already handled
+        }
         if let Phase::Syncing(round) = self.phase {
             let wanted = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()).map(|(_, m, _)| m.state);
             if wanted == Some(hash) {
@@ -80,9 +89,33 @@ impl Peer {
                 if f.providers.len() > 1 {
                     f.providers.rotate_left(1);
                 }
+                (f.asked_at, f.asked) = (now, f.providers.len());
                 let providers = f.providers.clone();
                 let kind = f.kind;
                 self.out.push(OutEvent::Fetch { hash: h, kind, providers });
+            }
+        }
+    }
+
+    /// A fetch the node has been working on for `fetch_hedge` without an
+    /// answer is also asked of every provider it was not given yet (the
+    /// active peers included): the first good answer wins.
+    pub(super) fn hedge_stalled_fetches(&mut self, now: Time) {
+        let active = self.active_peers();
+        for (hash, f) in self.fetching.iter_mut() {
+            if f.retry_at.is_some() || now < f.asked_at + self.cfg.fetch_hedge {
+                continue;
+            }
+            for p in &active {
+                if !f.providers.contains(p) {
+                    f.providers.push(*p);
+                }
+            }
+            if f.providers.len() > f.asked {
+                let providers = f.providers[f.asked..].to_vec();
+                (f.asked_at, f.asked) = (now, f.providers.len());
+                self.stats.hedged_fetches += 1;
+                self.out.push(OutEvent::Fetch { hash: *hash, kind: f.kind, providers });
             }
         }
     }

@@ -70,6 +70,10 @@ struct Fetching {
     providers: Vec<PeerId>,
     attempts: u32,
     retry_at: Option<Time>,
+    /// When the node was last asked for it.
+    asked_at: Time,
+    /// Providers the node was given so far (a prefix of `providers`).
+    asked: usize,
 }
 
 /// The state machine of one peer.
@@ -115,6 +119,8 @@ pub struct Peer {
     last_status: Status,
     stats: Stats,
     out: Vec<OutEvent>,
+    /// The time of the event being handled.
+    now: Time,
 }
 
 impl Peer {
@@ -149,6 +155,7 @@ impl Peer {
             last_status: Status::Waiting,
             stats: Stats::default(),
             out: Vec::new(),
+            now: 0,
         }
     }
 
@@ -180,6 +187,10 @@ impl Peer {
     pub fn peer_ids(&self) -> Vec<PeerId> {
         self.peers.keys().copied().collect()
     }
+    /// Blobs being fetched: (hash, attempts, retry time if waiting to retry).
+    pub fn pending_fetches(&self) -> Vec<(Hash, u32, Option<Time>)> {
+        self.fetching.iter().map(|(h, f)| (*h, f.attempts, f.retry_at)).collect()
+    }
     /// Records a blob the node already holds (e.g. the genesis state).
     pub fn add_local_blob(&mut self, hash: Hash) {
         self.have.insert(hash);
@@ -188,9 +199,7 @@ impl Peer {
     pub fn next_timeout(&self) -> Time {
         let mut t = self.next_hello;
         for f in self.fetching.values() {
-            if let Some(r) = f.retry_at {
-                t = t.min(r);
-            }
+            t = t.min(f.retry_at.unwrap_or(f.asked_at + self.cfg.fetch_hedge));
         }
         if let Phase::Gathering(_) = self.phase {
             t = t.min(self.round_started + self.deadline.current());
@@ -205,6 +214,7 @@ impl Peer {
 
     /// Feeds one event; returns what the node must do.
     pub fn handle(&mut self, ev: InEvent, now: Time) -> Vec<OutEvent> {
+        self.now = now;
         if self.phase != Phase::Done {
             match ev {
                 InEvent::Tick => {}
@@ -238,6 +248,7 @@ impl Peer {
     /// node forwards accepted messages and rejects the rest). Drops are
     /// counted in [`Stats::dropped`].
     pub fn handle_gossip(&mut self, bytes: &[u8], now: Time) -> Result<Vec<OutEvent>, DropReason> {
+        self.now = now;
         if self.phase == Phase::Done {
             return Ok(Vec::new());
         }
@@ -487,6 +498,7 @@ impl Peer {
         self.peers.retain(|_, i| i.last_seen + ttl >= now);
         self.departed.retain(|_, i| i.last_seen + ttl >= now);
         self.retry_due_fetches(now);
+        self.hedge_stalled_fetches(now);
         // Not while the node applies a round: it holds the model state then,
         // and a sync must wait for it to come back (checked on the next poll).
         let applying = matches!(self.phase, Phase::Applying(_));
@@ -499,11 +511,11 @@ impl Peer {
             return self.leave();
         }
         // Most active peers are past our round: we missed its manifest (or,
-        // collecting past the round deadline, its blobs are slow to come and
-        // the swarm moved on two rounds): sync to where they are.
+        // collecting for longer than the shortest round, its blobs are slow
+        // to come and the swarm moved on two rounds): sync to where they are.
         let behind = match self.phase {
             Phase::Training(r) | Phase::Gathering(r) => Some(r),
-            Phase::Collecting(r) if now >= self.round_started + self.deadline.current() => Some(r + 1),
+            Phase::Collecting(r) if now >= self.round_started + self.cfg.min_round => Some(r + 1),
             _ => None,
         };
         if let Some(r) = behind {

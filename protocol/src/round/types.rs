@@ -51,6 +51,10 @@ pub struct Config {
     pub fetch_retry: Time,
     /// Fetch attempts before giving up on a blob.
     pub max_fetch_attempts: u32,
+    /// A fetch still unanswered after this long is also asked of the
+    /// providers learned since (a hedged request: a dead or slow provider
+    /// does not hold up a round).
+    pub fetch_hedge: Time,
     /// Most samples one contribution may claim (its averaging weight);
     /// 0 = no limit. From the spec: inner steps x batch size.
     pub max_samples: u64,
@@ -77,6 +81,7 @@ impl Config {
             genesis,
             fetch_retry: 300,
             max_fetch_attempts: 20,
+            fetch_hedge: 1_000,
             max_samples: u64::from(spec.train.inner_steps) * u64::from(spec.train.batch_size),
             sync_quorum: 0.5,
             min_round: spec.timing.min_round_ms,
@@ -227,4 +232,6 @@ pub struct Stats {
     pub foreign_manifests: u64,
     /// Times this peer left its history for a better-supported one.
     pub switched_history: u64,
+    /// Fetches also asked of more providers because the first were slow.
+    pub hedged_fetches: u64,
 }

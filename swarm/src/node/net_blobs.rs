@@ -11,6 +11,9 @@ impl EventLoop {
     /// Asks the first provider left (connected ones first); with none left,
     /// tells the protocol the fetch failed.
     pub(super) fn request(&mut self, mut f: Fetch) {
+        if self.blobs.get(&f.hash).is_some() {
+            return; // another request for it (a hedge) already brought it
+        }
         // Ask the providers we are connected to first: a dialled provider
         // may be a killed process, which costs a handshake timeout.
         let connected =
