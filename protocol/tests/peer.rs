@@ -119,10 +119,14 @@ fn one_peer_claiming_a_later_round_does_not_stop_the_aggregator() {
 }
 
 #[test]
-fn a_manifest_id_nobody_serves_is_given_up_without_leaving_the_round() {
+fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round() {
     let (mut p, run) = peer();
     let base = p.state();
     let mut out = round_one_gathered(&mut p, run);
+    // Peer 7 announces a contribution and dies: it is in no manifest.
+    let dead = Hash::of(b"grad-7");
+    let c = Message::Contribution { hash: dead, samples: 8, base_state: base };
+    out.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(7), run, 1, &c).unwrap()), 820));
     // Peer 2 publishes round 1's manifest; one of its blobs (peer 5's) is
     // still to come, so peer 1 is collecting.
     let mut entries: Vec<protocol::ManifestEntry> = [1u64, 2, 3, 4, 5]
@@ -150,8 +154,14 @@ fn a_manifest_id_nobody_serves_is_given_up_without_leaving_the_round() {
     let mut later = Vec::new();
     for _ in 0..40 {
         later.extend(p.handle(InEvent::BlobFailed(bogus), t));
+        later.extend(p.handle(InEvent::BlobFailed(dead), t));
         t += 400;
         later.extend(p.handle(InEvent::Tick, t));
+        // The honest peers are still there, in round 1.
+        for s in [2, 3, 4] {
+            let h = Message::Hello { status: Status::Active, seq: t, recent: vec![] };
+            later.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(s), run, 1, &h).unwrap()), t));
+        }
     }
     let after: Vec<protocol::OutEvent> = p.handle(InEvent::Tick, t + 1_000);
     assert!(fetches(&later) >= 1, "it was retried");

@@ -94,10 +94,16 @@ enum Job {
     Step { round: u64, step: u32, loss: f32 },
 }
 
+/// One chain of requests for a blob: its providers are asked in turn.
 struct Fetch {
     hash: Hash,
     kind: BlobKind,
+    /// Providers not asked yet.
     providers: VecDeque<protocol::PeerId>,
+    /// When the current request was sent.
+    asked_at: Instant,
+    /// Whether a parallel chain was started for the current request.
+    hedged: bool,
 }
 
 /// A started node: its handle, its events, and the task to await.
@@ -175,6 +181,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         jobs_rx,
         queue: VecDeque::new(),
         fetches: HashMap::new(),
+        chains: HashMap::new(),
         started: Instant::now(),
         linger_until: None,
         traffic: Traffic::default(),
@@ -211,6 +218,9 @@ struct EventLoop {
     jobs_rx: mpsc::UnboundedReceiver<Job>,
     queue: VecDeque<InEvent>,
     fetches: HashMap<request_response::OutboundRequestId, Fetch>,
+    /// Request chains running per blob; the protocol hears of a failure
+    /// only when the last one ends without the blob.
+    chains: HashMap<Hash, usize>,
     started: Instant,
     linger_until: Option<Instant>,
     traffic: Traffic,
@@ -258,7 +268,10 @@ impl EventLoop {
                     Some(Command::Shutdown) | None => self.drive(InEvent::Shutdown),
                     Some(Command::Stats(tx)) => { let _ = tx.send(self.peer.stats().clone()); }
                 },
-                _ = tick.tick() => self.drive(InEvent::Tick),
+                _ = tick.tick() => {
+                    self.hedge_requests();
+                    self.drive(InEvent::Tick);
+                }
                 _ = discover.tick() => {
                     let me = *self.swarm.local_peer_id();
                     self.swarm.behaviour_mut().kad.get_closest_peers(me);
@@ -307,7 +320,7 @@ impl EventLoop {
                 if self.blobs.get(&hash).is_some() {
                     self.queue.push_back(InEvent::BlobReady(hash));
                 } else {
-                    self.request(Fetch { hash, kind, providers: providers.into() });
+                    self.start_fetch(hash, kind, providers);
                 }
             }
             OutEvent::KeepBlob { hash, bytes } => {

@@ -180,7 +180,10 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
     }
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut reports: BTreeMap<u64, Vec<(usize, u32, RoundReport)>> = BTreeMap::new();
-    let mut pending: Vec<(usize, Instant)> = Vec::new();
+    // Killed peers waiting for their restart: (slot, restart once the swarm
+    // reports this round, and not before this instant). The pause is 1-3
+    // rounds (at least 0.3 s), so it scales with the machine's speed.
+    let mut pending: Vec<(usize, u64, Instant)> = Vec::new();
     let mut restarts = Vec::new();
     let mut damaged = None;
     let mut first_seen = BTreeMap::new();
@@ -205,7 +208,7 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
                     h.slots[v].child.is_some() && (g == 0 || contributed_lives.contains(&(v, g)))
                 };
                 let candidates: Vec<usize> = (0..h.slots.len()).filter(|v| eligible(*v, &h)).collect();
-                if kills && top >= next_kill && next_kill <= 10 && !candidates.is_empty() {
+                if kills && top >= next_kill && next_kill <= 10 && top <= 12 && !candidates.is_empty() {
                     next_kill += 2;
                     // Every other kill takes the peer that aggregated the last round.
                     let agg = reports[&top].first().map(|(_, _, r)| r.aggregator.clone()).unwrap_or_default();
@@ -218,7 +221,7 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
                     if damaged.is_none() && top >= 6 && damage_newest_checkpoint(&h.slots[victim].dir) {
                         damaged = Some(victim);
                     }
-                    pending.push((victim, Instant::now() + Duration::from_millis(rng.range(500, 2500))));
+                    pending.push((victim, top + rng.range(1, 3), Instant::now() + Duration::from_millis(300)));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -226,12 +229,13 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
         }
         let now = Instant::now();
         let top = reports.keys().next_back().copied().unwrap_or(0);
-        for (i, _) in pending.iter().filter(|(_, t)| *t <= now) {
+        let due = |(_, r, t): &(usize, u64, Instant)| (*r <= top || top >= ROUNDS) && *t <= now;
+        for (i, _, _) in pending.iter().filter(|p| due(p)) {
             h.start(*i);
             restarts.push((*i, h.slots[*i].generation));
             restart_rounds.insert((*i, h.slots[*i].generation), top);
         }
-        pending.retain(|(_, t)| *t > now);
+        pending.retain(|p| !due(p));
         if pending.is_empty() && h.live() == 0 {
             break;
         }

@@ -119,9 +119,10 @@ fn a_peer_serving_wrong_bytes_is_dropped_and_the_run_goes_on() {
         .map(|o| o.iter().filter_map(|l| serde_json::from_str::<RoundReport>(l).ok()).collect())
         .collect();
     let logs: Vec<String> = peers.iter().map(|p| std::fs::read_to_string(&p.log).unwrap()).collect();
-    // Each honest peer asks the liar once; after the wrong bytes it never
-    // asks again (every round's announcement is fetched from it alone).
-    assert!((1..=2).contains(&lies), "the liar was asked {lies} times");
+    // After the first wrong bytes an honest peer never asks the liar again
+    // (a few requests may already be on their way; without the ban it is
+    // asked over a hundred times in this run).
+    assert!((1..=10).contains(&lies), "the liar was asked {lies} times");
     for (i, (r, log)) in reports.iter().zip(&logs).enumerate() {
         let rounds: Vec<u64> = r.iter().map(|x| x.round).collect();
         assert_eq!(rounds, (1..=ROUNDS).collect::<Vec<_>>(), "peer {i} applied every round:\n{log}");

@@ -61,12 +61,25 @@ impl Peer {
                 self.unavailable.insert(hash);
                 return;
             }
-            // A blob we need is gone everywhere: wait for the next manifest
-            // and sync its state instead.
-            if matches!(self.phase, Phase::Collecting(_) | Phase::Syncing(_)) {
+            // A blob the current step needs is gone everywhere: wait for
+            // the next manifest and sync its state instead. (A blob nothing
+            // needs any more, say an announcement of a peer that died, is
+            // just dropped.)
+            if self.needed_now(&hash) {
                 self.stats.resyncs += 1;
                 self.phase = Phase::Waiting;
             }
+        }
+    }
+
+    /// Whether the phase waits for this blob: the state to sync to, or an
+    /// entry of the manifest being collected.
+    fn needed_now(&self, hash: &Hash) -> bool {
+        let manifest = |r: u64| self.rounds.get(&r).and_then(|d| d.manifest.as_ref()).map(|(_, m, _)| m);
+        match self.phase {
+            Phase::Syncing(r) => manifest(r).is_some_and(|m| m.state == *hash),
+            Phase::Collecting(r) => manifest(r).is_some_and(|m| m.entries.iter().any(|e| e.hash == *hash)),
+            _ => false,
         }
     }
 
@@ -111,9 +124,10 @@ impl Peer {
                     f.providers.push(*p);
                 }
             }
+            f.asked_at = now;
             if f.providers.len() > f.asked {
                 let providers = f.providers[f.asked..].to_vec();
-                (f.asked_at, f.asked) = (now, f.providers.len());
+                f.asked = f.providers.len();
                 self.stats.hedged_fetches += 1;
                 self.out.push(OutEvent::Fetch { hash: *hash, kind: f.kind, providers });
             }

@@ -134,7 +134,8 @@ impl Peer {
         let confirmed = ranked.iter().filter(|(s, _)| *s > 0).map(|(_, r)| *r).max().unwrap_or(0);
         let keep: BTreeSet<u64> = ranked.into_iter().take(2 * RECENT).map(|(_, r)| r).collect();
         self.rounds.retain(|r, d| {
-            keep.contains(r) || (d.manifest.is_none() && d.alternatives.is_empty() && *r <= confirmed + 2)
+            keep.contains(r)
+                || (d.manifest.is_none() && d.alternatives.is_empty() && (confirmed..=confirmed + 2).contains(r))
         });
     }
 

@@ -6,13 +6,39 @@ use super::{EventLoop, Fetch};
 use libp2p::request_response;
 use protocol::{BlobKind, Hash, InEvent};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A request unanswered this long gets a parallel one to the chain's next
+/// provider (the first good answer wins).
+const HEDGE_AFTER: Duration = Duration::from_secs(1);
 
 impl EventLoop {
-    /// Asks the first provider left (connected ones first); with none left,
-    /// tells the protocol the fetch failed.
+    /// Starts a chain of requests for a blob the protocol asked for.
+    pub(super) fn start_fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<protocol::PeerId>) {
+        *self.chains.entry(hash).or_default() += 1;
+        let f = Fetch { hash, kind, providers: providers.into(), asked_at: Instant::now(), hedged: false };
+        self.request(f);
+    }
+
+    /// A chain ended: with the blob, or without it (its providers ran out).
+    /// The protocol hears of a failure when no other chain for the blob runs.
+    fn end_chain(&mut self, hash: Hash, failed: bool) {
+        let Some(n) = self.chains.get_mut(&hash) else { return };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.chains.remove(&hash);
+            if failed {
+                tracing::debug!(hash = %hash.short(), "no provider left");
+                self.queue.push_back(InEvent::BlobFailed(hash));
+            }
+        }
+    }
+
+    /// Asks the chain's next provider (connected ones first); with none
+    /// left, ends the chain.
     pub(super) fn request(&mut self, mut f: Fetch) {
         if self.blobs.get(&f.hash).is_some() {
-            return; // another request for it (a hedge) already brought it
+            return self.end_chain(f.hash, false); // another chain brought it
         }
         // Ask the providers we are connected to first: a dialled provider
         // may be a killed process, which costs a handshake timeout.
@@ -33,11 +59,30 @@ impl EventLoop {
             }
             let id = self.swarm.behaviour_mut().blobs.send_request(&lp, f.hash.0);
             self.flow(f.kind).sent += 32;
+            (f.asked_at, f.hedged) = (Instant::now(), false);
             self.fetches.insert(id, f);
             return;
         }
-        tracing::debug!(hash = %f.hash.short(), "no provider left");
-        self.queue.push_back(InEvent::BlobFailed(f.hash));
+        self.end_chain(f.hash, true);
+    }
+
+    /// Requests unanswered for [`HEDGE_AFTER`] hand the rest of their
+    /// providers to a parallel chain: a slow or dead provider (a stale
+    /// address costs a handshake timeout) does not hold the blob up.
+    pub(super) fn hedge_requests(&mut self) {
+        let mut hedges = Vec::new();
+        for f in self.fetches.values_mut() {
+            if !f.hedged && !f.providers.is_empty() && f.asked_at.elapsed() >= HEDGE_AFTER {
+                f.hedged = true;
+                let providers = std::mem::take(&mut f.providers);
+                hedges.push(Fetch { hash: f.hash, kind: f.kind, providers, asked_at: Instant::now(), hedged: false });
+            }
+        }
+        for f in hedges {
+            *self.chains.entry(f.hash).or_default() += 1;
+            self.request(f);
+        }
+        self.drain();
     }
 
     /// Serves blob requests from the store and checks fetched blobs.
@@ -67,6 +112,7 @@ impl EventLoop {
                                 self.drive(InEvent::Gossip(bytes.clone()));
                             }
                             self.blobs.insert_verified(round, f.hash, f.kind, Arc::new(bytes));
+                            self.end_chain(f.hash, false);
                             self.drive(InEvent::BlobReady(f.hash));
                         }
                         Some(bytes) => {
