@@ -94,7 +94,8 @@ impl Peer {
     /// round or later and that we never received: gossip can lose them.
     pub(super) fn repair_manifests(&mut self) {
         let from = if self.holds_state() { self.round } else { 0 };
-        let mut wanted: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
+        // Newest rounds first: a joiner syncs to the newest confirmed one.
+        let mut wanted: BTreeMap<(std::cmp::Reverse<u64>, Hash), Vec<PeerId>> = BTreeMap::new();
         for (p, i) in &self.peers {
             for (r, id) in &i.recent {
                 if *r >= from
@@ -102,11 +103,11 @@ impl Peer {
                     && !self.fetching.contains_key(id)
                     && !self.unavailable.contains(id)
                 {
-                    wanted.entry(*id).or_default().push(*p);
+                    wanted.entry((std::cmp::Reverse(*r), *id)).or_default().push(*p);
                 }
             }
         }
-        for (id, providers) in wanted.into_iter().take(2) {
+        for ((_, id), providers) in wanted.into_iter().take(2) {
             self.fetch(id, BlobKind::Manifest, providers);
         }
     }
@@ -152,6 +153,22 @@ impl Peer {
                     (self.supporters(*r, *id).len() + gone >= need).then(|| (*r, *agg, m.clone(), *id))
                 })
             });
+            // A newer manifest that a quorum confirms is still on its way
+            // (being fetched): wait for it rather than sync to an older one
+            // and replay the rounds in between.
+            let mut confirmed: BTreeMap<(u64, Hash), usize> = BTreeMap::new();
+            for i in self.peers.values().chain(self.departed.values()) {
+                for x in &i.recent {
+                    *confirmed.entry(*x).or_default() += 1;
+                }
+            }
+            let coming = confirmed
+                .iter()
+                .filter(|(_, n)| **n >= need)
+                .any(|((r, id), _)| best.as_ref().is_none_or(|b| *r > b.0) && self.fetching.contains_key(id));
+            if coming {
+                return;
+            }
             if let Some((r, agg, m, id)) = best {
                 if let Some(d) = self.rounds.get_mut(&r) {
                     d.manifest = Some((agg, m, id));
