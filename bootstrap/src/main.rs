@@ -21,6 +21,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    bootstrap::run_until_stopped(&args.listen, &args.key).await?;
+    bootstrap::run(&args.listen, &args.key, |ev| println!("{ev}"), swarm::shutdown_signal()).await?;
     Ok(())
 }

@@ -26,7 +26,6 @@ mod quant;
 
 pub use quant::{dequantize_int4, dequantize_int8, quantize_int4, quantize_int8};
 
-use crate::spec::CodecSpec;
 use serde::{Deserialize, Serialize};
 
 /// The codec names a run spec may use.
@@ -45,8 +44,13 @@ pub enum CodecError {
     #[error("unknown codec `{0}` (known: fp32, bf16, int8, int4)")]
     Unknown(String),
     /// A setting out of range.
-    #[error("codec setting: {0}")]
-    Setting(&'static str),
+    #[error("codec setting `{field}`: {reason}")]
+    Setting {
+        /// The setting (as named in a run spec's `[codec]` section).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The frame is not ours, or is cut short.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
@@ -124,22 +128,18 @@ pub struct Codec {
 }
 
 impl Codec {
-    /// From a run spec's codec section.
-    pub fn from_spec(spec: &CodecSpec) -> Result<Codec, CodecError> {
-        Codec::new(&spec.name, spec.block_size, spec.topk as f32, spec.zstd_level)
-    }
-
     /// Checks and builds a setting.
     pub fn new(name: &str, block_size: u32, topk: f32, zstd_level: i32) -> Result<Codec, CodecError> {
         let kind = Kind::parse(name)?;
+        let bad = |field, reason| Err(CodecError::Setting { field, reason });
         if !BLOCK_SIZES.contains(&block_size) {
-            return Err(CodecError::Setting("block_size must be between 16 and 65536"));
+            return bad("block_size", "must be between 16 and 65536");
         }
         if !(topk.is_finite() && (0.0..=1.0).contains(&topk)) {
-            return Err(CodecError::Setting("topk must be in [0, 1]"));
+            return bad("topk", "must be in [0, 1] (0 = dense)");
         }
         if !(0..=19).contains(&zstd_level) {
-            return Err(CodecError::Setting("zstd_level must be between 0 and 19"));
+            return bad("zstd_level", "must be between 0 and 19");
         }
         Ok(Codec { kind, block_size, topk, zstd_level })
     }

@@ -12,59 +12,19 @@
 //! decodes the payload, itself with a size limit.
 
 use crate::id::{Hash, Keypair, PeerId};
-use crate::round::Manifest;
-use serde::{Deserialize, Serialize};
+use crate::message::Message;
 
 /// Hard bound on one control message, checked before any decoding.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 /// The wire format version this build speaks.
 pub const VERSION: u8 = 1;
+// Field offsets, in wire order.
+const RUN: usize = 1;
+const ROUND: usize = RUN + 32;
+const SENDER: usize = ROUND + 8;
 /// Bytes before the payload.
-pub const HEADER: usize = 1 + 32 + 8 + 32;
+pub const HEADER: usize = SENDER + 32;
 const SIG: usize = 64;
-
-/// What a peer is doing, as told in its hellos.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
-    /// Present, waiting for the run to start (or for a manifest to sync from).
-    Waiting,
-    /// Fetching or loading the state named in a manifest.
-    Syncing,
-    /// Holds the current state; trains and contributes.
-    Active,
-}
-
-/// The payload of an envelope.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Message {
-    /// Presence and progress, sent every `hello_interval`.
-    Hello {
-        /// What the sender is doing.
-        status: Status,
-        /// A counter, so repeated hellos are distinct messages.
-        seq: u64,
-        /// The envelope hashes (round, BLAKE3 of the signed manifest) of the last manifests the
-        /// sender applied, newest last: joiners count these as confirmations.
-        recent: Vec<(u64, Hash)>,
-    },
-    /// "My pseudo-gradient for this round is the blob `hash`."
-    Contribution {
-        /// BLAKE3 of the encoded pseudo-gradient.
-        hash: Hash,
-        /// Training samples behind it (the averaging weight).
-        samples: u64,
-        /// The state the sender trained from (for divergence checks).
-        base_state: Hash,
-    },
-    /// The aggregator's decision for the envelope's round.
-    Manifest(Manifest),
-    /// The sender leaves the run; `recent` as in its hellos (stragglers may
-    /// still count it as a confirmation for a short while).
-    Leave {
-        /// The manifests it applied last.
-        recent: Vec<(u64, Hash)>,
-    },
-}
 
 /// Why an incoming message was dropped. Each is counted by the receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -82,6 +42,9 @@ pub enum DropReason {
     /// Well-formed but inconsistent content (e.g. a manifest signed by someone
     /// other than its aggregator, duplicated entries).
     Invalid,
+    /// Signed by another key than the one of the peer that published it
+    /// (one connection cannot speak for other identities).
+    SignerMismatch,
 }
 
 /// An envelope whose size and signature have been checked; its payload is not
@@ -150,13 +113,19 @@ impl Envelope {
         }
         let (body, sig) = bytes.split_at(bytes.len() - SIG);
         let sig: [u8; 64] = sig.try_into().map_err(|_| DropReason::Malformed)?;
-        let sender = PeerId(body[41..73].try_into().map_err(|_| DropReason::Malformed)?);
+        let field = |at: usize, len: usize| &body[at..at + len];
+        let sender = PeerId(field(SENDER, 32).try_into().map_err(|_| DropReason::Malformed)?);
         if !sender.verify(body, &sig) {
             return Err(DropReason::BadSignature);
         }
-        let run = Hash(body[1..33].try_into().map_err(|_| DropReason::Malformed)?);
-        let round = u64::from_le_bytes(body[33..41].try_into().map_err(|_| DropReason::Malformed)?);
+        let run = Hash(field(RUN, 32).try_into().map_err(|_| DropReason::Malformed)?);
+        let round = u64::from_le_bytes(field(ROUND, 8).try_into().map_err(|_| DropReason::Malformed)?);
         Ok(Opened { run, round, sender, payload: &body[HEADER..] })
+    }
+
+    /// Whether envelope bytes carry a hello, without decoding them.
+    pub fn is_hello(bytes: &[u8]) -> bool {
+        bytes.get(HEADER) == Some(&Message::HELLO_TAG)
     }
 
     /// Opens, checks the run id, and decodes (for callers with no round rule).
@@ -173,6 +142,7 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Status;
 
     fn hello() -> Message {
         Message::Hello { status: Status::Active, seq: 7, recent: vec![] }
@@ -195,7 +165,8 @@ mod tests {
         let run = Hash::of(b"run");
         let mut bytes = Envelope::seal(&k, run, 9, &hello()).unwrap();
         assert_eq!(Envelope::decode(&bytes, Hash::of(b"other")), Err(DropReason::WrongRun));
-        bytes[35] ^= 1; // the round
+        assert!(Envelope::is_hello(&bytes));
+        bytes[ROUND + 2] ^= 1; // the round
         assert_eq!(Envelope::decode(&bytes, run).unwrap_err(), DropReason::BadSignature);
         let big = vec![1u8; MAX_ENVELOPE_BYTES + 1];
         assert_eq!(Envelope::open(&big).unwrap_err(), DropReason::Oversize);

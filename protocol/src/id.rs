@@ -49,7 +49,7 @@ impl fmt::Display for Hash {
 pub struct PeerId(pub [u8; 32]);
 
 impl PeerId {
-    /// The first 8 bytes in hex, for log lines.
+    /// The first 4 bytes in hex (8 characters), for log lines.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }

@@ -9,15 +9,18 @@
 pub mod codec;
 pub mod envelope;
 pub mod id;
+pub mod message;
+pub mod rng;
 pub mod round;
 pub mod spec;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sim;
 
-pub use envelope::{DropReason, Envelope, MAX_ENVELOPE_BYTES, Message};
+pub use envelope::{DropReason, Envelope, MAX_ENVELOPE_BYTES};
 pub use id::{Hash, Keypair, PeerId};
-pub use round::{BlobKind, Config, InEvent, Manifest, ManifestEntry, OutEvent, Peer, Phase};
+pub use message::{AppliedManifest, Contribution, Manifest, ManifestEntry, Message, Status};
+pub use round::{BlobKind, Config, FetchFailure, Gossip, InEvent, OutEvent, Peer, Phase, Verdict};
 pub use spec::{RunSpec, SpecError};
 
 /// Milliseconds on whatever clock drives the state machine (virtual in the

@@ -9,35 +9,17 @@
 
 use crate::Time;
 use crate::id::{Hash, Keypair, PeerId};
-use crate::round::{Config, InEvent, Manifest, OutEvent, Peer, Phase};
+use crate::rng::SplitMix64;
+use crate::round::{BlobKind, Config, FetchFailure, Gossip, InEvent, Manifest, OutEvent, Peer, Phase};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-/// A small deterministic RNG (splitmix64).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+/// The simulator's generator: [`SplitMix64`] with a fixed offset on the seed.
+pub type Rng = SplitMix64;
 
-impl Rng {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[lo, hi]`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo + 1) }
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
-    }
+/// The simulator's generator for `seed`.
+pub fn rng(seed: u64) -> Rng {
+    SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15)
 }
 
 /// Simulation settings.
@@ -69,11 +51,11 @@ pub struct SimConfig {
     pub hello_interval: Time,
     /// Peers silent this long are dropped, ms.
     pub peer_ttl: Time,
-    /// How long a fetch nobody can serve takes to fail, ms (a provider
-    /// that does not answer costs a timeout).
+    /// How long a request to a provider that does not hold the blob (or
+    /// over a slow link) takes to fail, ms.
     pub fetch_timeout: Time,
-    /// After this long without an answer a fetch is also asked of other
-    /// providers (the protocol's `fetch_hedge`), ms.
+    /// After this long without an answer a request gets a parallel one to
+    /// the next provider (the protocol's `fetch_hedge`), ms.
     pub fetch_hedge: Time,
 }
 
@@ -102,9 +84,12 @@ impl SimConfig {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Deliver(Vec<u8>),
+    /// A gossip message from a peer (or, `None`, a fetched envelope).
+    Deliver(Vec<u8>, Option<PeerId>),
     In(InEvent),
-    Tick,
+    /// The node's timer, set from [`Peer::next_timeout`]; only the newest
+    /// one set fires.
+    Timer,
 }
 
 /// One simulated node.
@@ -120,6 +105,8 @@ pub struct SimNode {
     pub alive: bool,
     /// Bumped on restart; events of an earlier life are dropped.
     generation: u32,
+    /// The pending timer: (when, event sequence number).
+    timer: Option<(Time, u64)>,
 }
 
 /// The simulator.
@@ -162,7 +149,7 @@ impl Sim {
         let run = Hash::of(format!("sim-run-{}", cfg.seed).as_bytes());
         let genesis = Hash::of(b"genesis");
         let mut sim = Sim {
-            rng: Rng::new(cfg.seed),
+            rng: rng(cfg.seed),
             cfg,
             now: 0,
             run,
@@ -195,9 +182,9 @@ impl Sim {
         peer.add_local_blob(self.genesis);
         self.index.insert(peer.id(), i);
         self.blobs.entry(self.genesis).or_default().insert(i);
-        self.nodes.push(SimNode { peer, state: self.genesis, finished: false, alive: true, generation: 0 });
+        self.nodes.push(SimNode { peer, state: self.genesis, finished: false, alive: true, generation: 0, timer: None });
         let jitter = self.rng.range(0, 50);
-        self.schedule(jitter, i, Ev::Tick);
+        self.set_timer(i, jitter);
         i
     }
 
@@ -254,8 +241,8 @@ impl Sim {
         let mut peer = Peer::new(self.peer_config(), key);
         peer.add_local_blob(self.genesis);
         let generation = self.nodes[i].generation + 1;
-        self.nodes[i] = SimNode { peer, state: self.genesis, finished: false, alive: true, generation };
-        self.schedule(1, i, Ev::Tick);
+        self.nodes[i] = SimNode { peer, state: self.genesis, finished: false, alive: true, generation, timer: None };
+        self.set_timer(i, 1);
     }
 
     /// Every node forgets the contributions named by the manifests of
@@ -308,11 +295,27 @@ impl Sim {
         None
     }
 
-    fn schedule(&mut self, delay: Time, node: usize, ev: Ev) {
+    fn schedule(&mut self, delay: Time, node: usize, ev: Ev) -> u64 {
         self.seq += 1;
         let generation = self.nodes.get(node).map(|n| n.generation).unwrap_or(0);
         self.events.insert(self.seq, (ev, generation));
         self.queue.push(Reverse((self.now + delay, self.seq, node)));
+        self.seq
+    }
+
+    /// Sets node `i`'s timer `delay` from now, replacing the pending one.
+    fn set_timer(&mut self, i: usize, delay: Time) {
+        let seq = self.schedule(delay, i, Ev::Timer);
+        self.nodes[i].timer = Some((self.now + delay, seq));
+    }
+
+    /// After node `i` handled an event: its timer follows the machine's
+    /// [`Peer::next_timeout`] (the clock jumps there, no periodic ticks).
+    fn follow_timer(&mut self, i: usize) {
+        let at = self.nodes[i].peer.next_timeout().max(self.now + 1);
+        if self.nodes[i].timer.is_none_or(|(t, _)| t != at) && at < Time::MAX / 2 {
+            self.set_timer(i, at - self.now);
+        }
     }
 
     /// Runs until virtual time `until` or until every live node finished.
@@ -331,17 +334,23 @@ impl Sim {
                 continue;
             }
             let input = match ev {
-                Ev::Tick => {
-                    self.schedule(50, node, Ev::Tick);
+                Ev::Timer => {
+                    if self.nodes[node].timer.is_none_or(|(_, s)| s != seq) {
+                        continue; // replaced by a newer timer
+                    }
+                    self.nodes[node].timer = None;
                     InEvent::Tick
                 }
-                Ev::Deliver(b) => InEvent::Gossip(b),
+                Ev::Deliver(bytes, source) => InEvent::Gossip(Gossip { bytes, source }),
                 Ev::In(e) => e,
             };
             let now = self.now;
             let outs = self.nodes[node].peer.handle(input, now);
             for o in outs {
                 self.execute(node, o);
+            }
+            if self.nodes[node].alive {
+                self.follow_timer(node);
             }
         }
         if self.queue.peek().is_none_or(|Reverse((t, _, _))| *t > until) {
@@ -367,44 +376,21 @@ impl Sim {
     fn execute(&mut self, i: usize, o: OutEvent) {
         match o {
             OutEvent::Broadcast(bytes) => {
+                let from = self.nodes[i].peer.id();
                 for j in 0..self.nodes.len() {
                     if j == i || !self.nodes[j].alive || !self.reachable(i, j) || self.rng.chance(self.cfg.loss) {
                         continue;
                     }
                     let d = self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
-                    self.schedule(d, j, Ev::Deliver(bytes.clone()));
+                    self.schedule(d, j, Ev::Deliver(bytes.clone(), Some(from)));
                 }
             }
+            OutEvent::Verdict(_) => {}
             OutEvent::KeepBlob { hash, bytes } => {
                 self.envelopes.insert(hash, bytes);
                 self.blobs.entry(hash).or_default().insert(i);
             }
-            OutEvent::Fetch { hash, providers, kind } => {
-                // Providers are asked in order; a slow link costs its timeout.
-                let mut delay = 0;
-                let holder = providers.iter().filter_map(|p| self.index.get(p).copied()).find(|&j| {
-                    if !self.nodes[j].alive || !self.reachable(i, j) {
-                        return false;
-                    }
-                    if self.slow_links.contains(&(i, j)) {
-                        delay += self.cfg.fetch_timeout;
-                        return false;
-                    }
-                    self.blobs.get(&hash).is_some_and(|s| s.contains(&j))
-                });
-                let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1) + delay;
-                if holder.is_some() {
-                    self.blobs.entry(hash).or_default().insert(i);
-                    if kind == crate::BlobKind::Manifest
-                        && let Some(bytes) = self.envelopes.get(&hash).cloned()
-                    {
-                        self.schedule(rtt + 10, i, Ev::Deliver(bytes));
-                    }
-                    self.schedule(rtt + 10, i, Ev::In(InEvent::BlobReady(hash)));
-                } else {
-                    self.schedule(rtt + self.cfg.fetch_timeout, i, Ev::In(InEvent::BlobFailed(hash)));
-                }
-            }
+            OutEvent::Request { hash, kind, from } => self.request(i, hash, kind, from),
             OutEvent::StartTraining { round, base_state } => {
                 let mut h = blake3::Hasher::new();
                 h.update(b"grad");
@@ -420,26 +406,57 @@ impl Sim {
                 self.nodes[i].state = state;
                 self.schedule(self.cfg.apply_time, i, Ev::In(InEvent::StateLoaded { round }));
             }
-            OutEvent::Apply { round, aggregator, manifest } => {
-                if self.nodes[i].state != manifest.state {
-                    self.divergent.push((i, round));
-                }
-                let mut h = blake3::Hasher::new();
-                h.update(&self.nodes[i].state.0);
-                for e in &manifest.entries {
-                    h.update(&e.hash.0);
-                    h.update(&e.samples.to_le_bytes());
-                }
-                let state = Hash(*h.finalize().as_bytes());
-                self.nodes[i].state = state;
-                self.blobs.entry(state).or_default().insert(i);
-                self.applied.entry(round).or_default().insert(i, state);
-                self.first_applied.entry(round).or_insert(self.now);
-                self.manifests.entry(round).or_default().insert(i, (aggregator, manifest));
-                self.schedule(self.cfg.apply_time, i, Ev::In(InEvent::Applied { round, state }));
-            }
+            OutEvent::Apply { round, aggregator, manifest } => self.apply(i, round, aggregator, manifest),
+            OutEvent::RunOver { .. } => {}
             OutEvent::Finished => self.nodes[i].finished = true,
         }
+    }
+
+    /// One request from node `i` to a provider: answered after a round trip
+    /// if the provider holds the blob; a provider that does not hold it, or a
+    /// slow link, costs `fetch_timeout`; a dead or cut-off provider fails
+    /// after a round trip (its connection is known to be gone).
+    fn request(&mut self, i: usize, hash: Hash, kind: BlobKind, from: PeerId) {
+        let rtt = 2 * self.rng.range(self.cfg.latency.0, self.cfg.latency.1);
+        let failed = |why| Ev::In(InEvent::RequestFailed { hash, from, why });
+        let Some(j) = self.index.get(&from).copied() else {
+            self.schedule(rtt, i, failed(FetchFailure::Unreachable));
+            return;
+        };
+        if !self.nodes[j].alive || !self.reachable(i, j) {
+            self.schedule(rtt, i, failed(FetchFailure::Unreachable));
+        } else if self.slow_links.contains(&(i, j)) {
+            self.schedule(self.cfg.fetch_timeout, i, failed(FetchFailure::Unreachable));
+        } else if !self.blobs.get(&hash).is_some_and(|s| s.contains(&j)) {
+            self.schedule(rtt + self.cfg.fetch_timeout, i, failed(FetchFailure::NotFound));
+        } else {
+            self.blobs.entry(hash).or_default().insert(i);
+            if kind == BlobKind::Manifest
+                && let Some(bytes) = self.envelopes.get(&hash).cloned()
+            {
+                self.schedule(rtt + 10, i, Ev::Deliver(bytes, None));
+            }
+            self.schedule(rtt + 10, i, Ev::In(InEvent::BlobReady(hash)));
+        }
+    }
+
+    fn apply(&mut self, i: usize, round: u64, aggregator: PeerId, manifest: Manifest) {
+        if self.nodes[i].state != manifest.state {
+            self.divergent.push((i, round));
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&self.nodes[i].state.0);
+        for e in &manifest.entries {
+            h.update(&e.hash.0);
+            h.update(&e.samples.to_le_bytes());
+        }
+        let state = Hash(*h.finalize().as_bytes());
+        self.nodes[i].state = state;
+        self.blobs.entry(state).or_default().insert(i);
+        self.applied.entry(round).or_default().insert(i, state);
+        self.first_applied.entry(round).or_insert(self.now);
+        self.manifests.entry(round).or_default().insert(i, (aggregator, manifest));
+        self.schedule(self.cfg.apply_time, i, Ev::In(InEvent::Applied { round, state }));
     }
 
     /// Rounds in which every node that applied the round holds the same

@@ -2,7 +2,7 @@
 //! back, the aggregator crashes every few rounds, and a partition splits the
 //! swarm for a while and heals.
 
-use protocol::sim::{Rng, Sim, SimConfig};
+use protocol::sim::{Sim, SimConfig, rng};
 use std::collections::BTreeSet;
 
 fn config(seed: u64) -> SimConfig {
@@ -28,7 +28,7 @@ fn churn_crashes_and_a_healed_partition_end_in_agreement() {
     let cfg = config(11);
     let ceiling = cfg.round_timeout + 2 * cfg.aggregator_timeout + cfg.train_time.1;
     let mut sim = Sim::new(cfg);
-    let mut rng = Rng::new(99);
+    let mut rng = rng(99);
     let n = 100usize;
     let mut down: Vec<(usize, u64)> = Vec::new(); // (node, restart at)
 

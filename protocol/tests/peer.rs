@@ -1,121 +1,194 @@
-//! Hostile input against one peer: each bad message is dropped and counted.
+//! Hostile input against one peer: each bad message is dropped and counted,
+//! and lies cannot stall a round or crowd out the truth.
 
-use protocol::envelope::Status;
-use protocol::{Config, DropReason, Envelope, Hash, InEvent, Keypair, Message, Peer, RunSpec};
+use protocol::round::rank_key;
+use protocol::{
+    AppliedManifest, Config, Contribution, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair,
+    Manifest, ManifestEntry, Message, OutEvent, Peer, Phase, RunSpec, Status, Verdict,
+};
 
-fn peer() -> (Peer, Hash) {
-    let spec = RunSpec::new(
+fn spec() -> RunSpec {
+    RunSpec::new(
         "digits-mlp",
         protocol::spec::TrainSpec { inner_steps: 5, inner_lr: 0.01, batch_size: 8, weight_decay: 0.0 },
-    );
+    )
+}
+
+fn peer_with(key: u64, last_round: u64) -> (Peer, Hash) {
+    let spec = spec();
     let run = spec.run_id();
-    let cfg = Config::new(run, Hash::of(b"genesis"), &spec, 10);
-    (Peer::new(cfg, Keypair::from_seed(1)), run)
+    let cfg = Config::new(run, Hash::of(b"genesis"), &spec, last_round);
+    (Peer::new(cfg, Keypair::from_seed(key)), run)
+}
+
+fn peer() -> (Peer, Hash) {
+    peer_with(1, 10)
+}
+
+/// A signed message from `key`, published by `key`.
+fn gossip(key: u64, run: Hash, round: u64, msg: &Message) -> InEvent {
+    let k = Keypair::from_seed(key);
+    InEvent::Gossip(Gossip { bytes: Envelope::seal(&k, run, round, msg).unwrap(), source: Some(k.peer_id()) })
+}
+
+fn hello(status: Status, seq: u64, recent: Vec<AppliedManifest>) -> Message {
+    Message::Hello { status, seq, recent }
+}
+
+fn verdicts(out: &[OutEvent]) -> Vec<Verdict> {
+    out.iter()
+        .filter_map(|o| match o {
+            OutEvent::Verdict(v) => Some(*v),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
 fn bad_messages_are_dropped_and_counted() {
     let (mut p, run) = peer();
     let other = Keypair::from_seed(2);
-    let hello = Message::Hello { status: Status::Active, seq: 1, recent: vec![] };
-    let mut bad_sig = Envelope::seal(&other, run, 1, &hello).unwrap();
+    let hi = hello(Status::Active, 1, vec![]);
+    let mut bad_sig = Envelope::seal(&other, run, 1, &hi).unwrap();
     let n = bad_sig.len();
     bad_sig[n - 1] ^= 0xff;
-    let wrong_run = Envelope::seal(&other, Hash::of(b"other"), 1, &hello).unwrap();
+    let wrong_run = Envelope::seal(&other, Hash::of(b"other"), 1, &hi).unwrap();
     let oversize = vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1];
-    let empty_manifest = Message::Manifest(protocol::Manifest { state: Hash::default(), entries: vec![] });
+    let empty_manifest = Message::Manifest(Manifest { state: Hash::default(), entries: vec![] });
     let invalid = Envelope::seal(&other, run, 1, &empty_manifest).unwrap();
     for b in [bad_sig, wrong_run, oversize, invalid, vec![0u8; 10]] {
-        assert!(p.handle(InEvent::Gossip(b), 0).iter().all(|o| matches!(o, protocol::OutEvent::Broadcast(_))));
+        let out = p.handle(InEvent::Gossip(Gossip { bytes: b, source: Some(other.peer_id()) }), 0);
+        assert!(matches!(verdicts(&out)[..], [Verdict::Reject(_)]), "{out:?}");
+        assert!(out.iter().all(|o| matches!(o, OutEvent::Broadcast(_) | OutEvent::Verdict(_))));
     }
+    // A good envelope relayed as if another peer had published it: one
+    // connection cannot speak for other identities.
+    let good = Envelope::seal(&other, run, 1, &hi).unwrap();
+    let relayed = Gossip { bytes: good.clone(), source: Some(Keypair::from_seed(3).peer_id()) };
+    let out = p.handle(InEvent::Gossip(relayed), 1);
+    assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::SignerMismatch)]);
     let d = &p.stats().dropped;
-    assert_eq!(d.get(&DropReason::BadSignature), Some(&1));
-    assert_eq!(d.get(&DropReason::WrongRun), Some(&1));
-    assert_eq!(d.get(&DropReason::Oversize), Some(&1));
-    assert_eq!(d.get(&DropReason::Invalid), Some(&1));
-    assert_eq!(d.get(&DropReason::Malformed), Some(&1));
+    for why in [
+        DropReason::BadSignature,
+        DropReason::WrongRun,
+        DropReason::Oversize,
+        DropReason::Invalid,
+        DropReason::Malformed,
+        DropReason::SignerMismatch,
+    ] {
+        assert_eq!(d.get(&why), Some(&1), "{why:?}: {d:?}");
+    }
     assert_eq!(p.members(), 0, "no bad message made anyone a member");
-    // A good hello is accepted.
-    let good = Envelope::seal(&other, run, 1, &hello).unwrap();
-    p.handle(InEvent::Gossip(good), 1);
+    // The same hello from its author is accepted; as a fetched blob (no
+    // publisher), its signature alone vouches for it.
+    let out = p.handle(InEvent::Gossip(Gossip { bytes: good.clone(), source: Some(other.peer_id()) }), 2);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
     assert_eq!(p.members(), 1);
+    let out = p.handle(InEvent::Gossip(Gossip { bytes: good, source: None }), 3);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
 }
 
 #[test]
-fn stale_contributions_are_dropped() {
+fn stale_contributions_are_ignored_not_rejected() {
     let (mut p, run) = peer();
     // Two more peers make min_peers = 3: round 1 starts.
     let mut out = Vec::new();
     for s in [2, 3] {
-        let k = Keypair::from_seed(s);
-        let hello =
-            Envelope::seal(&k, run, 0, &Message::Hello { status: Status::Waiting, seq: 1, recent: vec![] }).unwrap();
-        out.extend(p.handle(InEvent::Gossip(hello), 0));
+        out.extend(p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0));
     }
-    out.extend(p.handle(InEvent::Tick, 600));
-    assert!(out.iter().any(|o| matches!(o, protocol::OutEvent::StartTraining { round: 1, .. })), "{out:?}");
-    let k = Keypair::from_seed(2);
-    let c = Message::Contribution { hash: Hash::of(b"g"), samples: 1, base_state: Hash::default() };
-    let stale = Envelope::seal(&k, run, 0, &c).unwrap();
-    p.handle(InEvent::Gossip(stale), 700);
+    out.extend(p.handle(InEvent::Tick, p.next_timeout()));
+    assert!(out.iter().any(|o| matches!(o, OutEvent::StartTraining { round: 1, .. })), "{out:?}");
+    let c = Message::Contribution(Contribution { hash: Hash::of(b"g"), samples: 1, base_state: Hash::default() });
+    let out = p.handle(gossip(2, run, 0, &c), 700);
+    assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::StaleRound))]);
     assert_eq!(p.stats().dropped.get(&DropReason::StaleRound), Some(&1));
 }
 
-/// Peer 1 with three honest peers (2, 3, 4) in round 1, everyone's
+/// Peer `me` with three honest peers (2, 3, 4) in round 1, everyone's
 /// contribution in hand; returns the outputs so far.
-fn round_one_gathered(p: &mut Peer, run: Hash) -> Vec<protocol::OutEvent> {
+fn round_one_gathered(p: &mut Peer, run: Hash) -> Vec<OutEvent> {
     let mut out = Vec::new();
     for s in [2, 3, 4] {
-        let k = Keypair::from_seed(s);
-        let hello =
-            Envelope::seal(&k, run, 0, &Message::Hello { status: Status::Waiting, seq: 1, recent: vec![] }).unwrap();
-        out.extend(p.handle(InEvent::Gossip(hello), 0));
+        out.extend(p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0));
     }
     out.extend(p.handle(InEvent::Tick, 600));
+    assert_eq!(p.phase(), Phase::Training(1));
     let base = p.state();
     out.extend(p.handle(InEvent::TrainingDone { round: 1, hash: Hash::of(b"mine"), samples: 8 }, 700));
     for s in [2, 3, 4] {
         let h = Hash::of(format!("grad-{s}").as_bytes());
-        let c = Message::Contribution { hash: h, samples: 8, base_state: base };
-        out.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(s), run, 1, &c).unwrap()), 800));
+        let c = Message::Contribution(Contribution { hash: h, samples: 8, base_state: base });
+        out.extend(p.handle(gossip(s, run, 1, &c), 800));
         out.extend(p.handle(InEvent::BlobReady(h), 810));
     }
     out
 }
 
-fn published_manifest(out: &[protocol::OutEvent]) -> bool {
-    out.iter().any(|o| match o {
-        protocol::OutEvent::Broadcast(b) => {
-            Envelope::open(b).ok().and_then(|e| e.message().ok()).is_some_and(|m| matches!(m, Message::Manifest(_)))
-        }
-        _ => false,
+fn published_manifest(out: &[OutEvent]) -> Option<Manifest> {
+    out.iter().find_map(|o| match o {
+        OutEvent::Broadcast(b) => match Envelope::open(b).ok()?.message().ok()? {
+            Message::Manifest(m) => Some(m),
+            _ => None,
+        },
+        _ => None,
     })
 }
 
 #[test]
 fn one_peer_claiming_a_later_round_does_not_stop_the_aggregator() {
-    let (mut p, run) = peer();
-    let mut out = round_one_gathered(&mut p, run);
-    // A fifth peer says it is active in round 2 and applied a round-1
-    // manifest nobody else has heard of.
-    let liar = Keypair::from_seed(5);
-    let lie = Message::Hello { status: Status::Active, seq: 1, recent: vec![(1, Hash::of(b"made up"))] };
-    out.extend(p.handle(InEvent::Gossip(Envelope::seal(&liar, run, 2, &lie).unwrap()), 900));
-    // Past the deadline and every takeover step, whatever our rank.
-    for t in (1_000..120_000).step_by(500) {
-        let lie = Message::Hello { status: Status::Active, seq: t, recent: vec![(1, Hash::of(b"made up"))] };
-        out.extend(p.handle(InEvent::Gossip(Envelope::seal(&liar, run, 2, &lie).unwrap()), t));
-        out.extend(p.handle(InEvent::Tick, t));
-        if published_manifest(&out) {
-            break;
-        }
-        // The honest peers keep saying hello from round 1.
-        for s in [2, 3, 4] {
-            let h = Message::Hello { status: Status::Active, seq: t, recent: vec![] };
-            out.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(s), run, 1, &h).unwrap()), t));
+    let run = spec().run_id();
+    let rank = |s: u64| rank_key(&run, 1, &Keypair::from_seed(s).peer_id());
+    // Peer `me` ranks first among the four honest peers, and the liar after
+    // it: the liar is not the round's first candidate here (that is another
+    // attack), so `me` must publish the moment every contribution is in.
+    let me = [1u64, 2, 3, 4].into_iter().min_by_key(|s| rank(*s)).unwrap();
+    let liar = (5..).find(|s| rank(me) < rank(*s)).unwrap();
+    let (mut p, _) = peer_with(me, 10);
+    let others: Vec<u64> = [1u64, 2, 3, 4].into_iter().filter(|s| *s != me).collect();
+    // Once the round runs, the liar says it is active in round 2 and applied
+    // a round-1 manifest nobody else has heard of.
+    let lie = |seq| hello(Status::Active, seq, vec![AppliedManifest { round: 1, id: Hash::of(b"made up") }]);
+    let mut out = Vec::new();
+    for s in &others {
+        out.extend(p.handle(gossip(*s, run, 0, &hello(Status::Waiting, 1, vec![])), 0));
+    }
+    out.extend(p.handle(InEvent::Tick, 600));
+    assert_eq!(p.phase(), Phase::Training(1));
+    let base = p.state();
+    // The honest peers started round 1 too (a status change is said at once).
+    for s in &others {
+        out.extend(p.handle(gossip(*s, run, 1, &hello(Status::Active, 2, vec![])), 640));
+    }
+    out.extend(p.handle(gossip(liar, run, 2, &lie(1)), 650));
+    out.extend(p.handle(InEvent::Tick, 690));
+    out.extend(p.handle(InEvent::TrainingDone { round: 1, hash: Hash::of(b"mine"), samples: 8 }, 700));
+    assert!(published_manifest(&out).is_none(), "not before the others' contributions");
+    let mut published_at = None;
+    for (t, s) in (800..).step_by(10).zip(&others) {
+        let h = Hash::of(format!("grad-{s}").as_bytes());
+        let c = Message::Contribution(Contribution { hash: h, samples: 8, base_state: base });
+        out.extend(p.handle(gossip(liar, run, 2, &lie(t)), t));
+        out.extend(p.handle(gossip(*s, run, 1, &c), t));
+        out.extend(p.handle(InEvent::BlobReady(h), t + 5));
+        if published_at.is_none() && published_manifest(&out).is_some() {
+            published_at = Some(t + 5);
         }
     }
-    assert!(published_manifest(&out), "peer 1 published round 1's manifest despite the liar");
+    let m = published_manifest(&out).expect("the round's manifest, despite the liar");
+    // At once (the deadline is 60 s away), with exactly the four honest peers.
+    assert_eq!(published_at, Some(825), "published when the last contribution arrived");
+    let mut want: Vec<_> = [me].iter().chain(&others).map(|s| Keypair::from_seed(*s).peer_id()).collect();
+    want.sort();
+    assert_eq!(m.entries.iter().map(|e| e.peer).collect::<Vec<_>>(), want);
+}
+
+fn requests_for(out: &[OutEvent], blob: Hash) -> Vec<protocol::PeerId> {
+    out.iter()
+        .filter_map(|o| match o {
+            OutEvent::Request { hash, from, .. } if *hash == blob => Some(*from),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -125,48 +198,61 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
     let mut out = round_one_gathered(&mut p, run);
     // Peer 7 announces a contribution and dies: it is in no manifest.
     let dead = Hash::of(b"grad-7");
-    let c = Message::Contribution { hash: dead, samples: 8, base_state: base };
-    out.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(7), run, 1, &c).unwrap()), 820));
+    let c = Message::Contribution(Contribution { hash: dead, samples: 8, base_state: base });
+    out.extend(p.handle(gossip(7, run, 1, &c), 820));
     // Peer 2 publishes round 1's manifest; one of its blobs (peer 5's) is
     // still to come, so peer 1 is collecting.
-    let mut entries: Vec<protocol::ManifestEntry> = [1u64, 2, 3, 4, 5]
+    let mut entries: Vec<ManifestEntry> = [1u64, 2, 3, 4, 5]
         .iter()
         .map(|&s| {
             let hash = if s == 1 { Hash::of(b"mine") } else { Hash::of(format!("grad-{s}").as_bytes()) };
-            protocol::ManifestEntry { peer: Keypair::from_seed(s).peer_id(), hash, samples: 8 }
+            ManifestEntry { peer: Keypair::from_seed(s).peer_id(), hash, samples: 8 }
         })
         .collect();
     entries.sort_by_key(|e| e.peer);
-    let m = Message::Manifest(protocol::Manifest { state: base, entries });
-    out.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(2), run, 1, &m).unwrap()), 850));
-    assert_eq!(p.phase(), protocol::Phase::Collecting(1));
+    out.extend(p.handle(gossip(2, run, 1, &Message::Manifest(Manifest { state: base, entries })), 850));
+    assert_eq!(p.phase(), Phase::Collecting(1));
     // A sixth peer lists a round-1 manifest id that nobody can serve.
     let bogus = Hash::of(b"made up");
-    let liar = Keypair::from_seed(6);
-    let lie = Message::Hello { status: Status::Active, seq: 1, recent: vec![(1, bogus)] };
-    out.extend(p.handle(InEvent::Gossip(Envelope::seal(&liar, run, 1, &lie).unwrap()), 900));
-    out.extend(p.handle(InEvent::Tick, 901));
-    let fetches = |out: &[protocol::OutEvent]| {
-        out.iter().filter(|o| matches!(o, protocol::OutEvent::Fetch { hash, .. } if *hash == bogus)).count()
-    };
-    assert_eq!(fetches(&out), 1, "the unknown manifest is fetched");
+    let lie = hello(Status::Active, 1, vec![AppliedManifest { round: 1, id: bogus }]);
+    out.extend(p.handle(gossip(6, run, 1, &lie), 900));
+    out.extend(p.handle(InEvent::Tick, 921));
+    assert_eq!(requests_for(&out, bogus).len(), 1, "the unknown manifest is asked for");
+    assert_eq!(requests_for(&out, dead).len(), 1, "the announced contribution was asked for");
+    // Every request for either blob fails; everything else stays quiet.
+    // Run 60 s of virtual time, ticking when the machine asks to.
     let mut t = 1_000;
-    let mut later = Vec::new();
-    for _ in 0..40 {
-        later.extend(p.handle(InEvent::BlobFailed(bogus), t));
-        later.extend(p.handle(InEvent::BlobFailed(dead), t));
-        t += 400;
-        later.extend(p.handle(InEvent::Tick, t));
-        // The honest peers are still there, in round 1.
+    let (mut asked_bogus, mut asked_dead) = (requests_for(&out, bogus).len(), requests_for(&out, dead).len());
+    let mut pending: Vec<(Hash, protocol::PeerId)> = [(bogus, Keypair::from_seed(6).peer_id())]
+        .into_iter()
+        .chain([(dead, Keypair::from_seed(7).peer_id())])
+        .collect();
+    let mut last_ask = (0, 0);
+    while t < 60_000 {
+        let mut step = Vec::new();
+        for (h, from) in pending.drain(..) {
+            step.extend(p.handle(InEvent::RequestFailed { hash: h, from, why: FetchFailure::NotFound }, t));
+        }
         for s in [2, 3, 4] {
-            let h = Message::Hello { status: Status::Active, seq: t, recent: vec![] };
-            later.extend(p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(s), run, 1, &h).unwrap()), t));
+            let h = hello(Status::Active, t, vec![]);
+            step.extend(p.handle(gossip(s, run, 1, &h), t));
+        }
+        step.extend(p.handle(gossip(6, run, 1, &hello(Status::Active, t, vec![AppliedManifest { round: 1, id: bogus }])), t));
+        t = p.next_timeout().max(t + 1).min(t + 500);
+        step.extend(p.handle(InEvent::Tick, t));
+        for (h, n) in [(bogus, &mut asked_bogus), (dead, &mut asked_dead)] {
+            let r = requests_for(&step, h);
+            if !r.is_empty() {
+                *n += r.len();
+                last_ask = if h == bogus { (t, last_ask.1) } else { (last_ask.0, t) };
+            }
+            pending.extend(r.into_iter().map(|from| (h, from)));
         }
     }
-    let after: Vec<protocol::OutEvent> = p.handle(InEvent::Tick, t + 1_000);
-    assert!(fetches(&later) >= 1, "it was retried");
-    assert_eq!(fetches(&after), 0, "then not asked for again");
-    assert_eq!(p.phase(), protocol::Phase::Collecting(1), "still collecting round 1");
+    eprintln!("asked {asked_bogus} times for the bogus manifest (last at {} ms), {asked_dead} for the dead blob (last at {} ms)", last_ask.0, last_ask.1);
+    assert!(asked_bogus > 1 && asked_dead > 1, "both were retried");
+    assert!(last_ask.0 < 40_000 && last_ask.1 < 40_000, "then given up, never asked again: {last_ask:?}");
+    assert_eq!(p.phase(), Phase::Collecting(1), "still collecting round 1 (peer 5's blob)");
     assert_eq!(p.stats().resyncs, 0);
 }
 
@@ -174,22 +260,42 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
 fn announcements_for_made_up_rounds_do_not_crowd_out_the_manifest_to_sync_to() {
     let (mut p, run) = peer();
     // A liar announces contributions for twenty future rounds.
-    let liar = Keypair::from_seed(9);
     for r in 10u64..30 {
-        let c = Message::Contribution { hash: Hash::of(&r.to_le_bytes()), samples: 1, base_state: Hash::default() };
-        p.handle(InEvent::Gossip(Envelope::seal(&liar, run, r, &c).unwrap()), 10);
+        let c = Message::Contribution(Contribution {
+            hash: Hash::of(&r.to_le_bytes()),
+            samples: 1,
+            base_state: Hash::default(),
+        });
+        p.handle(gossip(9, run, r, &c), 10);
     }
     // Three peers applied round 4's manifest, signed by peer 2.
     let state = Hash::of(b"state at the start of round 4");
-    let entry = protocol::ManifestEntry { peer: Keypair::from_seed(2).peer_id(), hash: Hash::of(b"g"), samples: 8 };
-    let m = Message::Manifest(protocol::Manifest { state, entries: vec![entry] });
+    let entry = ManifestEntry { peer: Keypair::from_seed(2).peer_id(), hash: Hash::of(b"g"), samples: 8 };
+    let m = Message::Manifest(Manifest { state, entries: vec![entry] });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let id = Hash::of(&envelope);
     for s in [2, 3, 4] {
-        let h = Message::Hello { status: Status::Active, seq: 1, recent: vec![(4, id)] };
-        p.handle(InEvent::Gossip(Envelope::seal(&Keypair::from_seed(s), run, 5, &h).unwrap()), 20);
+        p.handle(gossip(s, run, 5, &hello(Status::Active, 1, vec![AppliedManifest { round: 4, id }])), 20);
     }
-    let out = p.handle(InEvent::Gossip(envelope), 30);
-    assert_eq!(p.phase(), protocol::Phase::Syncing(4), "{out:?}");
-    assert!(out.iter().any(|o| matches!(o, protocol::OutEvent::Fetch { hash, .. } if *hash == state)));
+    let src = Some(Keypair::from_seed(2).peer_id());
+    let out = p.handle(InEvent::Gossip(Gossip { bytes: envelope, source: src }), 30);
+    assert_eq!(p.phase(), Phase::Syncing(4), "{out:?}");
+    assert!(out.iter().any(|o| matches!(o, OutEvent::Request { hash, .. } if *hash == state)));
+}
+
+#[test]
+fn a_peer_resumed_after_the_last_round_says_the_run_is_over_and_leaves() {
+    let (mut p, _) = peer_with(1, 10);
+    let state = Hash::of(b"state after round 10");
+    p.resume(10, state);
+    let out = p.handle(InEvent::Tick, 0);
+    assert!(out.contains(&OutEvent::RunOver { round: 10, state }), "{out:?}");
+    assert!(out.contains(&OutEvent::Finished));
+    assert_eq!(p.phase(), Phase::Done);
+    // Resumed earlier in the run: it waits to sync as usual.
+    let (mut p, _) = peer_with(1, 10);
+    p.resume(9, state);
+    let out = p.handle(InEvent::Tick, 0);
+    assert!(!out.iter().any(|o| matches!(o, OutEvent::RunOver { .. } | OutEvent::Finished)), "{out:?}");
+    assert_eq!(p.phase(), Phase::Waiting);
 }

@@ -151,10 +151,10 @@ fn a_slow_provider_does_not_hold_a_peer_back() {
     let (sim, with_hedge) = run(1_000);
     assert!(sim.all_finished(), "{:?}", (0..4).map(|i| sim.phase(i)).collect::<Vec<_>>());
     assert_agreement(&sim);
-    let hedged = sim.nodes[3].peer.stats().hedged_fetches;
+    let hedged = sim.nodes[3].peer.stats().hedged_requests;
     // The same run where a fetch waits for its provider's answer.
     let (_, without) = run(Time::MAX / 4);
-    eprintln!("peer 3 contributed to {with_hedge}/10 rounds with hedged fetches ({hedged}), {without}/10 without");
+    eprintln!("peer 3 contributed to {with_hedge}/10 rounds with hedged requests ({hedged}), {without}/10 without");
     assert!(hedged > 0);
     assert!(with_hedge >= 9, "with hedged fetches peer 3 keeps up: {with_hedge}/10");
     assert!(without < with_hedge, "the slow link costs rounds without them: {without}/10");

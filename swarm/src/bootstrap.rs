@@ -60,20 +60,12 @@ pub async fn run(
     }
 }
 
-/// Runs a bootstrap node until Ctrl+C or SIGTERM, printing
-/// `bootstrap: listening on ADDR` for each address and
-/// `bootstrap: N peers connected` (what `swarm bootstrap` and the
-/// `swarm-bootstrap` binary do).
-pub async fn run_until_stopped(listen: &str, key_file: &Path) -> Result<(), Error> {
-    let stop = crate::shutdown_signal();
-    run(
-        listen,
-        key_file,
-        |ev| match ev {
-            BootstrapEvent::Listening(a) => println!("bootstrap: listening on {a}"),
-            BootstrapEvent::Peers(n) => println!("bootstrap: {n} peers connected"),
-        },
-        stop,
-    )
-    .await
+impl std::fmt::Display for BootstrapEvent {
+    /// The line `swarm bootstrap` prints (scripts read the address from it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootstrapEvent::Listening(a) => write!(f, "bootstrap: listening on {a}"),
+            BootstrapEvent::Peers(n) => write!(f, "bootstrap: {n} peers connected"),
+        }
+    }
 }

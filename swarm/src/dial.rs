@@ -2,9 +2,9 @@
 //! (the peer store), with bounded retries and backoff.
 
 use crate::Error;
+use crate::events::NodeEvent;
 use crate::net::{self, Behaviour};
-use crate::node::{NodeConfig, NodeEvent};
-use crate::store::PeerStore;
+use crate::peer_store::PeerStore;
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -16,12 +16,13 @@ use tokio::sync::mpsc;
 /// backoff. No bootstrap addresses: nothing to do (the first peer of a swarm).
 pub(crate) async fn reach_bootstrap(
     swarm: &mut Swarm<Behaviour>,
-    cfg: &NodeConfig,
+    bootstrap: &[String],
+    attempts: u32,
     store: &PeerStore,
     events: &mpsc::UnboundedSender<NodeEvent>,
 ) -> Result<(), Error> {
     let mut targets: Vec<(Multiaddr, libp2p::PeerId)> =
-        cfg.bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
+        bootstrap.iter().map(|a| net::split_p2p(a)).collect::<Result<_, _>>()?;
     // Peers we knew before: with every bootstrap node down, they get us in.
     let me = *swarm.local_peer_id();
     for (id, addrs) in &store.peers {
@@ -37,7 +38,7 @@ pub(crate) async fn reach_bootstrap(
     if targets.is_empty() {
         return Ok(());
     }
-    let attempts = cfg.bootstrap_attempts.max(1);
+    let attempts = attempts.max(1);
     let mut backoff = Duration::from_millis(250);
     for attempt in 1..=attempts {
         for (addr, id) in &targets {
@@ -54,7 +55,7 @@ pub(crate) async fn reach_bootstrap(
                             swarm.behaviour_mut().kad.add_address(id, addr.clone());
                         }
                         let _ = swarm.behaviour_mut().kad.bootstrap();
-                        if !cfg.bootstrap.iter().any(|b| b.ends_with(&peer_id.to_string())) {
+                        if !bootstrap.iter().any(|b| b.ends_with(&peer_id.to_string())) {
                             events.send(NodeEvent::Info(format!("reached the swarm through known peer {peer_id}"))).ok();
                         }
                         return Ok(());
@@ -84,13 +85,13 @@ pub(crate) async fn reach_bootstrap(
             backoff = (backoff * 2).min(Duration::from_secs(4));
         }
     }
-    if cfg.bootstrap.is_empty() {
+    if bootstrap.is_empty() {
         events.send(NodeEvent::Info("no known peer answered; starting alone".into())).ok();
         return Ok(());
     }
-    let mut addrs = cfg.bootstrap.join(", ");
-    if targets.len() > cfg.bootstrap.len() {
-        addrs.push_str(&format!(" (and {} known peer addresses)", targets.len() - cfg.bootstrap.len()));
+    let mut addrs = bootstrap.join(", ");
+    if targets.len() > bootstrap.len() {
+        addrs.push_str(&format!(" (and {} known peer addresses)", targets.len() - bootstrap.len()));
     }
     Err(Error::BootstrapUnreachable { addrs, attempts })
 }

@@ -3,18 +3,22 @@
 //!
 //! One event-loop task ([`node`]) owns the libp2p `Swarm`, the protocol state
 //! machine and the blob store; callers hold a cloneable [`node::Node`] handle.
+//! The model side (trainer, codec, residuals, state, checkpoints) belongs to
+//! the [`worker`], which the event loop talks to by messages.
 
 pub mod blobs;
 pub mod bootstrap;
 mod dial;
+pub mod events;
 pub mod identity;
 pub mod net;
 pub mod node;
+pub mod peer_store;
 pub mod report;
-pub mod store;
-pub mod work;
+pub mod worker;
 
-pub use node::{Node, NodeConfig, NodeEvent};
+pub use events::NodeEvent;
+pub use node::{Node, NodeConfig};
 pub use report::RoundReport;
 
 /// Resolves on Ctrl+C or SIGTERM (what `swarm join` and `swarm bootstrap`
@@ -76,9 +80,9 @@ pub enum Error {
     /// libp2p refused to start.
     #[error("network: {0}")]
     Net(String),
-    /// The model or its training failed.
+    /// The model side: the model, its data, a checkpoint.
     #[error(transparent)]
-    Trainer(#[from] trainer::TrainerError),
+    Worker(#[from] worker::WorkerError),
     /// The run spec is not valid.
     #[error(transparent)]
     Spec(#[from] protocol::SpecError),

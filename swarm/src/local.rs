@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use swarm::RoundReport;
+use swarm::bootstrap::{self, BootstrapEvent};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -58,23 +59,29 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut children = Children(Vec::new());
 
-    let mut boot = Command::new(&exe)
-        .args(["bootstrap", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--key"])
-        .arg(dir.join("bootstrap.key"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the bootstrap node")?;
-    let out = boot.stdout.take().context("bootstrap stdout")?;
-    children.0.push(boot);
-    let mut lines = BufReader::new(out).lines();
+    // The bootstrap node runs in this process; its address comes as an event.
+    let (boot_tx, mut boot_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_boot, stopped) = tokio::sync::oneshot::channel::<()>();
+    let key = dir.join("bootstrap.key");
+    let boot = tokio::spawn(async move {
+        let report = move |ev| {
+            let _ = boot_tx.send(ev);
+        };
+        bootstrap::run("/ip4/127.0.0.1/udp/0/quic-v1", &key, report, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
     let addr = loop {
-        let line = lines.next().context("the bootstrap node exited before listening")??;
-        if let Some(a) = line.strip_prefix("bootstrap: listening on ") {
-            break a.to_string();
+        match boot_rx.recv().await {
+            Some(BootstrapEvent::Listening(a)) => break a,
+            Some(BootstrapEvent::Peers(_)) => {}
+            None => {
+                boot.await.context("bootstrap node")??;
+                bail!("the bootstrap node stopped before listening");
+            }
         }
     };
-    std::thread::spawn(move || for _ in lines {});
     eprintln!("bootstrap node at {addr}");
     eprintln!("peer logs in {}", dir.display());
 
@@ -156,8 +163,9 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    let _ = stop_boot.send(());
     let mut failed = 0;
-    for c in children.0.iter_mut().skip(1) {
+    for c in children.0.iter_mut() {
         match c.wait() {
             Ok(s) if s.success() => {}
             _ => failed += 1,

@@ -177,6 +177,9 @@ async fn join(args: JoinArgs) -> Result<()> {
                     println!("{}", r.line());
                 }
             }
+            NodeEvent::RunOver { round, state_hash } => bar.suspend(|| {
+                eprintln!("the run is over: its last round {round} is applied here (state {state_hash})")
+            }),
             NodeEvent::Finished => bar.suspend(|| eprintln!("left the run")),
         }
     }
@@ -200,7 +203,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Join(args) => join(args).await,
         Cmd::Bootstrap { listen, key } => {
-            bootstrap::run_until_stopped(&listen, &key).await?;
+            bootstrap::run(&listen, &key, |ev| println!("{ev}"), swarm::shutdown_signal()).await?;
             Ok(())
         }
         Cmd::Models => {

@@ -1,17 +1,19 @@
 //! The aggregator's side of a round: who is waited for, who may sign, and
 //! when the manifest is published.
 
+use super::members::PeerInfo;
 use super::*;
 
 impl Peer {
     /// Whether the aggregator of `round` should wait for `peer`'s
     /// contribution: it contributed last round, or says it is active in this
     /// round or the one before, or (round 1) is waiting for the start.
-    pub(super) fn expects(&self, peer: &PeerId, info: &PeerInfo, round: u64) -> bool {
-        (self.last_contributors.contains(peer) && *peer != self.me)
-            || (info.status == Status::Active && info.round + 1 >= round && info.round <= round)
+    fn expects(&self, peer: &PeerId, info: &PeerInfo, round: u64) -> bool {
+        (self.history.last_contributors().contains(peer) && *peer != self.me)
+            || (info.is_active() && info.round + 1 >= round && info.round <= round)
             || (info.status == Status::Waiting && round == 1)
     }
+
     /// Aggregator candidates of `round`: active members and ourselves,
     /// ranked by BLAKE3(run, round, peer).
     ///
@@ -20,37 +22,65 @@ impl Peer {
     /// same few the same way even when their views of the swarm differ. With
     /// no such contributor alive (round 1, or all gone), every active peer is
     /// a candidate.
-    pub(super) fn candidates(&self, round: u64) -> Vec<PeerId> {
-        let alive = |p: &PeerId| *p == self.me || self.peers.get(p).is_some_and(|i| i.status == Status::Active);
-        let mut c: Vec<PeerId> = self.last_contributors.iter().copied().filter(alive).collect();
+    fn candidates(&self, round: u64) -> Vec<PeerId> {
+        let alive = |p: &PeerId| *p == self.me || self.members.is_active(p);
+        let mut c: Vec<PeerId> = self.history.last_contributors().iter().copied().filter(alive).collect();
         if c.is_empty() {
-            c = self.active_peers();
+            c = self.members.active();
             c.push(self.me);
         }
         c.sort_by_key(|p| rank_key(&self.cfg.run, round, p));
         c
     }
-    pub(super) fn poll_gathering(&mut self, round: u64, now: Time) {
-        let Some(data) = self.rounds.get(&round) else {
-            return;
-        };
+
+    /// When this peer may next publish the manifest of `round`: the round
+    /// deadline, or its takeover time as the k-th candidate; `None` once
+    /// both have passed (only news can change anything then).
+    pub(super) fn aggregator_time(&self, round: u64) -> Option<Time> {
+        let deadline = self.round_started + self.deadline.current();
+        if self.now < deadline {
+            return Some(deadline);
+        }
+        let k = self.candidates(round).iter().position(|p| *p == self.me)? as u64;
+        let takeover = deadline + k * self.cfg.aggregator_timeout;
+        (self.now < takeover).then_some(takeover)
+    }
+
+    /// The contributions of `round` trained from our state, and whether
+    /// everyone we wait for has announced and been fetched.
+    fn ready_entries(&self, round: u64) -> (Vec<ManifestEntry>, bool) {
+        let Some(data) = self.rounds.get(&round) else { return (Vec::new(), false) };
         // Only contributions trained from our state: another history's
         // pseudo-gradients do not belong in ours (and their peers are not
         // waited for).
-        let ours: BTreeMap<&PeerId, &(Hash, u64, Hash)> =
-            data.contributions.iter().filter(|(_, (_, _, b))| *b == self.state).collect();
-        let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|(_, _, b)| *b != self.state);
+        let ours: BTreeMap<&PeerId, &Contribution> =
+            data.contributions.iter().filter(|(_, c)| c.base_state == self.state).collect();
+        let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|c| c.base_state != self.state);
         let ready: Vec<ManifestEntry> = ours
             .iter()
-            .filter(|(_, (h, _, _))| self.have.contains(h))
-            .map(|(p, (h, s, _))| ManifestEntry { peer: **p, hash: *h, samples: *s })
+            .filter(|(_, c)| self.fetcher.has(&c.hash))
+            .map(|(p, c)| ManifestEntry { peer: **p, hash: c.hash, samples: c.samples })
             .collect();
         let all_in = self
-            .peers
+            .members
             .iter()
             .filter(|(p, i)| self.expects(p, i, round) && !elsewhere(p))
             .all(|(p, _)| ours.contains_key(p))
             && ready.len() == ours.len();
+        (ready, all_in)
+    }
+
+    /// Peers already moved past this round: its manifest exists and we
+    /// missed it. Publishing another would split the swarm; wait for the
+    /// next manifest and sync from it instead.
+    fn round_is_closed(&self, round: u64) -> bool {
+        let active: Vec<&PeerInfo> = self.members.active_with_departed().collect();
+        let past = active.iter().filter(|i| i.round > round || i.recent.iter().any(|m| m.round >= round)).count();
+        quorum::round_is_over(past, active.len())
+    }
+
+    pub(super) fn poll_gathering(&mut self, round: u64, now: Time) {
+        let (ready, all_in) = self.ready_entries(round);
         let deadline = self.round_started + self.deadline.current();
         if !all_in && now < deadline {
             return;
@@ -60,16 +90,7 @@ impl Peer {
         };
         let k = k as u64;
         let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
-        // Peers already moved past this round: its manifest exists and we
-        // missed it. Publishing another would split the swarm; wait for the
-        // next manifest and sync from it instead. More than a third of the
-        // active peers must say so: one peer claiming a later round (a liar)
-        // cannot stop every aggregator.
-        let active: Vec<&PeerInfo> =
-            self.peers.values().chain(self.departed.values()).filter(|i| i.status == Status::Active).collect();
-        let past = active.iter().filter(|i| i.round > round || i.recent.iter().any(|(r, _)| *r >= round)).count();
-        let closed = past > 0 && past * 3 > active.len();
-        if !go || ready.is_empty() || closed {
+        if !go || ready.is_empty() || self.round_is_closed(round) {
             return;
         }
         let manifest = Manifest { state: self.state, entries: ready };
@@ -80,6 +101,6 @@ impl Peer {
         self.keep(&bytes);
         self.out.push(OutEvent::Broadcast(bytes));
         self.stats.manifests_published += 1;
-        self.accept_manifest(round, self.me, manifest, id, now);
+        self.accept_manifest(round, KnownManifest { aggregator: self.me, manifest, id }, now);
     }
 }

@@ -1,136 +1,328 @@
-//! Blobs this peer asks the node for: who to ask, retries, and what a
-//! blob arriving (or failing everywhere) changes.
+//! Which blobs this peer holds and which it is asking for, of whom, and
+//! when: the one fetch policy of the swarm (the node only carries requests
+//! out).
+//!
+//! A blob has providers in order of preference. One request goes to the
+//! first provider not asked yet (connected ones first: dialling a dead
+//! address costs a handshake timeout). A request unanswered for
+//! `fetch_hedge` gets a parallel one to the next provider, and so on: the
+//! first good answer wins, and a slow or dead provider costs at most the
+//! hedge delay. When every provider of an attempt has failed, the blob is
+//! asked again after `fetch_retry`, of every active peer too, starting with
+//! another provider; after `max_fetch_attempts` attempts the machine gives
+//! up on it. A provider that served wrong bytes is never asked again.
 
-use super::*;
+use super::{BlobKind, OutEvent};
+use crate::Time;
+use crate::id::{Hash, PeerId};
+use std::collections::{BTreeMap, BTreeSet};
 
-impl Peer {
-    pub(super) fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>) {
+/// Unservable manifest ids remembered.
+const MAX_UNAVAILABLE: usize = 256;
+
+#[derive(Clone, Debug)]
+struct Fetch {
+    kind: BlobKind,
+    /// Everyone who may hold it, in order of preference.
+    providers: Vec<PeerId>,
+    /// Asked during the current attempt.
+    asked: BTreeSet<PeerId>,
+    /// Requests without an answer yet.
+    pending: BTreeSet<PeerId>,
+    /// Attempts so far (the first is 1).
+    attempt: u32,
+    /// When the next attempt starts, once every provider failed.
+    retry_at: Option<Time>,
+    /// When the last request went out (the hedging clock).
+    last_sent: Time,
+}
+
+/// What a failed request led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failed {
+    /// Another provider is being asked, or will be.
+    Continuing,
+    /// Every attempt failed: the blob is given up.
+    GaveUp(BlobKind),
+}
+
+/// The blob side of a peer: held blobs, fetches in progress, providers.
+#[derive(Clone, Debug)]
+pub(super) struct Fetcher {
+    me: PeerId,
+    retry: Time,
+    max_attempts: u32,
+    hedge: Time,
+    have: BTreeSet<Hash>,
+    fetches: BTreeMap<Hash, Fetch>,
+    connected: BTreeSet<PeerId>,
+    /// Providers that served wrong bytes.
+    banned: BTreeSet<PeerId>,
+    /// Manifest ids that no provider could serve.
+    unavailable: BTreeSet<Hash>,
+}
+
+impl Fetcher {
+    pub(super) fn new(me: PeerId, retry: Time, max_attempts: u32, hedge: Time) -> Fetcher {
+        Fetcher {
+            me,
+            retry,
+            max_attempts: max_attempts.max(1),
+            hedge,
+            have: BTreeSet::new(),
+            fetches: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            banned: BTreeSet::new(),
+            unavailable: BTreeSet::new(),
+        }
+    }
+
+    pub(super) fn has(&self, hash: &Hash) -> bool {
+        self.have.contains(hash)
+    }
+
+    /// Records a blob held locally (trained, applied, or the genesis state).
+    pub(super) fn hold(&mut self, hash: Hash) {
+        self.have.insert(hash);
+    }
+
+    pub(super) fn lose(&mut self, hash: &Hash) {
+        self.have.remove(hash);
+    }
+
+    pub(super) fn is_fetching(&self, hash: &Hash) -> bool {
+        self.fetches.contains_key(hash)
+    }
+
+    pub(super) fn is_unavailable(&self, hash: &Hash) -> bool {
+        self.unavailable.contains(hash)
+    }
+
+    pub(super) fn connected(&mut self, peer: PeerId, up: bool) {
+        if up {
+            self.connected.insert(peer);
+        } else {
+            self.connected.remove(&peer);
+        }
+    }
+
+    /// Starts fetching `hash` from `providers` (in order of preference), or
+    /// adds them to a fetch in progress.
+    pub(super) fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>, now: Time) -> Vec<OutEvent> {
         if self.have.contains(&hash) {
-            return;
+            return Vec::new();
         }
-        if let Some(f) = self.fetching.get_mut(&hash) {
-            for p in providers {
-                if !f.providers.contains(&p) {
-                    f.providers.push(p);
-                }
-            }
-            return;
+        let f = self.fetches.entry(hash).or_insert(Fetch {
+            kind,
+            providers: Vec::new(),
+            asked: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            attempt: 1,
+            retry_at: None,
+            last_sent: now,
+        });
+        add_providers(f, providers);
+        let mut out = Vec::new();
+        let idle = f.pending.is_empty() && f.retry_at.is_none();
+        if idle && !self.ask_next(hash, now, &mut out) {
+            // Nobody to ask yet: try again (with the active peers) later.
+            self.fetches.entry(hash).and_modify(|f| f.retry_at = Some(now + self.retry));
         }
-        let mut providers = providers;
-        let mut seen = BTreeSet::new();
-        providers.retain(|p| seen.insert(*p));
-        let (asked_at, asked) = (self.now, providers.len());
-        self.fetching.insert(
-            hash,
-            Fetching { kind, providers: providers.clone(), attempts: 1, retry_at: None, asked_at, asked },
-        );
-        self.out.push(OutEvent::Fetch { hash, kind, providers });
+        out
     }
 
-    pub(super) fn on_blob(&mut self, hash: Hash) {
-        self.fetching.remove(&hash);
-        if !self.have.insert(hash) {
-            return; // a second answer (hedged requests): already handled
-        }
-        if let Phase::Syncing(round) = self.phase {
-            let wanted = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()).map(|(_, m, _)| m.state);
-            if wanted == Some(hash) {
-                self.out.push(OutEvent::LoadState { round, state: hash });
-            }
-        }
+    /// Sends one request to the best provider of `hash` not asked in this
+    /// attempt; false if there is none.
+    fn ask_next(&mut self, hash: Hash, now: Time, out: &mut Vec<OutEvent>) -> bool {
+        let Some(f) = self.fetches.get_mut(&hash) else { return false };
+        let open = |p: &&PeerId| !f.asked.contains(*p) && !self.banned.contains(*p) && **p != self.me;
+        let next = f
+            .providers
+            .iter()
+            .filter(open)
+            .find(|p| self.connected.contains(*p))
+            .or_else(|| f.providers.iter().find(open))
+            .copied();
+        let Some(from) = next else { return false };
+        f.asked.insert(from);
+        f.pending.insert(from);
+        f.last_sent = now;
+        out.push(OutEvent::Request { hash, kind: f.kind, from });
+        true
     }
 
-    pub(super) fn on_blob_failed(&mut self, hash: Hash, now: Time) {
-        let give_up = match self.fetching.get_mut(&hash) {
-            None => return,
-            Some(f) if f.attempts >= self.cfg.max_fetch_attempts => true,
-            Some(f) => {
-                f.retry_at = Some(now + self.cfg.fetch_retry);
-                false
-            }
-        };
-        if give_up {
-            let kind = self.fetching.remove(&hash).map(|f| f.kind);
-            if kind == Some(BlobKind::Manifest) {
-                // A manifest id from a hello that nobody serves (a lie, or
-                // its holders left): not asked for again, and no reason to
-                // drop what we are doing.
-                if self.unavailable.len() >= MAX_UNAVAILABLE {
-                    self.unavailable.clear();
-                }
-                self.unavailable.insert(hash);
-                return;
-            }
-            // A blob the current step needs is gone everywhere: wait for
-            // the next manifest and sync its state instead. (A blob nothing
-            // needs any more, say an announcement of a peer that died, is
-            // just dropped.)
-            if self.needed_now(&hash) {
-                self.stats.resyncs += 1;
-                self.phase = Phase::Waiting;
-            }
-        }
+    /// A blob arrived; false if it was already held (a hedged duplicate).
+    pub(super) fn ready(&mut self, hash: Hash) -> bool {
+        self.fetches.remove(&hash);
+        self.have.insert(hash)
     }
 
-    /// Whether the phase waits for this blob: the state to sync to, or an
-    /// entry of the manifest being collected.
-    fn needed_now(&self, hash: &Hash) -> bool {
-        let manifest = |r: u64| self.rounds.get(&r).and_then(|d| d.manifest.as_ref()).map(|(_, m, _)| m);
-        match self.phase {
-            Phase::Syncing(r) => manifest(r).is_some_and(|m| m.state == *hash),
-            Phase::Collecting(r) => manifest(r).is_some_and(|m| m.entries.iter().any(|e| e.hash == *hash)),
-            _ => false,
+    /// One request failed: ask the next provider, wait to retry, or give up.
+    pub(super) fn failed(&mut self, hash: Hash, from: PeerId, banned: bool, now: Time) -> (Failed, Vec<OutEvent>) {
+        if banned {
+            self.banned.insert(from);
         }
+        let mut out = Vec::new();
+        let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
+        if !f.pending.remove(&from) || !f.pending.is_empty() || self.ask_next(hash, now, &mut out) {
+            return (Failed::Continuing, out);
+        }
+        // Every provider of this attempt failed.
+        let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
+        if f.attempt < self.max_attempts {
+            f.retry_at = Some(now + self.retry);
+            return (Failed::Continuing, out);
+        }
+        (Failed::GaveUp(self.give_up(hash)), out)
     }
 
-    /// Asks again for blobs whose retry time has come, from every active
-    /// peer too, starting with another provider than last time.
-    pub(super) fn retry_due_fetches(&mut self, now: Time) {
-        let due: Vec<Hash> =
-            self.fetching.iter().filter(|(_, f)| f.retry_at.is_some_and(|t| t <= now)).map(|(h, _)| *h).collect();
-        for h in due {
-            let active = self.active_peers();
-            if let Some(f) = self.fetching.get_mut(&h) {
-                f.attempts += 1;
+    fn give_up(&mut self, hash: Hash) -> BlobKind {
+        let kind = self.fetches.remove(&hash).map_or(BlobKind::Contribution, |f| f.kind);
+        if kind == BlobKind::Manifest {
+            if self.unavailable.len() >= MAX_UNAVAILABLE {
+                self.unavailable.clear();
+            }
+            self.unavailable.insert(hash);
+        }
+        kind
+    }
+
+    /// Starts due attempts and hedges slow requests. `active` are the peers
+    /// that hold the current state: each of them may have any blob of it.
+    /// Returns the requests to send and the blobs given up (an attempt with
+    /// nobody left to ask).
+    pub(super) fn poll(&mut self, now: Time, active: &[PeerId], hedged: &mut u64) -> (Vec<OutEvent>, Vec<(Hash, BlobKind)>) {
+        let mut out = Vec::new();
+        let mut gave_up = Vec::new();
+        let hashes: Vec<Hash> = self.fetches.keys().copied().collect();
+        for hash in hashes {
+            let Some(f) = self.fetches.get_mut(&hash) else { continue };
+            if f.retry_at.is_some_and(|t| t <= now) {
+                // A new attempt: everyone again, starting with another provider.
                 f.retry_at = None;
-                for p in active {
-                    if !f.providers.contains(&p) {
-                        f.providers.push(p);
-                    }
-                }
-                // Rotate so the next attempt starts with another provider.
+                f.attempt += 1;
+                f.asked.clear();
+                add_providers(f, active.to_vec());
                 if f.providers.len() > 1 {
                     f.providers.rotate_left(1);
                 }
-                (f.asked_at, f.asked) = (now, f.providers.len());
-                let providers = f.providers.clone();
-                let kind = f.kind;
-                self.out.push(OutEvent::Fetch { hash: h, kind, providers });
-            }
-        }
-    }
-
-    /// A fetch the node has been working on for `fetch_hedge` without an
-    /// answer is also asked of every provider it was not given yet (the
-    /// active peers included): the first good answer wins.
-    pub(super) fn hedge_stalled_fetches(&mut self, now: Time) {
-        let active = self.active_peers();
-        for (hash, f) in self.fetching.iter_mut() {
-            if f.retry_at.is_some() || now < f.asked_at + self.cfg.fetch_hedge {
-                continue;
-            }
-            for p in &active {
-                if !f.providers.contains(p) {
-                    f.providers.push(*p);
+                if !self.ask_next(hash, now, &mut out) {
+                    if f_attempt(&self.fetches, &hash) >= self.max_attempts {
+                        gave_up.push((hash, self.give_up(hash)));
+                    } else {
+                        self.fetches.entry(hash).and_modify(|f| f.retry_at = Some(now + self.retry));
+                    }
+                }
+            } else if !f.pending.is_empty() && now >= f.last_sent + self.hedge {
+                add_providers(f, active.to_vec());
+                f.last_sent = now;
+                if self.ask_next(hash, now, &mut out) {
+                    *hedged += 1;
                 }
             }
-            f.asked_at = now;
-            if f.providers.len() > f.asked {
-                let providers = f.providers[f.asked..].to_vec();
-                f.asked = f.providers.len();
-                self.stats.hedged_fetches += 1;
-                self.out.push(OutEvent::Fetch { hash: *hash, kind: f.kind, providers });
-            }
         }
+        (out, gave_up)
+    }
+
+    /// When [`Fetcher::poll`] has work: the next retry or hedge.
+    pub(super) fn next_timeout(&self) -> Option<Time> {
+        self.fetches
+            .values()
+            .filter_map(|f| match f.retry_at {
+                Some(t) => Some(t),
+                None if !f.pending.is_empty() => Some(f.last_sent + self.hedge),
+                None => None,
+            })
+            .min()
+    }
+}
+
+fn f_attempt(fetches: &BTreeMap<Hash, Fetch>, hash: &Hash) -> u32 {
+    fetches.get(hash).map_or(0, |f| f.attempt)
+}
+
+fn add_providers(f: &mut Fetch, providers: Vec<PeerId>) {
+    for p in providers {
+        if !f.providers.contains(&p) {
+            f.providers.push(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Keypair;
+
+    fn peer(i: u64) -> PeerId {
+        Keypair::from_seed(i).peer_id()
+    }
+
+    fn asked(out: &[OutEvent]) -> Vec<PeerId> {
+        out.iter()
+            .filter_map(|o| match o {
+                OutEvent::Request { from, .. } => Some(*from),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_request_at_a_time_then_hedged_then_retried() {
+        let mut f = Fetcher::new(peer(0), 300, 2, 1_000);
+        let h = Hash::of(b"blob");
+        let mut hedged = 0;
+        // Connected providers go first.
+        f.connected(peer(2), true);
+        assert_eq!(asked(&f.fetch(h, BlobKind::State, vec![peer(1), peer(2)], 0)), vec![peer(2)]);
+        assert_eq!(f.next_timeout(), Some(1_000));
+        assert!(asked(&f.poll(999, &[], &mut hedged).0).is_empty());
+        // Unanswered for the hedge delay: the next provider, in parallel.
+        assert_eq!(asked(&f.poll(1_000, &[peer(3)], &mut hedged).0), vec![peer(1)]);
+        assert_eq!(hedged, 1);
+        // Peer 2 fails; peer 1 is still pending, so nothing new.
+        assert!(asked(&f.failed(h, peer(2), false, 1_100).1).is_empty());
+        // Peer 1 served wrong bytes: banned; peer 3 (learned at the hedge) is next.
+        let (r, out) = f.failed(h, peer(1), true, 1_200);
+        assert_eq!((r, asked(&out)), (Failed::Continuing, vec![peer(3)]));
+        // Peer 3 fails too: the attempt is over; retry after 300 ms, without peer 1.
+        let (r, out) = f.failed(h, peer(3), false, 1_300);
+        assert_eq!((r, asked(&out).len()), (Failed::Continuing, 0));
+        assert_eq!(f.next_timeout(), Some(1_600));
+        let out = f.poll(1_600, &[], &mut hedged).0;
+        assert_eq!(asked(&out).len(), 1);
+        assert_ne!(asked(&out)[0], peer(1), "a provider that lied is never asked again");
+        // Second and last attempt: everyone fails, the blob is given up.
+        let mut last = (Failed::Continuing, Vec::new());
+        for p in [peer(2), peer(3)] {
+            last = f.failed(h, p, false, 1_700);
+        }
+        assert_eq!(last.0, Failed::GaveUp(BlobKind::State));
+        assert!(!f.is_fetching(&h));
+        assert_eq!(f.next_timeout(), None);
+    }
+
+    #[test]
+    fn the_first_answer_wins_and_ourselves_are_never_asked() {
+        let mut f = Fetcher::new(peer(0), 300, 3, 1_000);
+        let h = Hash::of(b"blob");
+        assert_eq!(asked(&f.fetch(h, BlobKind::Contribution, vec![peer(0), peer(5)], 0)), vec![peer(5)]);
+        assert!(f.ready(h));
+        assert!(!f.ready(h), "a late duplicate answer changes nothing");
+        assert!(f.fetch(h, BlobKind::Contribution, vec![peer(6)], 10).is_empty(), "held: not fetched again");
+    }
+
+    #[test]
+    fn a_blob_with_nobody_to_ask_is_retried_then_given_up() {
+        let mut f = Fetcher::new(peer(0), 300, 2, 1_000);
+        let h = Hash::of(b"orphan");
+        let mut hedged = 0;
+        assert!(f.fetch(h, BlobKind::Manifest, vec![], 0).is_empty());
+        assert_eq!(f.next_timeout(), Some(300));
+        let (out, gave_up) = f.poll(300, &[], &mut hedged);
+        assert!(out.is_empty());
+        assert_eq!(gave_up, vec![(h, BlobKind::Manifest)]);
+        assert!(f.is_unavailable(&h));
+        assert!(!f.is_fetching(&h));
     }
 }

@@ -1,7 +1,9 @@
 //! The DiLoCo round state machine of one peer.
 //!
 //! Driven by [`Peer::handle`]: an [`InEvent`] and the current time in, the
-//! [`OutEvent`]s the node must carry out. A round `r`, as one peer sees it:
+//! [`OutEvent`]s the node must carry out. [`Peer::next_timeout`] says when
+//! the machine next wants an [`InEvent::Tick`] (the node sleeps until then,
+//! the simulator jumps its clock there). A round `r`, as one peer sees it:
 //!
 //! 1. `Training`: the node runs H inner steps from the round's state and
 //!    answers `TrainingDone` with the hash of its encoded pseudo-gradient.
@@ -16,64 +18,83 @@
 //! A peer with no state (late joiner) waits for a manifest, fetches the state
 //! blob it names (the state at the start of that round), applies the manifest
 //! and contributes from the next round on.
+//!
+//! The peer's state is split by concern: [`members`] (who is there),
+//! [`fetch`] (which blobs it holds and asks for), [`history`] (what it
+//! applied), the rounds' announcements and manifests, and the rules that
+//! count peers ([`quorum`]).
 
 mod aggregate;
 mod deadline;
 mod fetch;
+mod history;
+mod members;
+mod progress;
+pub mod quorum;
 mod receive;
 mod sync;
 mod types;
 
+pub use crate::message::{Manifest, ManifestEntry};
 pub use deadline::Deadline;
+pub use history::RECENT;
 pub use types::*;
 
 use crate::Time;
-use crate::envelope::{DropReason, Envelope, Message, Status};
+use crate::envelope::{DropReason, Envelope};
 use crate::id::{Hash, Keypair, PeerId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use crate::message::{AppliedManifest, Contribution, Message, Status};
+use fetch::Fetcher;
+use history::History;
+use members::Members;
+use std::collections::BTreeMap;
 
 /// Most entries one manifest may hold.
 pub const MAX_MANIFEST_ENTRIES: usize = 1024;
 /// Rounds ahead of our own that we keep messages for.
 const LOOKAHEAD: u64 = 64;
-/// Applied manifests a peer lists in its hellos.
-pub const RECENT: usize = 4;
-/// Applied manifests a peer remembers to recognise another history.
-const HISTORY: usize = 64;
-/// Finished peers remembered.
-const MAX_FINISHED: usize = 1024;
-/// Unservable manifest ids remembered.
-const MAX_UNAVAILABLE: usize = 256;
+/// A hello is acted on within this long (hellos arriving together are acted
+/// on together).
+const HELLO_POLL_DELAY: Time = 20;
 
+/// A manifest as received: who signed it, what it says, and its id (the
+/// BLAKE3 of its signed envelope).
 #[derive(Clone, Debug)]
-struct PeerInfo {
-    status: Status,
+struct KnownManifest {
+    aggregator: PeerId,
+    manifest: Manifest,
+    id: Hash,
+}
+
+/// A manifest of another history than ours (a healed partition, a liar).
+#[derive(Clone, Debug)]
+struct Foreign {
     round: u64,
-    last_seen: Time,
-    /// The manifests it applied last (from its hellos).
-    recent: Vec<(u64, Hash)>,
+    known: KnownManifest,
 }
 
 #[derive(Clone, Debug, Default)]
 struct RoundData {
-    /// Announced contributions: (blob, samples, the state they trained from).
-    contributions: BTreeMap<PeerId, (Hash, u64, Hash)>,
-    manifest: Option<(PeerId, Manifest, Hash)>,
+    /// Announced contributions by peer.
+    contributions: BTreeMap<PeerId, Contribution>,
+    manifest: Option<KnownManifest>,
     /// Other valid manifests for the round (another history's), kept so a
     /// syncing peer can pick the one a quorum confirms.
-    alternatives: Vec<(PeerId, Manifest, Hash)>,
+    alternatives: Vec<KnownManifest>,
 }
 
+impl RoundData {
+    fn manifests(&self) -> impl Iterator<Item = &KnownManifest> {
+        self.manifest.iter().chain(self.alternatives.iter())
+    }
+}
+
+/// Our hellos: when the next is due and what the last one said.
 #[derive(Clone, Debug)]
-struct Fetching {
-    kind: BlobKind,
-    providers: Vec<PeerId>,
-    attempts: u32,
-    retry_at: Option<Time>,
-    /// When the node was last asked for it.
-    asked_at: Time,
-    /// Providers the node was given so far (a prefix of `providers`).
-    asked: usize,
+struct Hellos {
+    next: Time,
+    seq: u64,
+    last_status: Status,
 }
 
 /// The state machine of one peer.
@@ -84,39 +105,25 @@ pub struct Peer {
     me: PeerId,
     phase: Phase,
     round: u64,
+    /// The state at the start of `round`.
     state: Hash,
     round_started: Time,
-    peers: BTreeMap<PeerId, PeerInfo>,
+    members: Members,
+    fetcher: Fetcher,
+    history: History,
     rounds: BTreeMap<u64, RoundData>,
-    have: BTreeSet<Hash>,
-    fetching: BTreeMap<Hash, Fetching>,
-    next_hello: Time,
-    seq: u64,
+    /// The latest manifest seen from another history.
+    foreign: Option<Foreign>,
+    hellos: Hellos,
     /// The round whose state we synced to (we do not contribute to it).
     synced_round: Option<u64>,
-    /// Contributors of the last manifest we applied: expected again.
-    last_contributors: BTreeSet<PeerId>,
-    /// Ids of the last manifests we applied, newest last.
-    recent_applied: VecDeque<(u64, Hash)>,
-    /// A longer local record of applied manifests, to recognise another
-    /// history in peers' hellos.
-    history: BTreeMap<u64, Hash>,
-    /// Peers that left recently: they still confirm manifests for
-    /// stragglers, and may still serve blobs for a moment.
-    departed: BTreeMap<PeerId, PeerInfo>,
-    /// Active peers that left after the last round (kept after `departed`
-    /// forgets them): a peer still waiting when nobody is left knows the
-    /// run is over.
-    finished: BTreeSet<PeerId>,
-    /// Manifest ids that no provider could serve.
-    unavailable: BTreeSet<Hash>,
-    /// The latest manifest seen from another history (round, signer, it, id).
-    foreign: Option<(u64, PeerId, Manifest, Hash)>,
+    /// A checkpoint the node resumed from: (round applied, state after it).
+    resumed: Option<(u64, Hash)>,
     deadline: Deadline,
     /// When a finishing peer leaves.
     finish_at: Time,
-    /// The status of our last hello.
-    last_status: Status,
+    /// A poll is due by then (set by hellos, which are acted on in batches).
+    poll_at: Option<Time>,
     stats: Stats,
     out: Vec<OutEvent>,
     /// The time of the event being handled.
@@ -128,6 +135,7 @@ impl Peer {
     pub fn new(cfg: Config, key: Keypair) -> Peer {
         let me = key.peer_id();
         let deadline = Deadline::new(cfg.min_round, cfg.round_timeout, cfg.deadline_k);
+        let fetcher = Fetcher::new(me, cfg.fetch_retry, cfg.max_fetch_attempts, cfg.fetch_hedge);
         Peer {
             state: cfg.genesis,
             cfg,
@@ -136,23 +144,17 @@ impl Peer {
             phase: Phase::Waiting,
             round: 0,
             round_started: 0,
-            peers: BTreeMap::new(),
+            members: Members::default(),
+            fetcher,
+            history: History::default(),
             rounds: BTreeMap::new(),
-            have: BTreeSet::new(),
-            fetching: BTreeMap::new(),
-            next_hello: 0,
-            seq: 0,
-            synced_round: None,
-            last_contributors: BTreeSet::new(),
-            recent_applied: VecDeque::new(),
-            history: BTreeMap::new(),
             foreign: None,
-            departed: BTreeMap::new(),
-            finished: BTreeSet::new(),
-            unavailable: BTreeSet::new(),
+            hellos: Hellos { next: 0, seq: 0, last_status: Status::Waiting },
+            synced_round: None,
+            resumed: None,
             deadline,
             finish_at: 0,
-            last_status: Status::Waiting,
+            poll_at: None,
             stats: Stats::default(),
             out: Vec::new(),
             now: 0,
@@ -181,83 +183,88 @@ impl Peer {
     }
     /// Peers heard from recently, not counting ourselves.
     pub fn members(&self) -> usize {
-        self.peers.len()
-    }
-    /// Known peer ids (for providers lists and logs).
-    pub fn peer_ids(&self) -> Vec<PeerId> {
-        self.peers.keys().copied().collect()
-    }
-    /// Blobs being fetched: (hash, attempts, retry time if waiting to retry).
-    pub fn pending_fetches(&self) -> Vec<(Hash, u32, Option<Time>)> {
-        self.fetching.iter().map(|(h, f)| (*h, f.attempts, f.retry_at)).collect()
+        self.members.len()
     }
     /// Records a blob the node already holds (e.g. the genesis state).
     pub fn add_local_blob(&mut self, hash: Hash) {
-        self.have.insert(hash);
+        self.fetcher.hold(hash);
     }
-    /// The earliest time at which the machine wants a [`InEvent::Tick`].
-    pub fn next_timeout(&self) -> Time {
-        let mut t = self.next_hello;
-        for f in self.fetching.values() {
-            t = t.min(f.retry_at.unwrap_or(f.asked_at + self.cfg.fetch_hedge));
-        }
-        if let Phase::Gathering(_) = self.phase {
-            t = t.min(self.round_started + self.deadline.current());
-        }
-        t
+    /// The node restored a checkpoint: the state after `round` is `state`
+    /// (a local blob). A peer that resumes after the run's last round
+    /// reports the run over and leaves; any other syncs as usual.
+    pub fn resume(&mut self, round: u64, state: Hash) {
+        self.fetcher.hold(state);
+        self.resumed = Some((round, state));
     }
 
-    /// The current round deadline (adaptive), from the round's start.
-    pub fn round_deadline(&self) -> Time {
-        self.deadline.current()
+    /// The earliest time at which the machine wants an [`InEvent::Tick`].
+    pub fn next_timeout(&self) -> Time {
+        let mut t = [Some(self.hellos.next), self.poll_at, self.fetcher.next_timeout()]
+            .into_iter()
+            .flatten()
+            .chain(self.members.next_expiry(self.cfg.peer_ttl))
+            .min()
+            .unwrap_or(Time::MAX);
+        match self.phase {
+            Phase::Gathering(r) => {
+                if let Some(at) = self.aggregator_time(r) {
+                    t = t.min(at);
+                }
+            }
+            Phase::Collecting(_) => t = t.min(self.round_started + self.cfg.min_round),
+            Phase::Finishing(_) => t = t.min(self.finish_at),
+            Phase::Done => t = Time::MAX,
+            _ => {}
+        }
+        // A deadline already passed is not a reason to wake again.
+        if t <= self.now { self.now + 1 } else { t }
     }
 
     /// Feeds one event; returns what the node must do.
     pub fn handle(&mut self, ev: InEvent, now: Time) -> Vec<OutEvent> {
         self.now = now;
-        if self.phase != Phase::Done {
-            match ev {
-                InEvent::Tick => {}
-                InEvent::Gossip(bytes) => {
-                    // Hellos only update membership; the next tick acts on it.
-                    if self.on_gossip(&bytes, now).is_err() || is_hello(&bytes) {
-                        return std::mem::take(&mut self.out);
-                    }
-                }
-                InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples),
-                InEvent::BlobReady(hash) => self.on_blob(hash),
-                InEvent::BlobFailed(hash) => self.on_blob_failed(hash, now),
-                InEvent::BlobLost(hash) => {
-                    self.have.remove(&hash);
-                    if let Phase::Applying(r) = self.phase {
-                        self.collect(r);
-                    }
-                }
-                InEvent::Applied { round, state } => self.on_applied(round, state, now),
-                InEvent::StateLoaded { round } => self.on_loaded(round, now),
-                InEvent::Shutdown => self.leave(),
-            }
-            if self.phase != Phase::Done {
-                self.poll(now);
-            }
-        }
-        std::mem::take(&mut self.out)
-    }
-
-    /// Feeds one control message and tells whether it was accepted (the
-    /// node forwards accepted messages and rejects the rest). Drops are
-    /// counted in [`Stats::dropped`].
-    pub fn handle_gossip(&mut self, bytes: &[u8], now: Time) -> Result<Vec<OutEvent>, DropReason> {
-        self.now = now;
         if self.phase == Phase::Done {
-            return Ok(Vec::new());
+            if let InEvent::Gossip(_) = ev {
+                self.out.push(OutEvent::Verdict(Verdict::Ignore(None)));
+            }
+            return std::mem::take(&mut self.out);
         }
-        let verdict = self.on_gossip(bytes, now);
-        if verdict.is_ok() && !is_hello(bytes) {
+        match ev {
+            InEvent::Tick => {}
+            InEvent::Gossip(g) => {
+                let hello = Envelope::is_hello(&g.bytes);
+                let verdict = self.on_gossip(&g.bytes, g.source, now);
+                self.out.push(OutEvent::Verdict(verdict));
+                if verdict != Verdict::Accept {
+                    return std::mem::take(&mut self.out);
+                }
+                // Hellos only update membership; a poll acts on them shortly
+                // (a burst of hellos costs one poll, not one each).
+                if hello {
+                    let at = now + HELLO_POLL_DELAY;
+                    self.poll_at = Some(self.poll_at.map_or(at, |t| t.min(at)));
+                    return std::mem::take(&mut self.out);
+                }
+            }
+            InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples),
+            InEvent::BlobReady(hash) => self.on_blob(hash),
+            InEvent::RequestFailed { hash, from, why } => self.on_request_failed(hash, from, why),
+            InEvent::BlobLost(hash) => {
+                self.fetcher.lose(&hash);
+                if let Phase::Applying(r) = self.phase {
+                    self.collect(r);
+                }
+            }
+            InEvent::Connected(p) => self.fetcher.connected(p, true),
+            InEvent::Disconnected(p) => self.fetcher.connected(p, false),
+            InEvent::Applied { round, state } => self.on_applied(round, state, now),
+            InEvent::StateLoaded { round } => self.on_loaded(round, now),
+            InEvent::Shutdown => self.leave(),
+        }
+        if self.phase != Phase::Done {
             self.poll(now);
         }
-        let out = std::mem::take(&mut self.out);
-        verdict.map(|()| out)
+        std::mem::take(&mut self.out)
     }
 
     fn broadcast(&mut self, round: u64, msg: &Message) {
@@ -266,9 +273,10 @@ impl Peer {
         }
     }
 
-    fn drop_msg(&mut self, why: DropReason) -> Result<(), DropReason> {
-        *self.stats.dropped.entry(why).or_default() += 1;
-        Err(why)
+    fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>) {
+        let out = self.fetcher.fetch(hash, kind, providers, self.now);
+        self.stats.requests += out.len() as u64;
+        self.out.extend(out);
     }
 
     fn status(&self) -> Status {
@@ -281,7 +289,7 @@ impl Peer {
     }
 
     fn leave(&mut self) {
-        let recent = self.recent_applied.iter().copied().collect();
+        let recent = self.history.recent();
         self.broadcast(self.round, &Message::Leave { recent });
         self.phase = Phase::Done;
         self.out.push(OutEvent::Finished);
@@ -302,203 +310,26 @@ impl Peer {
 
     /// Whether a manifest with this envelope hash is known.
     fn knows_manifest(&self, id: &Hash) -> bool {
-        self.rounds.values().any(|d| d.manifest.iter().chain(d.alternatives.iter()).any(|(_, _, h)| h == id))
-            || self.foreign.as_ref().is_some_and(|f| f.3 == *id)
-            || self.recent_applied.iter().any(|(_, h)| h == id)
+        self.rounds.values().any(|d| d.manifests().any(|k| k.id == *id))
+            || self.foreign.as_ref().is_some_and(|f| f.known.id == *id)
+            || self.history.lists_id(id)
     }
 
-    fn accept_manifest(&mut self, round: u64, aggregator: PeerId, m: Manifest, id: Hash, now: Time) {
-        // A manifest of our round that starts from another state belongs to
-        // another history: never apply it to ours.
-        if self.holds_state() && round == self.round && m.state != self.state {
-            self.stats.foreign_manifests += 1;
-            self.remember_foreign(round, aggregator, m, id);
-            return;
-        }
-        let holds = self.holds_state() && round <= self.round;
-        let data = self.rounds.entry(round).or_default();
-        if let Some((_, _, existing)) = &data.manifest {
-            if *existing != id {
-                self.stats.conflicting_manifests += 1;
-                if data.alternatives.len() < 4 && !data.alternatives.iter().any(|(_, _, a)| *a == id) {
-                    data.alternatives.push((aggregator, m.clone(), id));
-                }
-                if holds {
-                    self.remember_foreign(round, aggregator, m, id);
-                }
-            }
-            return;
-        }
-        data.manifest = Some((aggregator, m, id));
-        if let Phase::Training(r) | Phase::Gathering(r) = self.phase
-            && r == round
-        {
-            self.deadline.observe(now.saturating_sub(self.round_started));
-            self.collect(round);
-        }
-        // Manifests of later rounds wait in `rounds`; a peer that fell
-        // behind notices in `poll` (most peers are past its round) and syncs.
-    }
-
-    fn start_sync(&mut self, round: u64) {
-        let Some((agg, m, _)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
-            return;
-        };
-        self.phase = Phase::Syncing(round);
-        self.round = round;
-        self.foreign = None;
-        // Whatever we applied before belongs to a history we are leaving (or
-        // is older than this sync): stop advertising it.
-        self.recent_applied.clear();
-        self.history.clear();
-        self.rounds.retain(|r, _| *r >= round);
-        if self.have.contains(&m.state) {
-            self.out.push(OutEvent::LoadState { round, state: m.state });
-        } else {
-            let mut providers = vec![agg];
-            providers
-                .extend(self.active_peers().into_iter().chain(self.departed.keys().copied()).filter(|p| *p != agg));
-            self.fetch(m.state, BlobKind::State, providers);
-        }
-    }
-
-    fn on_loaded(&mut self, round: u64, now: Time) {
-        if self.phase != Phase::Syncing(round) {
-            return;
-        }
-        let Some((_, m, _)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
-            return;
-        };
-        self.state = m.state;
-        self.round = round;
-        self.round_started = now;
-        self.synced_round = Some(round);
-        self.collect(round);
-    }
-
-    fn collect(&mut self, round: u64) {
-        self.phase = Phase::Collecting(round);
-        let Some((agg, m, _)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) else {
-            return;
-        };
-        for e in &m.entries {
-            if !self.have.contains(&e.hash) {
-                let mut providers = vec![e.peer, agg];
-                providers.extend(
-                    self.active_peers()
-                        .into_iter()
-                        .chain(self.departed.keys().copied())
-                        .filter(|p| *p != e.peer && *p != agg),
-                );
-                self.fetch(e.hash, BlobKind::Contribution, providers);
-            }
-        }
-    }
-
-    fn on_trained(&mut self, round: u64, hash: Hash, samples: u64) {
-        self.have.insert(hash);
-        if self.phase != Phase::Training(round) {
-            return; // the round closed without us
-        }
-        let base_state = self.state;
-        self.rounds.entry(round).or_default().contributions.insert(self.me, (hash, samples, base_state));
-        self.broadcast(round, &Message::Contribution { hash, samples, base_state });
-        self.phase = Phase::Gathering(round);
-        // Fetch what others announced while we trained.
-        let others: Vec<(PeerId, Hash)> = self.rounds[&round]
-            .contributions
-            .iter()
-            .filter(|(p, (_, _, b))| **p != self.me && *b == base_state)
-            .map(|(p, (h, _, _))| (*p, *h))
-            .collect();
-        for (p, h) in others {
-            self.fetch(h, BlobKind::Contribution, vec![p]);
-        }
-    }
-
-    fn on_applied(&mut self, round: u64, state: Hash, now: Time) {
-        if self.phase != Phase::Applying(round) {
-            return;
-        }
-        self.state = state;
-        self.have.insert(state);
-        self.stats.rounds_applied += 1;
-        if let Some((_, m, id)) = self.rounds.get(&round).and_then(|d| d.manifest.as_ref()) {
-            self.last_contributors = m.entries.iter().map(|e| e.peer).collect();
-            let id = *id;
-            self.recent_applied.retain(|(r, _)| *r != round);
-            self.history.insert(round, id);
-            while self.history.len() > HISTORY {
-                self.history.pop_first();
-            }
-            if self.recent_applied.len() == RECENT {
-                self.recent_applied.pop_front();
-            }
-            self.recent_applied.push_back((round, id));
-        }
-        if round >= self.cfg.last_round {
-            self.phase = Phase::Finishing(round);
-            self.finish_at = now + 2 * self.cfg.hello_interval;
-            self.next_hello = now;
-            return;
-        }
-        self.start_round(round + 1, now);
-    }
-
-    fn start_round(&mut self, round: u64, now: Time) {
-        self.round = round;
-        self.round_started = now;
-        self.rounds.retain(|r, _| *r >= round);
-        if let Some((agg, m, id)) = self.rounds.get(&round).and_then(|d| d.manifest.clone()) {
-            if m.state == self.state {
-                // We are late: the round closed without us. Apply it directly.
-                self.collect(round);
-                return;
-            }
-            self.stats.foreign_manifests += 1;
-            self.remember_foreign(round, agg, m, id);
-            if let Some(d) = self.rounds.get_mut(&round) {
-                d.manifest = None;
-            }
-        }
-        self.phase = Phase::Training(round);
-        self.out.push(OutEvent::StartTraining { round, base_state: self.state });
-        let pending: Vec<(PeerId, Hash)> = self
-            .rounds
-            .get(&round)
-            .map(|d| {
-                d.contributions
-                    .iter()
-                    .filter(|(_, (_, _, b))| *b == self.state)
-                    .map(|(p, (h, _, _))| (*p, *h))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (p, h) in pending {
-            self.fetch(h, BlobKind::Contribution, vec![p]);
-        }
-    }
-
-    fn active_peers(&self) -> Vec<PeerId> {
-        self.peers.iter().filter(|(_, i)| i.status == Status::Active).map(|(p, _)| *p).collect()
+    fn manifest_of(&self, round: u64) -> Option<&KnownManifest> {
+        self.rounds.get(&round).and_then(|d| d.manifest.as_ref())
     }
 
     fn poll(&mut self, now: Time) {
-        // Hello on schedule, and at once when our status changes (a peer that
-        // just synced must be expected in the very next round).
-        if now >= self.next_hello || self.status() != self.last_status {
-            self.last_status = self.status();
-            self.seq += 1;
-            let recent = self.recent_applied.iter().copied().collect();
-            let msg = Message::Hello { status: self.status(), seq: self.seq, recent };
-            self.broadcast(self.round, &msg);
-            self.next_hello = now + self.cfg.hello_interval;
+        self.poll_at = None;
+        self.say_hello(now);
+        self.members.expire(now, self.cfg.peer_ttl);
+        let active = self.members.active();
+        let (requests, gave_up) = self.fetcher.poll(now, &active, &mut self.stats.hedged_requests);
+        self.stats.requests += requests.len() as u64;
+        self.out.extend(requests);
+        for (hash, kind) in gave_up {
+            self.on_given_up(hash, kind);
         }
-        let ttl = self.cfg.peer_ttl;
-        self.peers.retain(|_, i| i.last_seen + ttl >= now);
-        self.departed.retain(|_, i| i.last_seen + ttl >= now);
-        self.retry_due_fetches(now);
-        self.hedge_stalled_fetches(now);
         // Not while the node applies a round: it holds the model state then,
         // and a sync must wait for it to come back (checked on the next poll).
         let applying = matches!(self.phase, Phase::Applying(_));
@@ -510,38 +341,45 @@ impl Peer {
         {
             return self.leave();
         }
-        // Most active peers are past our round: we missed its manifest (or,
-        // collecting for longer than the shortest round, its blobs are slow
-        // to come and the swarm moved on two rounds): sync to where they are.
+        self.check_behind(now);
+        self.repair_manifests();
+        match self.phase {
+            Phase::Waiting => self.poll_waiting(now),
+            Phase::Gathering(r) => self.poll_gathering(r, now),
+            Phase::Collecting(r) => self.apply_when_collected(r),
+            _ => {}
+        }
+    }
+
+    /// Hello on schedule, and at once when our status changes (a peer that
+    /// just synced must be expected in the very next round).
+    fn say_hello(&mut self, now: Time) {
+        let status = self.status();
+        if now < self.hellos.next && status == self.hellos.last_status {
+            return;
+        }
+        self.hellos.last_status = status;
+        self.hellos.seq += 1;
+        let msg = Message::Hello { status, seq: self.hellos.seq, recent: self.history.recent() };
+        self.broadcast(self.round, &msg);
+        self.hellos.next = now + self.cfg.hello_interval;
+    }
+
+    /// Most active peers are past our round: we missed its manifest (or,
+    /// collecting for longer than the shortest round, its blobs are slow to
+    /// come and the swarm moved on two rounds): sync to where they are.
+    fn check_behind(&mut self, now: Time) {
         let behind = match self.phase {
             Phase::Training(r) | Phase::Gathering(r) => Some(r),
             Phase::Collecting(r) if now >= self.round_started + self.cfg.min_round => Some(r + 1),
             _ => None,
         };
-        if let Some(r) = behind {
-            let active = self.peers.values().filter(|i| i.status == Status::Active).count();
-            let ahead = self.peers.values().filter(|i| i.status == Status::Active && i.round > r).count();
-            if active > 0 && ahead * 2 > active {
-                self.stats.resyncs += 1;
-                self.phase = Phase::Waiting;
-            }
-        }
-        self.repair_manifests();
-        match self.phase {
-            Phase::Waiting => self.poll_waiting(now),
-            Phase::Gathering(r) => self.poll_gathering(r, now),
-            Phase::Collecting(r) => {
-                let ready = self
-                    .rounds
-                    .get(&r)
-                    .and_then(|d| d.manifest.clone())
-                    .filter(|(_, m, _)| m.entries.iter().all(|e| self.have.contains(&e.hash)));
-                if let Some((aggregator, manifest, _)) = ready {
-                    self.phase = Phase::Applying(r);
-                    self.out.push(OutEvent::Apply { round: r, aggregator, manifest });
-                }
-            }
-            _ => {}
+        let Some(r) = behind else { return };
+        let active = self.members.iter().filter(|(_, i)| i.is_active()).count();
+        let ahead = self.members.iter().filter(|(_, i)| i.is_active() && i.round > r).count();
+        if quorum::is_behind(ahead, active) {
+            self.stats.resyncs += 1;
+            self.phase = Phase::Waiting;
         }
     }
 }
@@ -555,14 +393,20 @@ pub fn rank_key(run: &Hash, round: u64, peer: &PeerId) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Whether envelope bytes carry a hello (payload tag 0), without decoding.
-fn is_hello(bytes: &[u8]) -> bool {
-    bytes.get(crate::envelope::HEADER) == Some(&0)
-}
-
 fn manifest_is_well_formed(m: &Manifest) -> bool {
     !m.entries.is_empty()
         && m.entries.len() <= MAX_MANIFEST_ENTRIES
         && m.entries.windows(2).all(|w| w[0].peer < w[1].peer)
         && m.entries.iter().all(|e| e.samples > 0)
+}
+
+fn drop_reason_verdict(why: DropReason) -> Verdict {
+    match why {
+        DropReason::StaleRound => Verdict::Ignore(Some(why)),
+        _ => Verdict::Reject(why),
+    }
+}
+
+fn applied(round: u64, id: Hash) -> AppliedManifest {
+    AppliedManifest { round, id }
 }

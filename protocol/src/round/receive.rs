@@ -1,106 +1,129 @@
-//! Control messages in: checks (run, round, signer, content) before they
-//! change anything, and membership bookkeeping.
+//! Control messages in: checks (size, signature and signer, run, round,
+//! content) before they change anything, then what each message changes.
 
 use super::*;
 
 impl Peer {
-    pub(super) fn on_gossip(&mut self, bytes: &[u8], now: Time) -> Result<(), DropReason> {
+    /// Judges one envelope and, if it passes, takes it in. Every drop is
+    /// counted in [`Stats::dropped`].
+    pub(super) fn on_gossip(&mut self, bytes: &[u8], source: Option<PeerId>, now: Time) -> Verdict {
         let opened = match Envelope::open(bytes) {
             Ok(o) => o,
             Err(why) => return self.drop_msg(why),
         };
+        // The envelope's signer must be the peer that published it: one
+        // connection cannot speak for other identities.
+        if source.is_some_and(|s| s != opened.sender) {
+            return self.drop_msg(DropReason::SignerMismatch);
+        }
         if opened.run != self.cfg.run {
             return self.drop_msg(DropReason::WrongRun);
         }
         if opened.sender == self.me {
-            return Ok(());
+            return Verdict::Ignore(None);
         }
         let msg = match opened.message() {
             Ok(m) => m,
             Err(why) => return self.drop_msg(why),
         };
         let (sender, round) = (opened.sender, opened.round);
-        let far_ahead = round > self.round.saturating_add(LOOKAHEAD) && self.round > 0;
-        match msg {
-            Message::Hello { status, recent, .. } => {
-                if far_ahead && status == Status::Active {
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                if recent.len() > 2 * RECENT {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                self.peers.insert(sender, PeerInfo { status, round, last_seen: now, recent });
-            }
-            Message::Leave { recent } => {
-                if recent.len() > 2 * RECENT {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                if let Some(mut info) = self.peers.remove(&sender)
-                    && info.status == Status::Active
-                {
-                    if recent.iter().any(|(r, _)| *r >= self.cfg.last_round) && self.finished.len() < MAX_FINISHED {
-                        self.finished.insert(sender);
-                    }
-                    info.recent = recent;
-                    info.last_seen = now;
-                    self.departed.insert(sender, info);
-                }
-            }
-            Message::Contribution { hash, samples, base_state } => {
-                if round < self.round || far_ahead {
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                if samples == 0 || (self.cfg.max_samples > 0 && samples > self.cfg.max_samples) {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                self.touch(sender, round, now);
-                let data = self.rounds.entry(round).or_default();
-                if data.contributions.contains_key(&sender) {
-                    return Ok(());
-                }
-                data.contributions.insert(sender, (hash, samples, base_state));
-                if round == self.round && self.holds_state() && base_state == self.state {
-                    self.fetch(hash, BlobKind::Contribution, vec![sender]);
-                }
-            }
-            Message::Manifest(m) => {
-                if round == 0 || far_ahead {
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                if !manifest_is_well_formed(&m)
-                    || (self.cfg.max_samples > 0 && m.entries.iter().any(|e| e.samples > self.cfg.max_samples))
-                {
-                    return self.drop_msg(DropReason::Invalid);
-                }
-                if round < self.round && self.holds_state() {
-                    // Old news, unless it is another history's version of a
-                    // round we applied (a partition that healed).
-                    let mine = self.recent_applied.iter().find(|(r, _)| *r == round).map(|(_, id)| *id);
-                    if mine.is_some_and(|id| id != Hash::of(bytes)) {
-                        self.stats.foreign_manifests += 1;
-                        self.keep(bytes);
-                        self.remember_foreign(round, sender, m, Hash::of(bytes));
-                        return Ok(());
-                    }
-                    return self.drop_msg(DropReason::StaleRound);
-                }
-                self.touch(sender, round, now);
-                self.keep(bytes);
-                self.accept_manifest(round, sender, m, Hash::of(bytes), now);
-            }
+        let result = match msg {
+            Message::Hello { status, recent, .. } => self.on_hello(sender, round, status, recent, now),
+            Message::Leave { recent } => self.on_leave(sender, recent, now),
+            Message::Contribution(c) => self.on_contribution(sender, round, c, now),
+            Message::Manifest(m) => self.on_manifest(sender, round, m, bytes, now),
+        };
+        match result {
+            Ok(()) => Verdict::Accept,
+            Err(why) => self.drop_msg(why),
+        }
+    }
+
+    fn drop_msg(&mut self, why: DropReason) -> Verdict {
+        *self.stats.dropped.entry(why).or_default() += 1;
+        drop_reason_verdict(why)
+    }
+
+    fn far_ahead(&self, round: u64) -> bool {
+        round > self.round.saturating_add(LOOKAHEAD) && self.round > 0
+    }
+
+    fn on_hello(
+        &mut self,
+        sender: PeerId,
+        round: u64,
+        status: Status,
+        recent: Vec<AppliedManifest>,
+        now: Time,
+    ) -> Result<(), DropReason> {
+        if self.far_ahead(round) && status == Status::Active {
+            return Err(DropReason::StaleRound);
+        }
+        if recent.len() > 2 * RECENT {
+            return Err(DropReason::Invalid);
+        }
+        self.members.hello(sender, status, round, recent, now);
+        Ok(())
+    }
+
+    fn on_leave(&mut self, sender: PeerId, recent: Vec<AppliedManifest>, now: Time) -> Result<(), DropReason> {
+        if recent.len() > 2 * RECENT {
+            return Err(DropReason::Invalid);
+        }
+        self.members.leave(sender, recent, now, self.cfg.last_round);
+        Ok(())
+    }
+
+    fn on_contribution(&mut self, sender: PeerId, round: u64, c: Contribution, now: Time) -> Result<(), DropReason> {
+        if round < self.round || self.far_ahead(round) {
+            return Err(DropReason::StaleRound);
+        }
+        if c.samples == 0 || (self.cfg.max_samples > 0 && c.samples > self.cfg.max_samples) {
+            return Err(DropReason::Invalid);
+        }
+        self.members.touch(sender, round, now);
+        let data = self.rounds.entry(round).or_default();
+        if data.contributions.contains_key(&sender) {
+            return Ok(());
+        }
+        data.contributions.insert(sender, c);
+        if round == self.round && self.holds_state() && c.base_state == self.state {
+            self.fetch(c.hash, BlobKind::Contribution, vec![sender]);
         }
         Ok(())
     }
-    /// A contribution or manifest from `peer` shows it active in `round`.
-    pub(super) fn touch(&mut self, peer: PeerId, round: u64, now: Time) {
-        let info = self.peers.entry(peer).or_insert(PeerInfo {
-            status: Status::Active,
-            round,
-            last_seen: now,
-            recent: Vec::new(),
-        });
-        info.last_seen = now;
-        info.status = Status::Active;
-        info.round = info.round.max(round);
+
+    fn on_manifest(
+        &mut self,
+        sender: PeerId,
+        round: u64,
+        m: Manifest,
+        bytes: &[u8],
+        now: Time,
+    ) -> Result<(), DropReason> {
+        if round == 0 || self.far_ahead(round) {
+            return Err(DropReason::StaleRound);
+        }
+        if !manifest_is_well_formed(&m)
+            || (self.cfg.max_samples > 0 && m.entries.iter().any(|e| e.samples > self.cfg.max_samples))
+        {
+            return Err(DropReason::Invalid);
+        }
+        let known = KnownManifest { aggregator: sender, manifest: m, id: Hash::of(bytes) };
+        if round < self.round && self.holds_state() {
+            // Old news, unless it is another history's version of a round
+            // we applied (a partition that healed).
+            if self.history.recent_of(round).is_some_and(|mine| mine.id != known.id) {
+                self.stats.foreign_manifests += 1;
+                self.keep(bytes);
+                self.remember_foreign(round, known);
+                return Ok(());
+            }
+            return Err(DropReason::StaleRound);
+        }
+        self.members.touch(sender, round, now);
+        self.keep(bytes);
+        self.accept_manifest(round, known, now);
+        Ok(())
     }
 }

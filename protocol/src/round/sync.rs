@@ -3,17 +3,14 @@
 //! Every decision counts what active peers say they applied (their hellos),
 //! never a single signed manifest alone.
 
-use super::{Peer, PeerInfo, Phase, RECENT};
-use crate::Time;
-use crate::envelope::Status;
-use crate::id::{Hash, PeerId};
-use crate::round::{BlobKind, Manifest};
-use std::collections::{BTreeMap, BTreeSet};
+use super::*;
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 
 impl Peer {
-    pub(super) fn remember_foreign(&mut self, round: u64, aggregator: PeerId, m: Manifest, id: Hash) {
-        if self.foreign.as_ref().is_none_or(|f| f.0 <= round) {
-            self.foreign = Some((round, aggregator, m, id));
+    pub(super) fn remember_foreign(&mut self, round: u64, known: KnownManifest) {
+        if self.foreign.as_ref().is_none_or(|f| f.round <= round) {
+            self.foreign = Some(Foreign { round, known });
         }
     }
 
@@ -22,42 +19,31 @@ impl Peer {
     /// healed partition, or a lost manifest). Leave our history and sync to
     /// theirs.
     pub(super) fn on_minority_fork(&mut self) -> bool {
-        let active: Vec<&PeerInfo> = self.peers.values().filter(|i| i.status == Status::Active).collect();
-        let mut votes: BTreeMap<(u64, Hash), usize> = BTreeMap::new();
-        for i in &active {
-            for (r, id) in &i.recent {
-                if self.history.get(r).is_some_and(|mine| mine != id) {
-                    *votes.entry((*r, *id)).or_default() += 1;
-                }
+        let mut votes: BTreeMap<AppliedManifest, usize> = BTreeMap::new();
+        let mut active = 0;
+        for (_, i) in self.members.iter().filter(|(_, i)| i.is_active()) {
+            active += 1;
+            for m in i.recent.iter().filter(|m| self.history.contradicts(m)) {
+                *votes.entry(*m).or_default() += 1;
             }
         }
         // We count ourselves among the active peers.
-        let n = active.len() + 1;
-        if !votes.values().any(|v| v * 2 > n) {
+        if !votes.values().any(|v| quorum::is_majority(*v, active + 1)) {
             return false;
         }
         self.stats.switched_history += 1;
         self.foreign = None;
         self.rounds.clear();
-        self.history.clear();
+        self.history.forget_record();
         self.phase = Phase::Waiting;
         true
     }
 
     /// Active peers that list any of our recently applied manifests.
-    pub(super) fn our_side(&self) -> Vec<PeerId> {
-        self.peers
+    fn our_side(&self) -> Vec<PeerId> {
+        self.members
             .iter()
-            .filter(|(_, i)| i.status == Status::Active && i.recent.iter().any(|x| self.recent_applied.contains(x)))
-            .map(|(p, _)| *p)
-            .collect()
-    }
-
-    /// Active peers whose recent manifests include `id`.
-    pub(super) fn supporters(&self, round: u64, id: Hash) -> Vec<PeerId> {
-        self.peers
-            .iter()
-            .filter(|(_, i)| i.status == Status::Active && i.recent.contains(&(round, id)))
+            .filter(|(_, i)| i.is_active() && i.recent.iter().any(|m| self.history.is_recent(m)))
             .map(|(p, _)| *p)
             .collect()
     }
@@ -66,25 +52,24 @@ impl Peer {
     /// without the lowest peer id) gives up its history and syncs to the
     /// other's. Returns true if this peer switched.
     pub(super) fn consider_foreign(&mut self) -> bool {
-        let Some((round, agg, m, id)) = self.foreign.clone() else { return false };
-        if self.recent_applied.is_empty() {
+        let Some(Foreign { round, known }) = self.foreign.clone() else { return false };
+        if !self.history.has_recent() {
             return false;
         }
-        let theirs = self.supporters(round, id);
+        let theirs = self.members.supporters(&applied(round, known.id));
         // Compare like with like: who applied our manifest of that round, if
         // we applied one, else who shares our recent history.
-        let mut ours = match self.recent_applied.iter().find(|(r, _)| *r == round) {
-            Some(&(r, id)) => self.supporters(r, id),
+        let mut ours = match self.history.recent_of(round) {
+            Some(mine) => self.members.supporters(&mine),
             None => self.our_side(),
         };
         ours.push(self.me);
-        let switch = theirs.len() > ours.len()
-            || (theirs.len() == ours.len() && !theirs.is_empty() && theirs.iter().min() < ours.iter().min());
+        let switch = quorum::other_side_wins(&theirs, &ours);
         if switch {
             self.stats.switched_history += 1;
             self.foreign = None;
             self.rounds.clear();
-            self.rounds.entry(round).or_default().manifest = Some((agg, m, id));
+            self.rounds.entry(round).or_default().manifest = Some(known);
             self.phase = Phase::Waiting;
         }
         switch
@@ -95,15 +80,15 @@ impl Peer {
     pub(super) fn repair_manifests(&mut self) {
         let from = if self.holds_state() { self.round } else { 0 };
         // Newest rounds first: a joiner syncs to the newest confirmed one.
-        let mut wanted: BTreeMap<(std::cmp::Reverse<u64>, Hash), Vec<PeerId>> = BTreeMap::new();
-        for (p, i) in &self.peers {
-            for (r, id) in &i.recent {
-                if *r >= from
-                    && !self.knows_manifest(id)
-                    && !self.fetching.contains_key(id)
-                    && !self.unavailable.contains(id)
+        let mut wanted: BTreeMap<(Reverse<u64>, Hash), Vec<PeerId>> = BTreeMap::new();
+        for (p, i) in self.members.iter() {
+            for m in &i.recent {
+                if m.round >= from
+                    && !self.knows_manifest(&m.id)
+                    && !self.fetcher.is_fetching(&m.id)
+                    && !self.fetcher.is_unavailable(&m.id)
                 {
-                    wanted.entry((std::cmp::Reverse(*r), *id)).or_default().push(*p);
+                    wanted.entry((Reverse(m.round), m.id)).or_default().push(*p);
                 }
             }
         }
@@ -122,10 +107,9 @@ impl Peer {
         let mut ranked: Vec<(usize, u64)> = self
             .rounds
             .iter()
-            .filter(|(_, d)| d.manifest.is_some() || !d.alternatives.is_empty())
+            .filter(|(_, d)| d.manifests().next().is_some())
             .map(|(r, d)| {
-                let support =
-                    d.manifest.iter().chain(d.alternatives.iter()).map(|(_, _, id)| self.supporters(*r, *id).len());
+                let support = d.manifests().map(|k| self.members.supporters(&applied(*r, k.id)).len());
                 (support.max().unwrap_or(0), *r)
             })
             .collect();
@@ -135,43 +119,57 @@ impl Peer {
         let confirmed = ranked.iter().filter(|(s, _)| *s > 0).map(|(_, r)| *r).max().unwrap_or(0);
         let keep: BTreeSet<u64> = ranked.into_iter().take(2 * RECENT).map(|(_, r)| r).collect();
         self.rounds.retain(|r, d| {
-            keep.contains(r)
-                || (d.manifest.is_none() && d.alternatives.is_empty() && (confirmed..=confirmed + 2).contains(r))
+            keep.contains(r) || (d.manifests().next().is_none() && (confirmed..=confirmed + 2).contains(r))
         });
     }
 
+    /// The newest manifest that enough active peers (and peers that just
+    /// left) confirm having applied, and whether a newer confirmed one is on
+    /// its way (being fetched).
+    fn confirmed_manifest(&self, need: usize) -> (Option<(u64, KnownManifest)>, bool) {
+        let best = self.rounds.iter().rev().find_map(|(r, d)| {
+            d.manifests().find_map(|k| {
+                let m = applied(*r, k.id);
+                let support = self.members.supporters(&m).len() + self.members.departed_supporters(&m);
+                (support >= need).then(|| (*r, k.clone()))
+            })
+        });
+        let mut confirmations: BTreeMap<AppliedManifest, usize> = BTreeMap::new();
+        for i in self.members.all_with_departed() {
+            for m in &i.recent {
+                *confirmations.entry(*m).or_default() += 1;
+            }
+        }
+        let coming = confirmations.iter().filter(|(_, n)| **n >= need).any(|(m, _)| {
+            best.as_ref().is_none_or(|(r, _)| m.round > *r) && self.fetcher.is_fetching(&m.id)
+        });
+        (best, coming)
+    }
+
     pub(super) fn poll_waiting(&mut self, now: Time) {
+        if let Some((round, state)) = self.resumed
+            && round >= self.cfg.last_round
+        {
+            // Resumed after the run's last round: nothing left to do.
+            self.out.push(OutEvent::RunOver { round, state });
+            return self.leave();
+        }
         // Sync to the newest manifest that a quorum of the active peers
         // confirm having applied (a signed manifest alone is not enough).
         self.trim_waiting_rounds();
-        let active = self.peers.values().chain(self.departed.values()).filter(|i| i.status == Status::Active).count();
+        let active = self.members.active_with_departed().count();
         if active > 0 {
-            let need = ((self.cfg.sync_quorum * active as f64).floor() as usize + 1).min(active);
-            let best = self.rounds.iter().rev().find_map(|(r, d)| {
-                d.manifest.iter().chain(d.alternatives.iter()).find_map(|(agg, m, id)| {
-                    let gone = self.departed.values().filter(|i| i.recent.contains(&(*r, *id))).count();
-                    (self.supporters(*r, *id).len() + gone >= need).then(|| (*r, *agg, m.clone(), *id))
-                })
-            });
-            // A newer manifest that a quorum confirms is still on its way
-            // (being fetched): wait for it rather than sync to an older one
-            // and replay the rounds in between.
-            let mut confirmed: BTreeMap<(u64, Hash), usize> = BTreeMap::new();
-            for i in self.peers.values().chain(self.departed.values()) {
-                for x in &i.recent {
-                    *confirmed.entry(*x).or_default() += 1;
-                }
-            }
-            let coming = confirmed
-                .iter()
-                .filter(|(_, n)| **n >= need)
-                .any(|((r, id), _)| best.as_ref().is_none_or(|b| *r > b.0) && self.fetching.contains_key(id));
+            let need = quorum::sync_confirmations(active, self.cfg.sync_quorum);
+            let (best, coming) = self.confirmed_manifest(need);
+            // A newer manifest that a quorum confirms is still on its way:
+            // wait for it rather than sync to an older one and replay the
+            // rounds in between.
             if coming {
                 return;
             }
-            if let Some((r, agg, m, id)) = best {
+            if let Some((r, known)) = best {
                 if let Some(d) = self.rounds.get_mut(&r) {
-                    d.manifest = Some((agg, m, id));
+                    d.manifest = Some(known);
                     d.alternatives.clear();
                 }
                 return self.start_sync(r);
@@ -179,15 +177,14 @@ impl Peer {
         }
         // The run is over: everyone left after its last round. Nothing to
         // sync to any more; leave too.
-        let run_over = !self.finished.is_empty();
-        if run_over && !self.peers.values().any(|i| i.status == Status::Active) {
+        if self.members.run_is_over() {
             return self.leave();
         }
         // Someone is past round 1: the run is under way, wait for a manifest.
-        if self.peers.values().any(|i| i.status == Status::Active && i.round > 1) {
+        if self.members.iter().any(|(_, i)| i.is_active() && i.round > 1) {
             return;
         }
-        let present = 1 + self.peers.values().filter(|i| i.status != Status::Syncing).count();
+        let present = 1 + self.members.iter().filter(|(_, i)| i.status != Status::Syncing).count();
         if present as u64 >= u64::from(self.cfg.min_peers) {
             self.state = self.cfg.genesis;
             self.start_round(1, now);

@@ -3,30 +3,8 @@
 use crate::Time;
 use crate::envelope::DropReason;
 use crate::id::{Hash, PeerId};
-use serde::{Deserialize, Serialize};
+use crate::message::Manifest;
 use std::collections::BTreeMap;
-
-/// One included contribution.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestEntry {
-    /// The contributor.
-    pub peer: PeerId,
-    /// BLAKE3 of its encoded pseudo-gradient.
-    pub hash: Hash,
-    /// Its sample count (averaging weight).
-    pub samples: u64,
-}
-
-/// The aggregator's signed decision for a round (the round and aggregator are
-/// the envelope's round and sender).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Hash of the state blob (parameters + outer optimizer) at the start of
-    /// the round; late joiners fetch it.
-    pub state: Hash,
-    /// The contributions to apply, ordered by peer id.
-    pub entries: Vec<ManifestEntry>,
-}
 
 /// Settings of the state machine (from the run spec and the node's flags).
 #[derive(Clone, Debug)]
@@ -47,13 +25,13 @@ pub struct Config {
     pub last_round: u64,
     /// Hash of the initial state (the same for every peer of the run).
     pub genesis: Hash,
-    /// Delay before a failed fetch is retried.
+    /// Delay before a blob that no provider served is asked for again.
     pub fetch_retry: Time,
-    /// Fetch attempts before giving up on a blob.
+    /// Rounds of asking every provider before giving up on a blob.
     pub max_fetch_attempts: u32,
-    /// A fetch still unanswered after this long is also asked of the
-    /// providers learned since (a hedged request: a dead or slow provider
-    /// does not hold up a round).
+    /// A request still unanswered after this long gets a parallel one to the
+    /// next provider (a hedged request: a dead or slow provider does not
+    /// hold up a round); the first good answer wins.
     pub fetch_hedge: Time,
     /// Most samples one contribution may claim (its averaging weight);
     /// 0 = no limit. From the spec: inner steps x batch size.
@@ -90,13 +68,38 @@ impl Config {
     }
 }
 
+/// A control message from the network.
+#[derive(Clone, Debug)]
+pub struct Gossip {
+    /// The raw envelope.
+    pub bytes: Vec<u8>,
+    /// The peer that published it (gossipsub's signed author), if the
+    /// transport knows one. The envelope must be signed by this peer. `None`
+    /// for envelopes that arrive as blobs (a missed manifest fetched from any
+    /// provider), whose signature alone vouches for them.
+    pub source: Option<PeerId>,
+}
+
+/// Why one request for a blob failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// The provider answered that it does not hold the blob.
+    NotFound,
+    /// The provider could not be reached or did not answer in time.
+    Unreachable,
+    /// The provider sent bytes that do not hash to what was asked: it is
+    /// never asked again.
+    WrongBytes,
+}
+
 /// Inputs to the state machine.
 #[derive(Clone, Debug)]
 pub enum InEvent {
-    /// Time passed; nothing else happened.
+    /// The time [`Peer::next_timeout`](super::Peer::next_timeout) asked for
+    /// has come (or any time: a tick never hurts).
     Tick,
-    /// A control message from the network (raw envelope bytes).
-    Gossip(Vec<u8>),
+    /// A control message; the machine answers with one [`OutEvent::Verdict`].
+    Gossip(Gossip),
     /// The node finished the inner loop of `round` and stored its encoded
     /// pseudo-gradient under `hash`.
     TrainingDone {
@@ -109,10 +112,21 @@ pub enum InEvent {
     },
     /// A blob is now in the local store (fetched and verified).
     BlobReady(Hash),
-    /// A fetch failed at every provider.
-    BlobFailed(Hash),
+    /// One [`OutEvent::Request`] failed.
+    RequestFailed {
+        /// The blob.
+        hash: Hash,
+        /// The provider that was asked.
+        from: PeerId,
+        /// What went wrong.
+        why: FetchFailure,
+    },
     /// A blob the machine believed local is gone (evicted): fetch it again.
     BlobLost(Hash),
+    /// The transport holds a connection to this peer (it is asked first).
+    Connected(PeerId),
+    /// The transport's last connection to this peer closed.
+    Disconnected(PeerId),
     /// The node applied the manifest of `round`; `state` is the hash of the
     /// resulting state blob (now in the local store).
     Applied {
@@ -130,19 +144,37 @@ pub enum InEvent {
     Shutdown,
 }
 
+/// The machine's judgement of one [`InEvent::Gossip`]: what the transport
+/// tells its gossip layer (forward, or not, and whether to hold it against
+/// the peer that sent it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and new: forward it.
+    Accept,
+    /// Harmless but not worth forwarding (stale, our own).
+    Ignore(Option<DropReason>),
+    /// Invalid: do not forward, and count it against the sender.
+    Reject(DropReason),
+}
+
 /// What the node must do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutEvent {
     /// Publish these envelope bytes to the run's topic.
     Broadcast(Vec<u8>),
-    /// Fetch a blob from any of these peers (in order of preference).
-    Fetch {
+    /// The judgement of the gossip message just handled.
+    Verdict(Verdict),
+    /// Ask one provider for a blob. The node answers with
+    /// [`InEvent::BlobReady`] (bytes checked against `hash`) or
+    /// [`InEvent::RequestFailed`], exactly once. Parallel requests for one
+    /// blob are the machine's hedging: the first good answer wins.
+    Request {
         /// The blob.
         hash: Hash,
-        /// What it is (for accounting).
+        /// What it is (for accounting and size limits).
         kind: BlobKind,
-        /// Who should have it.
-        providers: Vec<PeerId>,
+        /// The provider to ask.
+        from: PeerId,
     },
     /// Keep these bytes in the blob store under `hash` (= BLAKE3 of the
     /// bytes) and serve them: a signed manifest envelope, for peers that
@@ -177,6 +209,14 @@ pub enum OutEvent {
         aggregator: PeerId,
         /// The manifest.
         manifest: Manifest,
+    },
+    /// The run is already over for this peer: it resumed from the state
+    /// after the run's last round. Followed by [`OutEvent::Finished`].
+    RunOver {
+        /// The last round, applied.
+        round: u64,
+        /// The state after it.
+        state: Hash,
     },
     /// The peer has left the run (its last round is applied, or Shutdown).
     Finished,
@@ -232,6 +272,11 @@ pub struct Stats {
     pub foreign_manifests: u64,
     /// Times this peer left its history for a better-supported one.
     pub switched_history: u64,
-    /// Fetches also asked of more providers because the first were slow.
-    pub hedged_fetches: u64,
+    /// Requests sent in parallel to another provider because the first
+    /// were slow to answer.
+    pub hedged_requests: u64,
+    /// Blob requests sent.
+    pub requests: u64,
+    /// Providers that served wrong bytes (never asked again).
+    pub bad_providers: u64,
 }

@@ -1,40 +1,9 @@
-//! What a peer keeps on disk besides its key: checkpoints in two alternating
-//! slots (a torn or corrupt one is skipped for the other), and the peer store
-//! (addresses of peers it knew, to rejoin with every bootstrap node down).
+//! The peer store: addresses of peers this node met, kept in the data dir
+//! (`peers.json`) so that a restarted peer gets back in with every
+//! bootstrap node down.
 
-use crate::work::ModelState;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use trainer::checkpoint;
-
-/// The two checkpoint slots of a run dir; round r goes to slot r % 2.
-pub fn slot_dir(run_dir: &Path, round: u64) -> PathBuf {
-    run_dir.join(format!("ckpt-{}", round % 2))
-}
-
-/// The newest checkpoint that loads and verifies, from either slot, and a
-/// note for each slot that was skipped.
-pub fn load_latest(run_dir: &Path, model: &str, n: usize) -> (Option<(u64, ModelState)>, Vec<String>) {
-    let mut best: Option<(u64, ModelState)> = None;
-    let mut notes = Vec::new();
-    for slot in 0..2u64 {
-        let dir = slot_dir(run_dir, slot);
-        match checkpoint::load(&dir) {
-            Ok(None) => {}
-            Ok(Some(ck)) if ck.model == model && ck.params.len() == n && ck.velocity.len() == n => {
-                if best.as_ref().is_none_or(|(r, _)| ck.round > *r) {
-                    let outer = trainer::OuterOptimizer::new(0.0, 0.0, true, 0);
-                    let mut st = ModelState { params: ck.params, outer };
-                    st.outer.velocity = ck.velocity;
-                    best = Some((ck.round, st));
-                }
-            }
-            Ok(Some(_)) => notes.push(format!("checkpoint in {} is for another model; skipped", dir.display())),
-            Err(e) => notes.push(format!("checkpoint in {} is damaged ({e}); skipped", dir.display())),
-        }
-    }
-    (best, notes)
-}
+use std::path::Path;
 
 /// Known peers: libp2p peer id -> multiaddrs (strings), as JSON.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]

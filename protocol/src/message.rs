@@ -1,0 +1,92 @@
+//! What peers say to each other: the payloads of signed envelopes and the
+//! records they carry. Pure data (serde); the envelope signs and bounds it,
+//! the round state machine interprets it.
+
+use crate::id::{Hash, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// What a peer is doing, as told in its hellos.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Present, waiting for the run to start (or for a manifest to sync from).
+    Waiting,
+    /// Fetching or loading the state named in a manifest.
+    Syncing,
+    /// Holds the current state; trains and contributes.
+    Active,
+}
+
+/// One manifest a peer applied: its round and the BLAKE3 hash of its signed
+/// envelope (the manifest's id). Hellos list the last few, so that peers can
+/// compare histories and joiners can count confirmations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AppliedManifest {
+    /// The round the manifest closed.
+    pub round: u64,
+    /// BLAKE3 of the manifest's signed envelope.
+    pub id: Hash,
+}
+
+/// A peer's claim for a round: "my pseudo-gradient is the blob `hash`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// BLAKE3 of the encoded pseudo-gradient.
+    pub hash: Hash,
+    /// Training samples behind it (the averaging weight).
+    pub samples: u64,
+    /// The state the sender trained from (for divergence checks).
+    pub base_state: Hash,
+}
+
+/// One included contribution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// The contributor.
+    pub peer: PeerId,
+    /// BLAKE3 of its encoded pseudo-gradient.
+    pub hash: Hash,
+    /// Its sample count (averaging weight).
+    pub samples: u64,
+}
+
+/// The aggregator's signed decision for a round (the round and aggregator are
+/// the envelope's round and sender).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Hash of the state blob (parameters + outer optimizer) at the start of
+    /// the round; late joiners fetch it.
+    pub state: Hash,
+    /// The contributions to apply, ordered by peer id.
+    pub entries: Vec<ManifestEntry>,
+}
+
+/// The payload of an envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Presence and progress, sent every `hello_interval`.
+    Hello {
+        /// What the sender is doing.
+        status: Status,
+        /// A counter, so repeated hellos are distinct messages.
+        seq: u64,
+        /// The last manifests the sender applied, newest last: joiners count
+        /// these as confirmations.
+        recent: Vec<AppliedManifest>,
+    },
+    /// The sender's pseudo-gradient for the envelope's round.
+    Contribution(Contribution),
+    /// The aggregator's decision for the envelope's round.
+    Manifest(Manifest),
+    /// The sender leaves the run; `recent` as in its hellos (stragglers may
+    /// still count it as a confirmation for a short while).
+    Leave {
+        /// The manifests it applied last.
+        recent: Vec<AppliedManifest>,
+    },
+}
+
+impl Message {
+    /// The bincode tag of [`Message::Hello`]: the first payload byte of a
+    /// hello, so it can be recognised without decoding.
+    pub const HELLO_TAG: u8 = 0;
+}

@@ -1,0 +1,138 @@
+//! Who is in the run, as this peer hears it: members from their hellos and
+//! messages, peers that left recently, and peers that left after the last
+//! round.
+
+use crate::Time;
+use crate::id::PeerId;
+use crate::message::{AppliedManifest, Status};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Finished peers remembered.
+const MAX_FINISHED: usize = 1024;
+
+/// What we know of one other peer.
+#[derive(Clone, Debug)]
+pub(super) struct PeerInfo {
+    pub(super) status: Status,
+    /// The newest round it spoke in.
+    pub(super) round: u64,
+    pub(super) last_seen: Time,
+    /// The manifests it applied last (from its hellos).
+    pub(super) recent: Vec<AppliedManifest>,
+}
+
+impl PeerInfo {
+    pub(super) fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+
+    pub(super) fn lists(&self, m: &AppliedManifest) -> bool {
+        self.recent.contains(m)
+    }
+}
+
+/// The membership view of one peer.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Members {
+    peers: BTreeMap<PeerId, PeerInfo>,
+    /// Peers that left recently: they still confirm manifests for
+    /// stragglers, and may still serve blobs for a moment.
+    departed: BTreeMap<PeerId, PeerInfo>,
+    /// Active peers that left after the last round (kept after `departed`
+    /// forgets them): a peer still waiting when nobody is left knows the
+    /// run is over.
+    finished: BTreeSet<PeerId>,
+}
+
+impl Members {
+    /// A hello: the sender's status, round and recent manifests.
+    pub(super) fn hello(&mut self, peer: PeerId, status: Status, round: u64, recent: Vec<AppliedManifest>, now: Time) {
+        self.peers.insert(peer, PeerInfo { status, round, last_seen: now, recent });
+    }
+
+    /// A leave: an active member moves to `departed` (and to `finished` if it
+    /// applied the run's last round).
+    pub(super) fn leave(&mut self, peer: PeerId, recent: Vec<AppliedManifest>, now: Time, last_round: u64) {
+        if let Some(mut info) = self.peers.remove(&peer)
+            && info.is_active()
+        {
+            if recent.iter().any(|m| m.round >= last_round) && self.finished.len() < MAX_FINISHED {
+                self.finished.insert(peer);
+            }
+            info.recent = recent;
+            info.last_seen = now;
+            self.departed.insert(peer, info);
+        }
+    }
+
+    /// A contribution or manifest from `peer` shows it active in `round`.
+    pub(super) fn touch(&mut self, peer: PeerId, round: u64, now: Time) {
+        let info = self.peers.entry(peer).or_insert(PeerInfo {
+            status: Status::Active,
+            round,
+            last_seen: now,
+            recent: Vec::new(),
+        });
+        info.last_seen = now;
+        info.status = Status::Active;
+        info.round = info.round.max(round);
+    }
+
+    /// Forgets peers not heard from for `ttl`.
+    pub(super) fn expire(&mut self, now: Time, ttl: Time) {
+        self.peers.retain(|_, i| i.last_seen + ttl >= now);
+        self.departed.retain(|_, i| i.last_seen + ttl >= now);
+    }
+
+    /// When the next member or departed peer expires.
+    pub(super) fn next_expiry(&self, ttl: Time) -> Option<Time> {
+        self.peers.values().chain(self.departed.values()).map(|i| i.last_seen + ttl + 1).min()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(super) fn is_active(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(PeerInfo::is_active)
+    }
+
+    /// Members and what we know of them.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerInfo)> {
+        self.peers.iter()
+    }
+
+    /// Active members and active peers that left recently.
+    pub(super) fn active_with_departed(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.values().chain(self.departed.values()).filter(|i| i.is_active())
+    }
+
+    /// Members and recently departed peers, whatever their status.
+    pub(super) fn all_with_departed(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.values().chain(self.departed.values())
+    }
+
+    /// Active members.
+    pub(super) fn active(&self) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, i)| i.is_active()).map(|(p, _)| *p).collect()
+    }
+
+    pub(super) fn departed(&self) -> impl Iterator<Item = &PeerId> {
+        self.departed.keys()
+    }
+
+    /// Active members whose recent manifests include `m`.
+    pub(super) fn supporters(&self, m: &AppliedManifest) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, i)| i.is_active() && i.lists(m)).map(|(p, _)| *p).collect()
+    }
+
+    /// Recently departed peers that had applied `m`.
+    pub(super) fn departed_supporters(&self, m: &AppliedManifest) -> usize {
+        self.departed.values().filter(|i| i.lists(m)).count()
+    }
+
+    /// Everyone left after the run's last round and nobody active is left.
+    pub(super) fn run_is_over(&self) -> bool {
+        !self.finished.is_empty() && !self.peers.values().any(PeerInfo::is_active)
+    }
+}

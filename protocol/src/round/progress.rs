@@ -1,0 +1,224 @@
+//! A round from start to applied: training, a manifest arriving, collecting
+//! its blobs, applying it; and syncing to a manifest's state.
+
+use super::fetch::Failed;
+use super::*;
+
+impl Peer {
+    pub(super) fn accept_manifest(&mut self, round: u64, known: KnownManifest, now: Time) {
+        // A manifest of our round that starts from another state belongs to
+        // another history: never apply it to ours.
+        if self.holds_state() && round == self.round && known.manifest.state != self.state {
+            self.stats.foreign_manifests += 1;
+            self.remember_foreign(round, known);
+            return;
+        }
+        let holds = self.holds_state() && round <= self.round;
+        let data = self.rounds.entry(round).or_default();
+        if let Some(existing) = &data.manifest {
+            if existing.id != known.id {
+                self.stats.conflicting_manifests += 1;
+                if data.alternatives.len() < 4 && !data.alternatives.iter().any(|a| a.id == known.id) {
+                    data.alternatives.push(known.clone());
+                }
+                if holds {
+                    self.remember_foreign(round, known);
+                }
+            }
+            return;
+        }
+        data.manifest = Some(known);
+        if let Phase::Training(r) | Phase::Gathering(r) = self.phase
+            && r == round
+        {
+            self.deadline.observe(now.saturating_sub(self.round_started));
+            self.collect(round);
+        }
+        // Manifests of later rounds wait in `rounds`; a peer that fell
+        // behind notices in `poll` (most peers are past its round) and syncs.
+    }
+
+    /// Providers of a blob named by a manifest: `first`, then the others
+    /// that may hold it (active peers, then peers that just left).
+    fn providers(&self, first: &[PeerId]) -> Vec<PeerId> {
+        let mut p = first.to_vec();
+        p.extend(self.members.active().into_iter().chain(self.members.departed().copied()).filter(|x| !first.contains(x)));
+        p
+    }
+
+    pub(super) fn start_sync(&mut self, round: u64) {
+        let Some(k) = self.manifest_of(round).cloned() else {
+            return;
+        };
+        self.phase = Phase::Syncing(round);
+        self.round = round;
+        self.foreign = None;
+        // Whatever we applied before belongs to a history we are leaving (or
+        // is older than this sync): stop advertising it.
+        self.history.forget_applied();
+        self.rounds.retain(|r, _| *r >= round);
+        if self.fetcher.has(&k.manifest.state) {
+            self.out.push(OutEvent::LoadState { round, state: k.manifest.state });
+        } else {
+            let providers = self.providers(&[k.aggregator]);
+            self.fetch(k.manifest.state, BlobKind::State, providers);
+        }
+    }
+
+    pub(super) fn on_loaded(&mut self, round: u64, now: Time) {
+        if self.phase != Phase::Syncing(round) {
+            return;
+        }
+        let Some(state) = self.manifest_of(round).map(|k| k.manifest.state) else {
+            return;
+        };
+        self.state = state;
+        self.round = round;
+        self.round_started = now;
+        self.synced_round = Some(round);
+        self.collect(round);
+    }
+
+    pub(super) fn collect(&mut self, round: u64) {
+        self.phase = Phase::Collecting(round);
+        let Some(k) = self.manifest_of(round).cloned() else {
+            return;
+        };
+        for e in &k.manifest.entries {
+            if !self.fetcher.has(&e.hash) {
+                let providers = self.providers(&[e.peer, k.aggregator]);
+                self.fetch(e.hash, BlobKind::Contribution, providers);
+            }
+        }
+    }
+
+    /// Every blob of the manifest being collected is here: apply it.
+    pub(super) fn apply_when_collected(&mut self, round: u64) {
+        let Some(k) = self.manifest_of(round) else { return };
+        if k.manifest.entries.iter().all(|e| self.fetcher.has(&e.hash)) {
+            let (aggregator, manifest) = (k.aggregator, k.manifest.clone());
+            self.phase = Phase::Applying(round);
+            self.out.push(OutEvent::Apply { round, aggregator, manifest });
+        }
+    }
+
+    pub(super) fn on_trained(&mut self, round: u64, hash: Hash, samples: u64) {
+        self.fetcher.hold(hash);
+        if self.phase != Phase::Training(round) {
+            return; // the round closed without us
+        }
+        let c = Contribution { hash, samples, base_state: self.state };
+        self.rounds.entry(round).or_default().contributions.insert(self.me, c);
+        self.broadcast(round, &Message::Contribution(c));
+        self.phase = Phase::Gathering(round);
+        self.fetch_announced(round);
+    }
+
+    /// Fetches what others announced for `round` from our state.
+    fn fetch_announced(&mut self, round: u64) {
+        let pending: Vec<(PeerId, Hash)> = self
+            .rounds
+            .get(&round)
+            .map(|d| {
+                d.contributions
+                    .iter()
+                    .filter(|(p, c)| **p != self.me && c.base_state == self.state)
+                    .map(|(p, c)| (*p, c.hash))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (p, h) in pending {
+            self.fetch(h, BlobKind::Contribution, vec![p]);
+        }
+    }
+
+    pub(super) fn on_applied(&mut self, round: u64, state: Hash, now: Time) {
+        if self.phase != Phase::Applying(round) {
+            return;
+        }
+        self.state = state;
+        self.fetcher.hold(state);
+        self.stats.rounds_applied += 1;
+        if let Some(k) = self.manifest_of(round) {
+            let contributors = k.manifest.entries.iter().map(|e| e.peer).collect();
+            let id = k.id;
+            self.history.record(applied(round, id), contributors);
+        }
+        if round >= self.cfg.last_round {
+            self.phase = Phase::Finishing(round);
+            self.finish_at = now + 2 * self.cfg.hello_interval;
+            self.hellos.next = now;
+            return;
+        }
+        self.start_round(round + 1, now);
+    }
+
+    pub(super) fn start_round(&mut self, round: u64, now: Time) {
+        self.round = round;
+        self.round_started = now;
+        self.rounds.retain(|r, _| *r >= round);
+        if let Some(k) = self.manifest_of(round).cloned() {
+            if k.manifest.state == self.state {
+                // We are late: the round closed without us. Apply it directly.
+                self.collect(round);
+                return;
+            }
+            self.stats.foreign_manifests += 1;
+            self.remember_foreign(round, k);
+            if let Some(d) = self.rounds.get_mut(&round) {
+                d.manifest = None;
+            }
+        }
+        self.phase = Phase::Training(round);
+        self.out.push(OutEvent::StartTraining { round, base_state: self.state });
+        self.fetch_announced(round);
+    }
+
+    pub(super) fn on_blob(&mut self, hash: Hash) {
+        if !self.fetcher.ready(hash) {
+            return; // a second answer (hedged requests): already handled
+        }
+        if let Phase::Syncing(round) = self.phase
+            && self.manifest_of(round).is_some_and(|k| k.manifest.state == hash)
+        {
+            self.out.push(OutEvent::LoadState { round, state: hash });
+        }
+    }
+
+    pub(super) fn on_request_failed(&mut self, hash: Hash, from: PeerId, why: FetchFailure) {
+        let banned = why == FetchFailure::WrongBytes;
+        if banned {
+            self.stats.bad_providers += 1;
+        }
+        let (result, requests) = self.fetcher.failed(hash, from, banned, self.now);
+        self.stats.requests += requests.len() as u64;
+        self.out.extend(requests);
+        if let Failed::GaveUp(kind) = result {
+            self.on_given_up(hash, kind);
+        }
+    }
+
+    /// No provider served `hash`, however often asked.
+    pub(super) fn on_given_up(&mut self, hash: Hash, kind: BlobKind) {
+        // A manifest id from a hello that nobody serves (a lie, or its
+        // holders left) is not asked for again (the fetcher remembers), and
+        // is no reason to drop what we are doing. A blob the current step
+        // needs is gone everywhere: wait for the next manifest and sync its
+        // state instead. (A blob nothing needs any more, say an announcement
+        // of a peer that died, is just dropped.)
+        if kind != BlobKind::Manifest && self.needed_now(&hash) {
+            self.stats.resyncs += 1;
+            self.phase = Phase::Waiting;
+        }
+    }
+
+    /// Whether the phase waits for this blob: the state to sync to, or an
+    /// entry of the manifest being collected.
+    fn needed_now(&self, hash: &Hash) -> bool {
+        match self.phase {
+            Phase::Syncing(r) => self.manifest_of(r).is_some_and(|k| k.manifest.state == *hash),
+            Phase::Collecting(r) => self.manifest_of(r).is_some_and(|k| k.manifest.entries.iter().any(|e| e.hash == *hash)),
+            _ => false,
+        }
+    }
+}

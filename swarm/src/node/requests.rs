@@ -1,0 +1,81 @@
+//! Blobs over the network, the node's side: it carries out the protocol's
+//! requests (one provider each; which provider, when, and hedging are the
+//! protocol's), checks what comes back (a provider whose bytes do not hash
+//! to what was asked is disconnected and banned for the session), and
+//! answers requests from the store.
+
+use super::{EventLoop, Request};
+use libp2p::request_response;
+use protocol::{BlobKind, FetchFailure, Hash, InEvent};
+use std::sync::Arc;
+
+impl EventLoop {
+    /// Sends one request the protocol asked for.
+    pub(super) fn request(&mut self, hash: Hash, kind: BlobKind, from: protocol::PeerId) {
+        if self.blobs.get(&hash).is_some() {
+            return self.queue.push_back(InEvent::BlobReady(hash));
+        }
+        let target = crate::identity::libp2p_peer(&from).filter(|lp| !self.banned.contains(lp));
+        let Some(lp) = target else {
+            return self.queue.push_back(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable });
+        };
+        let id = self.swarm.behaviour_mut().blobs.send_request(&lp, hash.0);
+        self.flow(kind).sent += 32;
+        self.requests.insert(id, Request { hash, kind, from });
+    }
+
+    /// Serves blob requests from the store and checks fetched blobs.
+    pub(super) fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<bytes::Bytes>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
+                    let blob =
+                        self.blobs.get(&Hash(request)).map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)));
+                    let flow = self.flow(kind);
+                    flow.received += 32;
+                    flow.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);
+                    let _ = self.swarm.behaviour_mut().blobs.send_response(channel, blob);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(r) = self.requests.remove(&request_id) {
+                        self.on_response(peer, r, response);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, .. } => {
+                if let Some(r) = self.requests.remove(&request_id) {
+                    let failed = InEvent::RequestFailed { hash: r.hash, from: r.from, why: FetchFailure::Unreachable };
+                    self.drive(failed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_response(&mut self, peer: libp2p::PeerId, r: Request, response: Option<bytes::Bytes>) {
+        let Some(bytes) = response else {
+            return self.drive(InEvent::RequestFailed { hash: r.hash, from: r.from, why: FetchFailure::NotFound });
+        };
+        self.flow(r.kind).received += bytes.len() as u64 + 1;
+        if Hash::of(&bytes) != r.hash {
+            self.banned.insert(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.info(format!(
+                "peer {peer} served bytes that do not hash to {}; dropped ({} so far)",
+                r.hash.short(),
+                self.banned.len()
+            ));
+            return self.drive(InEvent::RequestFailed { hash: r.hash, from: r.from, why: FetchFailure::WrongBytes });
+        }
+        let bytes = Vec::from(bytes);
+        if r.kind == BlobKind::Manifest {
+            // A manifest we missed: a signed envelope, judged like gossip
+            // (its signature vouches for it, whoever served it).
+            self.on_gossip(bytes.clone(), None);
+        }
+        let round = self.peer.round();
+        self.blobs.insert_verified(round, r.hash, r.kind, Arc::new(bytes));
+        self.drive(InEvent::BlobReady(r.hash));
+    }
+}

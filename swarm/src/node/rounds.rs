@@ -1,0 +1,101 @@
+//! The worker's results in the event loop: trained contributions and applied
+//! rounds become protocol events, blobs and round reports.
+
+use super::{Applying, EventLoop};
+use crate::events::NodeEvent;
+use crate::report::RoundReport;
+use crate::worker::{AppliedRound, JobKind, WorkerEvent};
+use protocol::{BlobKind, InEvent, Manifest, PeerId};
+
+impl EventLoop {
+    pub(super) fn on_worker(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::Note(s) => self.info(s),
+            WorkerEvent::Step { round, step, total, loss } => {
+                self.events.send(NodeEvent::TrainStep { round, step, total, loss }).ok();
+            }
+            WorkerEvent::Trained(t) => {
+                let payload = t.blob.len() as u64;
+                let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
+                self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload));
+                self.drive(InEvent::TrainingDone { round: t.round, hash, samples: t.samples });
+            }
+            WorkerEvent::Applied(a) => self.on_applied(a),
+            WorkerEvent::Loaded { round, state } => {
+                self.info(format!("synced to the state of round {round} ({})", state.short()));
+                self.drive(InEvent::StateLoaded { round });
+            }
+            WorkerEvent::Failed { job: JobKind::Train, round, error } => {
+                self.info(format!("round {round}: training failed: {error}"));
+            }
+            WorkerEvent::Failed { job: JobKind::Load, round, error } => {
+                self.info(format!("cannot load the state of round {round}: {error}"));
+            }
+            WorkerEvent::Failed { job: JobKind::Apply, round, error } => {
+                self.info(format!("applying round {round} failed: {error}"));
+                self.drive(InEvent::Shutdown);
+            }
+        }
+    }
+
+    pub(super) fn start_apply(&mut self, round: u64, aggregator: PeerId, manifest: Manifest) {
+        let mut bytes = Vec::new();
+        for e in &manifest.entries {
+            self.blobs.retag(&e.hash, round);
+            match self.blobs.get(&e.hash) {
+                Some(b) => bytes.push(b),
+                None => {
+                    // The protocol only asks to apply once every blob is here.
+                    self.info(format!("round {round}: blob {} was evicted; fetching it again", e.hash.short()));
+                    return self.queue.push_back(InEvent::BlobLost(e.hash));
+                }
+            }
+        }
+        let me = self.peer.id();
+        if aggregator == me {
+            self.info(format!("round {round}: I aggregated {} contributions", manifest.entries.len()));
+        }
+        self.rounds.entry(round).or_default().applying = Some(Applying {
+            contributed: manifest.entries.iter().any(|e| e.peer == me),
+            contributors: manifest.entries.len(),
+            aggregator: aggregator.short(),
+        });
+        self.worker.apply(round, manifest, bytes);
+    }
+
+    fn on_applied(&mut self, a: AppliedRound) {
+        let round = a.round;
+        self.blobs.insert_verified(round, a.hash, BlobKind::State, a.blob);
+        self.blobs.evict_before(round);
+        if !a.stepped.rejected.is_empty() {
+            let n = a.stepped.rejected.len();
+            self.info(format!("round {round}: {n} contributions did not decode and were skipped"));
+        }
+        let notes = self.rounds.remove(&round).unwrap_or_default();
+        self.rounds.retain(|r, _| *r > round);
+        let applying = notes.applying.unwrap_or(Applying { contributed: false, contributors: 0, aggregator: String::new() });
+        let traffic = self.traffic.total.since(&self.traffic.mark);
+        self.traffic.mark = self.traffic.total;
+        let report = RoundReport {
+            round,
+            state_hash: a.hash.to_hex(),
+            eval_loss: a.stepped.eval.map_or(f32::NAN, |e| e.loss),
+            eval_accuracy: a.stepped.eval.and_then(|e| e.accuracy),
+            bytes_sent: traffic.total().sent,
+            bytes_received: traffic.total().received,
+            traffic,
+            peers: notes.peers.max(self.peer.members() + 1),
+            contributors: applying.contributors,
+            aggregator: applying.aggregator,
+            contributed: applying.contributed,
+            train_loss: notes.own.map(|o| o.0),
+            payload_bytes: notes.own.map_or(0, |o| o.1),
+            params: self.model.params,
+            codec: self.model.codec.clone(),
+            peer: self.peer.id().short(),
+            elapsed_ms: self.now(),
+        };
+        self.events.send(NodeEvent::Round(Box::new(report))).ok();
+        self.drive(InEvent::Applied { round, state: a.hash });
+    }
+}

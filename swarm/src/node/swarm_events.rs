@@ -1,0 +1,96 @@
+//! libp2p events: connections, gossip (judged by the protocol), identify and
+//! Kademlia (addresses, the peer store), blob traffic.
+
+use super::EventLoop;
+use crate::events::NodeEvent;
+use crate::net::{self, BehaviourEvent};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{gossipsub, identify, kad};
+use protocol::{InEvent, Verdict};
+
+impl EventLoop {
+    pub(super) fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let id = *self.swarm.local_peer_id();
+                self.events.send(NodeEvent::Listening(format!("{address}/p2p/{id}"))).ok();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                tracing::debug!(%peer_id, ?connection_id, dialer = endpoint.is_dialer(), "connection established");
+                self.on_connected(peer_id, connection_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
+                tracing::debug!(%peer_id, ?connection_id, ?cause, "connection closed");
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.retain(|x| *x != connection_id);
+                }
+                if num_established == 0
+                    && let Some(p) = crate::identity::protocol_peer(&peer_id)
+                {
+                    self.drive(InEvent::Disconnected(p));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                self.traffic.total.control.received += message.data.len() as u64;
+                let source = message.source.as_ref().and_then(crate::identity::protocol_peer);
+                tracing::debug!(from = %propagation_source, "gossip");
+                let verdict = match self.on_gossip(message.data, source) {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Ignore(_) => gossipsub::MessageAcceptance::Ignore,
+                    Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
+                };
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    verdict,
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&net::KAD_PROTOCOL) =>
+            {
+                let addrs: Vec<String> = info.listen_addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
+                if self.peers.store.peers.get(&peer_id.to_string()) != Some(&addrs) {
+                    self.peers.store.remember(peer_id.to_string(), addrs);
+                    let _ = self.peers.store.save(&self.peers.path);
+                }
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
+                if !self.swarm.is_connected(&peer) =>
+            {
+                let _ = self.swarm.dial(peer);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(ev)) => self.on_blob_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => tracing::debug!(?ev, "gossipsub"),
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, peer_id: libp2p::PeerId, connection_id: ConnectionId) {
+        // A peer that restarted dials in anew while our old connection to
+        // its dead process may linger: drop the old ones, or gossip keeps
+        // going down the dead one.
+        let conns = self.connections.entry(peer_id).or_default();
+        let restarted = !conns.is_empty();
+        for old in conns.drain(..) {
+            self.swarm.close_connection(old);
+        }
+        self.connections.entry(peer_id).or_default().push(connection_id);
+        if restarted {
+            // gossipsub tells a peer our subscriptions only on its first
+            // connection; the restarted process never got them.
+            let gs = &mut self.swarm.behaviour_mut().gossipsub;
+            gs.unsubscribe(&self.topic);
+            let _ = gs.subscribe(&self.topic);
+        }
+        if let Some(p) = crate::identity::protocol_peer(&peer_id) {
+            self.drive(InEvent::Connected(p));
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The blocking work of a round as plain functions of owned values: the
+//! inner loop (train, encode the pseudo-gradient through the error
+//! feedback) and the outer step (decode, average, Nesterov step, evaluate).
+//! The worker runs them off the event loop; the compression bench calls them
+//! directly, so both measure the node's own code path.
+
+use super::WorkerError;
+use protocol::codec::{self, Codec, ErrorFeedback};
+use protocol::spec::RunSpec;
+use protocol::{Hash, Manifest, PeerId};
+use std::sync::Arc;
+use trainer::{OuterOptimizer, TrainConfig, Trainer};
+
+/// The replicated state: parameters and the outer optimizer.
+#[derive(Clone, Debug)]
+pub struct ModelState {
+    /// Flat parameters.
+    pub params: Vec<f32>,
+    /// Outer optimizer (its velocity is part of the state).
+    pub outer: OuterOptimizer,
+}
+
+impl ModelState {
+    /// The state blob: parameters then velocity, little-endian f32. Its
+    /// BLAKE3 hash is the state hash peers compare.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity((self.params.len() + self.outer.velocity.len()) * 4);
+        for v in self.params.iter().chain(self.outer.velocity.iter()) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads a state blob of a model of `n` parameters into `self`.
+    pub fn load(&mut self, bytes: &[u8], n: usize) -> Result<(), WorkerError> {
+        if bytes.len() != n * 8 {
+            return Err(WorkerError::StateSize { got: bytes.len(), expected: n * 8 });
+        }
+        let vals: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if vals.iter().any(|v| !v.is_finite()) {
+            return Err(WorkerError::NonFiniteState);
+        }
+        self.params = vals[..n].to_vec();
+        self.outer.velocity = vals[n..].to_vec();
+        Ok(())
+    }
+
+    /// The state hash.
+    pub fn hash(&self) -> Hash {
+        Hash(trainer::state_hash(&self.params, &self.outer.velocity))
+    }
+}
+
+/// The public seed of a peer's batches in a round: anyone can re-create them.
+pub fn batch_seed(run: &Hash, round: u64, peer: &PeerId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"swarm/batches");
+    h.update(&run.0);
+    h.update(&round.to_le_bytes());
+    h.update(&peer.0);
+    *h.finalize().as_bytes()
+}
+
+/// Held-out evaluation of a state's parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f32,
+    /// Fraction correct, where the model has one.
+    pub accuracy: Option<f32>,
+}
+
+/// What the inner loop produced.
+#[derive(Debug)]
+pub struct Trained {
+    /// The round.
+    pub round: u64,
+    /// The encoded pseudo-gradient.
+    pub blob: Vec<u8>,
+    /// Samples seen.
+    pub samples: u64,
+    /// Mean training loss over the inner steps.
+    pub train_loss: f32,
+}
+
+/// What the outer step did to a state.
+#[derive(Debug)]
+pub struct Stepped {
+    /// Entries whose blob did not decode (skipped by every honest peer alike).
+    pub rejected: Vec<PeerId>,
+    /// Held-out evaluation of the new parameters (none if it failed).
+    pub eval: Option<Evaluation>,
+}
+
+/// A run's model with everything the spec fixes: the trainer (model and
+/// data), the inner-loop settings and the codec. Converted and checked once,
+/// from the spec.
+#[derive(Debug)]
+pub struct Model {
+    trainer: Trainer,
+    spec: RunSpec,
+    train: TrainConfig,
+    codec: Codec,
+}
+
+impl Model {
+    /// Loads the spec's model and data.
+    pub fn new(spec: &RunSpec) -> Result<Model, WorkerError> {
+        spec.validate()?;
+        let codec = spec.codec.codec()?;
+        let train = TrainConfig {
+            inner_steps: spec.train.inner_steps,
+            lr: spec.train.inner_lr,
+            batch_size: spec.train.batch_size as usize,
+            weight_decay: spec.train.weight_decay,
+        };
+        Ok(Model { trainer: Trainer::new(&spec.model)?, spec: spec.clone(), train, codec })
+    }
+
+    /// Parameters of the model.
+    pub fn params(&self) -> usize {
+        self.trainer.num_params()
+    }
+
+    /// The pseudo-gradient codec.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// The run spec.
+    pub fn spec(&self) -> &RunSpec {
+        &self.spec
+    }
+
+    pub(super) fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    /// The initial state of the run.
+    pub fn genesis(&self) -> ModelState {
+        let params = self.trainer.init_params(self.spec.seed);
+        let o = &self.spec.outer;
+        let outer = OuterOptimizer::new(o.lr as f32, o.momentum as f32, o.nesterov, params.len());
+        ModelState { params, outer }
+    }
+
+    /// A state holding `params` and `velocity` (a checkpoint's), with the
+    /// spec's outer optimizer.
+    pub fn state_from(&self, params: Vec<f32>, velocity: Vec<f32>) -> ModelState {
+        let mut s = self.genesis();
+        s.params = params;
+        s.outer.velocity = velocity;
+        s
+    }
+
+    /// A fresh error-feedback residual.
+    pub fn feedback(&self) -> ErrorFeedback {
+        ErrorFeedback::new(self.params())
+    }
+
+    /// Runs H inner steps from `global` on the batches of `seed` and encodes
+    /// global - local through the error feedback (which carries the codec's
+    /// residual to the next round).
+    pub fn train(
+        &self,
+        feedback: &mut ErrorFeedback,
+        global: &[f32],
+        round: u64,
+        seed: [u8; 32],
+        progress: &mut dyn FnMut(u32, f32),
+    ) -> Result<Trained, WorkerError> {
+        let out = self.trainer.inner_loop(global, &self.train, seed, progress)?;
+        let delta = trainer::pseudo_gradient(global, &out.params);
+        if feedback.residual().len() != delta.len() {
+            *feedback = ErrorFeedback::new(delta.len());
+        }
+        let (blob, _) = feedback.encode(&self.codec, &delta)?;
+        Ok(Trained { round, blob, samples: out.samples, train_loss: out.mean_loss })
+    }
+
+    /// Decodes the manifest's pseudo-gradients (in manifest order), averages
+    /// them by sample count and takes the outer step on `state`, then
+    /// evaluates the new parameters.
+    pub fn apply(
+        &self,
+        state: &mut ModelState,
+        manifest: &Manifest,
+        blobs: &[Arc<Vec<u8>>],
+    ) -> Result<Stepped, WorkerError> {
+        let n = state.params.len();
+        let mut grads = Vec::new();
+        let mut rejected = Vec::new();
+        for (e, b) in manifest.entries.iter().zip(blobs) {
+            match codec::decode(b, n as u64) {
+                Ok(g) => grads.push((g, e.samples)),
+                Err(_) => rejected.push(e.peer),
+            }
+        }
+        if !grads.is_empty() {
+            let refs: Vec<(&[f32], u64)> = grads.iter().map(|(g, s)| (g.as_slice(), *s)).collect();
+            let avg = trainer::weighted_average(&refs)?;
+            state.outer.try_step(&mut state.params, &avg)?;
+        }
+        let eval = self.trainer.evaluate(&state.params).ok().map(|e| Evaluation { loss: e.loss, accuracy: e.accuracy });
+        Ok(Stepped { rejected, eval })
+    }
+
+    /// Held-out evaluation of `params`.
+    pub fn evaluate(&self, params: &[f32]) -> Result<Evaluation, WorkerError> {
+        let e = self.trainer.evaluate(params)?;
+        Ok(Evaluation { loss: e.loss, accuracy: e.accuracy })
+    }
+}
