@@ -4,7 +4,7 @@
 //! * Part A: codec throughput on one core (10M parameters, 40 MB of f32),
 //!   best of a few repetitions, next to a memcpy measured in the same run.
 //! * Part B: DiLoCo with 4 in-process peers on `lipsum-gpt` through the node's
-//!   own code path (`swarm::work::train` / `swarm::work::apply`) for several
+//!   own code path (`swarm::worker::Model::train` / `apply`) for several
 //!   codecs, against the peers training alone, with the bytes each peer sends
 //!   and what data-parallel training would send for the same steps.
 //!
@@ -25,13 +25,13 @@ mod common;
 
 use anyhow::{Context, Result, bail};
 use protocol::codec::{self, Codec, ErrorFeedback, dequantize_int4, dequantize_int8, quantize_int4, quantize_int8};
-use protocol::spec::{RunSpec, TrainSpec};
+use protocol::spec::{CodecSpec, RunSpec, TrainSpec};
 use protocol::{Hash, Keypair, Manifest, ManifestEntry, PeerId};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use swarm::work::{self, ModelState};
+use swarm::worker::{Model, batch_seed};
 use trainer::{TrainConfig, Trainer};
 
 const MODEL: &str = "lipsum-gpt";
@@ -266,7 +266,6 @@ struct Outcome {
 
 struct Peer {
     id: PeerId,
-    trainer: Mutex<Trainer>,
     feedback: Mutex<ErrorFeedback>,
 }
 
@@ -323,20 +322,12 @@ fn part_b(args: &Args) -> Result<String> {
     let mut results: Vec<(Setting, Outcome)> = Vec::new();
     for s in &settings {
         let started = Instant::now();
-        let peers: Vec<Peer> = ids
-            .iter()
-            .map(|&id| {
-                Ok(Peer {
-                    id,
-                    trainer: Mutex::new(Trainer::new(MODEL)?),
-                    feedback: Mutex::new(ErrorFeedback::new(params)),
-                })
-            })
-            .collect::<Result<_>>()?;
+        let peers: Vec<Peer> =
+            ids.iter().map(|&id| Peer { id, feedback: Mutex::new(ErrorFeedback::new(params)) }).collect();
         let outcome = match &s.codec {
             None => alone(&peers, &spec, &cfg, run, args)?,
-            Some(codec) if s.solo => diloco(&peers[..1], &spec, &cfg, codec, s, run, args)?,
-            Some(codec) => diloco(&peers, &spec, &cfg, codec, s, run, args)?,
+            Some(codec) if s.solo => diloco(&peers[..1], &spec, codec, s, run, args)?,
+            Some(codec) => diloco(&peers, &spec, codec, s, run, args)?,
         };
         let outcome = Outcome { secs: started.elapsed().as_secs_f64(), ..outcome };
         eprintln!("part B: {}: final loss {:.4} ({:.0} s)", s.name, outcome.loss, outcome.secs);
@@ -348,14 +339,14 @@ fn part_b(args: &Args) -> Result<String> {
 /// Each peer trains alone for R x H steps (one AdamW run), from the same
 /// initial parameters; the mean of their held-out losses.
 fn alone(peers: &[Peer], spec: &RunSpec, cfg: &TrainConfig, run: Hash, args: &Args) -> Result<Outcome> {
-    let init = peers[0].trainer.lock().expect("trainer").init_params(spec.seed);
+    let t = Trainer::new(MODEL)?;
+    let init = t.init_params(spec.seed);
     let mut long = cfg.clone();
     long.inner_steps = cfg.inner_steps * args.rounds as u32;
     let h = cfg.inner_steps;
     let evals = each_peer(peers, args.jobs, |p| {
-        let t = p.trainer.lock().expect("trainer");
         let short = p.id.short();
-        let out = t.inner_loop(&init, &long, work::batch_seed(&run, 0, &p.id), &mut |step, loss| {
+        let out = t.inner_loop(&init, &long, batch_seed(&run, 0, &p.id), &mut |step, loss| {
             if step % h == 0 {
                 eprintln!("  alone  peer {short} round {:>3}: train loss {loss:.4}", step / h);
             }
@@ -368,16 +359,16 @@ fn alone(peers: &[Peer], spec: &RunSpec, cfg: &TrainConfig, run: Hash, args: &Ar
 }
 
 /// DiLoCo rounds through the node's code path.
-fn diloco(
-    peers: &[Peer],
-    spec: &RunSpec,
-    cfg: &TrainConfig,
-    codec: &Codec,
-    setting: &Setting,
-    run: Hash,
-    args: &Args,
-) -> Result<Outcome> {
-    let mut state = ModelState::genesis(&peers[0].trainer.lock().expect("trainer"), spec);
+fn diloco(peers: &[Peer], spec: &RunSpec, codec: &Codec, setting: &Setting, run: Hash, args: &Args) -> Result<Outcome> {
+    let mut spec = spec.clone();
+    spec.codec = CodecSpec {
+        name: codec.kind.name().to_string(),
+        block_size: codec.block_size,
+        zstd_level: codec.zstd_level,
+        topk: f64::from(codec.topk),
+    };
+    let model = Model::new(&spec)?;
+    let mut state = model.genesis();
     let n = state.params.len();
     let mut sent = 0usize;
     let mut last = None;
@@ -387,9 +378,9 @@ fn diloco(
             if !setting.feedback {
                 *p.feedback.lock().expect("feedback") = ErrorFeedback::new(n);
             }
-            let seed = work::batch_seed(&run, round, &p.id);
-            work::train(&p.trainer, cfg, codec, &p.feedback, round, &global, seed, &mut |_, _| {})
-                .map_err(anyhow::Error::msg)
+            let seed = batch_seed(&run, round, &p.id);
+            let mut feedback = p.feedback.lock().expect("feedback");
+            Ok(model.train(&mut feedback, &global, round, seed, &mut |_, _| {})?)
         })?;
         // Peers are sorted by id, so this is manifest order.
         let entries: Vec<ManifestEntry> = peers
@@ -401,13 +392,11 @@ fn diloco(
         let blobs: Vec<Arc<Vec<u8>>> = trained.iter().map(|t| Arc::new(t.blob.clone())).collect();
         let bytes: usize = blobs.iter().map(|b| b.len()).sum();
         sent += bytes;
-        let applied =
-            work::apply(&peers[0].trainer, state, round, &manifest, &blobs, None).map_err(anyhow::Error::msg)?;
-        if !applied.rejected.is_empty() {
-            bail!("round {round}: {} blobs rejected", applied.rejected.len());
+        let stepped = model.apply(&mut state, &manifest, &blobs)?;
+        if !stepped.rejected.is_empty() {
+            bail!("round {round}: {} blobs rejected", stepped.rejected.len());
         }
-        state = applied.state;
-        let eval = applied.eval.context("evaluation failed")?;
+        let eval = stepped.eval.context("evaluation failed")?;
         let train_loss = trained.iter().map(|t| t.train_loss).sum::<f32>() / trained.len() as f32;
         eprintln!(
             "  {:<12} round {round:>3}: held-out loss {:.4}, train loss {train_loss:.4}, payload {:.1} KB/peer",

@@ -102,6 +102,16 @@ impl Kind {
         }
     }
 
+    /// The name a run spec uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Fp32 => "fp32",
+            Kind::Bf16 => "bf16",
+            Kind::Int8 => "int8",
+            Kind::Int4 => "int4",
+        }
+    }
+
     /// Body bytes of `n` values in blocks of `block`.
     fn body_len(self, n: usize, block: usize) -> usize {
         let blocks = n.div_ceil(block);
@@ -157,12 +167,7 @@ impl Codec {
 
     /// A short name for reports, e.g. `int4+top1%`.
     pub fn label(&self) -> String {
-        let base = match self.kind {
-            Kind::Fp32 => "fp32",
-            Kind::Bf16 => "bf16",
-            Kind::Int8 => "int8",
-            Kind::Int4 => "int4",
-        };
+        let base = self.kind.name();
         if self.topk > 0.0 && self.topk < 1.0 {
             format!("{base}+top{}%", (f64::from(self.topk) * 1e5).round() / 1e3)
         } else {

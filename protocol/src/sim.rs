@@ -107,6 +107,8 @@ pub struct SimNode {
     generation: u32,
     /// The pending timer: (when, event sequence number).
     timer: Option<(Time, u64)>,
+    /// Timer events handled (the machine asked to be woken this often).
+    pub ticks: u64,
 }
 
 /// The simulator.
@@ -182,7 +184,15 @@ impl Sim {
         peer.add_local_blob(self.genesis);
         self.index.insert(peer.id(), i);
         self.blobs.entry(self.genesis).or_default().insert(i);
-        self.nodes.push(SimNode { peer, state: self.genesis, finished: false, alive: true, generation: 0, timer: None });
+        self.nodes.push(SimNode {
+            peer,
+            state: self.genesis,
+            finished: false,
+            alive: true,
+            generation: 0,
+            timer: None,
+            ticks: 0,
+        });
         let jitter = self.rng.range(0, 50);
         self.set_timer(i, jitter);
         i
@@ -241,7 +251,8 @@ impl Sim {
         let mut peer = Peer::new(self.peer_config(), key);
         peer.add_local_blob(self.genesis);
         let generation = self.nodes[i].generation + 1;
-        self.nodes[i] = SimNode { peer, state: self.genesis, finished: false, alive: true, generation, timer: None };
+        self.nodes[i] =
+            SimNode { peer, state: self.genesis, finished: false, alive: true, generation, timer: None, ticks: 0 };
         self.set_timer(i, 1);
     }
 
@@ -339,6 +350,7 @@ impl Sim {
                         continue; // replaced by a newer timer
                     }
                     self.nodes[node].timer = None;
+                    self.nodes[node].ticks += 1;
                     InEvent::Tick
                 }
                 Ev::Deliver(bytes, source) => InEvent::Gossip(Gossip { bytes, source }),

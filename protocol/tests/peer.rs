@@ -237,7 +237,9 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
             let h = hello(Status::Active, t, vec![]);
             step.extend(p.handle(gossip(s, run, 1, &h), t));
         }
-        step.extend(p.handle(gossip(6, run, 1, &hello(Status::Active, t, vec![AppliedManifest { round: 1, id: bogus }])), t));
+        step.extend(
+            p.handle(gossip(6, run, 1, &hello(Status::Active, t, vec![AppliedManifest { round: 1, id: bogus }])), t),
+        );
         t = p.next_timeout().max(t + 1).min(t + 500);
         step.extend(p.handle(InEvent::Tick, t));
         for (h, n) in [(bogus, &mut asked_bogus), (dead, &mut asked_dead)] {
@@ -249,7 +251,10 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
             pending.extend(r.into_iter().map(|from| (h, from)));
         }
     }
-    eprintln!("asked {asked_bogus} times for the bogus manifest (last at {} ms), {asked_dead} for the dead blob (last at {} ms)", last_ask.0, last_ask.1);
+    eprintln!(
+        "asked {asked_bogus} times for the bogus manifest (last at {} ms), {asked_dead} for the dead blob (last at {} ms)",
+        last_ask.0, last_ask.1
+    );
     assert!(asked_bogus > 1 && asked_dead > 1, "both were retried");
     assert!(last_ask.0 < 40_000 && last_ask.1 < 40_000, "then given up, never asked again: {last_ask:?}");
     assert_eq!(p.phase(), Phase::Collecting(1), "still collecting round 1 (peer 5's blob)");

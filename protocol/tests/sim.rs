@@ -23,6 +23,14 @@ fn three_peers_agree_on_every_manifest() {
         assert_eq!(sim.applied[&r].len(), 3, "round {r}");
         assert_eq!(sim.contributors(r).len(), 3, "round {r} should include everyone");
     }
+    // The nodes sleep until the machine's next timeout: a few wake-ups per
+    // second (hellos out, hellos in, deadlines), never a busy loop.
+    let secs = sim.now as f64 / 1000.0;
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let rate = n.ticks as f64 / secs;
+        eprintln!("node {i}: {} timer wake-ups in {secs:.1} s ({rate:.1}/s)", n.ticks);
+        assert!(rate < 10.0, "node {i} woke {rate:.1} times a second");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p swarm --bench late_join -- [--model lipsum-gpt] [--after 3] [--runs 3]`
 
-#[path = "../tests/common.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{LOOPBACK, Procs, start_bootstrap, start_peer, swarm_bin};

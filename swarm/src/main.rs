@@ -177,9 +177,8 @@ async fn join(args: JoinArgs) -> Result<()> {
                     println!("{}", r.line());
                 }
             }
-            NodeEvent::RunOver { round, state_hash } => bar.suspend(|| {
-                eprintln!("the run is over: its last round {round} is applied here (state {state_hash})")
-            }),
+            NodeEvent::RunOver { round, state_hash } => bar
+                .suspend(|| eprintln!("the run is over: its last round {round} is applied here (state {state_hash})")),
             NodeEvent::Finished => bar.suspend(|| eprintln!("left the run")),
         }
     }

@@ -177,11 +177,6 @@ impl Trainer {
         self.info.params
     }
 
-    /// The suggested inner-loop settings for this model.
-    pub fn default_train_config(&self) -> TrainConfig {
-        default_train_config(self.info.name)
-    }
-
     /// Deterministic initial parameters from `seed` (our own RNG, never burn's):
     /// weights `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, biases and LayerNorm beta 0, LayerNorm
     /// gamma 1, embeddings `U(-a, a)` with standard deviation 0.02. Bit-identical for a seed.

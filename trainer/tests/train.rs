@@ -20,13 +20,6 @@ fn seed(round: u8, peer: u8) -> [u8; 32] {
     s
 }
 
-/// The digits run shared by the in-process and cross-process checks.
-fn digits_run() -> Vec<f32> {
-    let t = Trainer::new(DIGITS_MLP).unwrap();
-    let cfg = TrainConfig { inner_steps: 20, ..default_train_config(DIGITS_MLP) };
-    t.inner_loop(&t.init_params(3), &cfg, seed(1, 2), &mut |_, _| {}).unwrap().params
-}
-
 #[test]
 fn inner_loop_is_bit_reproducible_and_seed_dependent() {
     let t = Trainer::new(DIGITS_MLP).unwrap();
@@ -44,59 +37,45 @@ fn inner_loop_is_bit_reproducible_and_seed_dependent() {
     assert_eq!(steps.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     let mean = steps.iter().map(|(_, l)| f64::from(*l)).sum::<f64>() / 20.0;
     assert!((mean as f32 - a.mean_loss).abs() < 1e-5);
-    assert_eq!(bits(&a.params), bits(&digits_run()));
-}
-
-/// A short lipsum-gpt run shared by the in-process and cross-process checks.
-fn gpt_run() -> Vec<f32> {
-    let t = Trainer::new(LIPSUM_GPT).unwrap();
-    let cfg = TrainConfig { inner_steps: 3, batch_size: 4, ..default_train_config(LIPSUM_GPT) };
-    t.inner_loop(&t.init_params(4), &cfg, seed(2, 7), &mut |_, _| {}).unwrap().params
-}
-
-/// Hash of both reference runs.
-fn runs_hash() -> String {
-    hex(state_hash(&digits_run(), &gpt_run()))
-}
-
-/// Child half of the cross-process check: prints the hash of the reference runs.
-#[test]
-fn child_print_runs_hash() {
-    if std::env::var_os("TRAINER_CHILD").is_some() {
-        println!("HASH={}", runs_hash());
-    }
 }
 
 #[test]
 fn gpt_inner_loop_is_bit_reproducible_and_seed_dependent() {
-    let a = gpt_run();
-    assert_eq!(bits(&a), bits(&gpt_run()));
     let t = Trainer::new(LIPSUM_GPT).unwrap();
     let cfg = TrainConfig { inner_steps: 3, batch_size: 4, ..default_train_config(LIPSUM_GPT) };
-    let c = t.inner_loop(&t.init_params(4), &cfg, seed(2, 8), &mut |_, _| {}).unwrap();
-    assert_ne!(bits(&a), bits(&c.params));
+    let run = |s| t.inner_loop(&t.init_params(4), &cfg, s, &mut |_, _| {}).unwrap().params;
+    let a = run(seed(2, 7));
+    assert_eq!(bits(&a), bits(&run(seed(2, 7))));
+    assert_ne!(bits(&a), bits(&run(seed(2, 8))));
 }
 
+/// Runs big enough that burn's flex backend takes its parallel paths:
+/// matmuls of at least 192^3 multiply-adds (`gemm` with rayon), batched
+/// matmuls of 128^3 in all, element-wise ops over 256 Ki values. digits-mlp
+/// at batch 4096: 4096 x 64 x 64 matmuls (16.8 M) and 262 144-value
+/// activations; lipsum-gpt at batch 16: 1024 x 64 x 256 MLP matmuls, 64
+/// attention heads' matmuls (batched), 262 144-value MLP activations.
+const PARALLEL_RUNS: [(&str, u64, u32, usize); 2] = [(DIGITS_MLP, 3, 3, 4096), (LIPSUM_GPT, 4, 3, 16)];
+
 #[test]
-fn inner_loop_is_reproducible_across_processes() {
-    let exe = std::env::current_exe().unwrap();
-    let mut hashes = Vec::new();
-    for threads in ["1", "2"] {
-        let out = std::process::Command::new(&exe)
-            .args(["--exact", "child_print_runs_hash", "--nocapture", "--test-threads=1"])
-            .env("TRAINER_CHILD", "1")
-            .env("RAYON_NUM_THREADS", threads)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|l| l.split_once("HASH=").map(|(_, h)| h.trim()))
-            .unwrap_or_else(|| panic!("child printed no hash: {stdout}"));
-        hashes.push(line.to_string());
+fn inner_loop_is_reproducible_across_processes_and_thread_counts() {
+    let exe = env!("CARGO_BIN_EXE_inner-loop-hash");
+    for (model, init, steps, batch) in PARALLEL_RUNS {
+        let s = seed(5, 1);
+        let t = Trainer::new(model).unwrap();
+        let cfg = TrainConfig { inner_steps: steps, batch_size: batch, ..default_train_config(model) };
+        let here = hex(state_hash(&t.inner_loop(&t.init_params(init), &cfg, s, &mut |_, _| {}).unwrap().params, &[]));
+        for threads in ["1", "2", "3"] {
+            let out = std::process::Command::new(exe)
+                .args([model, &init.to_string(), &steps.to_string(), &batch.to_string(), &hex(s)])
+                .env("RAYON_NUM_THREADS", threads)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(theirs, here, "{model}: {threads} threads in another process");
+        }
     }
-    let here = runs_hash();
-    assert_eq!(hashes, vec![here.clone(), here]);
 }
 
 #[test]

@@ -191,7 +191,12 @@ impl Fetcher {
     /// that hold the current state: each of them may have any blob of it.
     /// Returns the requests to send and the blobs given up (an attempt with
     /// nobody left to ask).
-    pub(super) fn poll(&mut self, now: Time, active: &[PeerId], hedged: &mut u64) -> (Vec<OutEvent>, Vec<(Hash, BlobKind)>) {
+    pub(super) fn poll(
+        &mut self,
+        now: Time,
+        active: &[PeerId],
+        hedged: &mut u64,
+    ) -> (Vec<OutEvent>, Vec<(Hash, BlobKind)>) {
         let mut out = Vec::new();
         let mut gave_up = Vec::new();
         let hashes: Vec<Hash> = self.fetches.keys().copied().collect();

@@ -211,13 +211,16 @@ impl Peer {
                     t = t.min(at);
                 }
             }
-            Phase::Collecting(_) => t = t.min(self.round_started + self.cfg.min_round),
+            // The moment a slow collect may count as behind (once).
+            Phase::Collecting(_) if self.round_started + self.cfg.min_round > self.now => {
+                t = t.min(self.round_started + self.cfg.min_round)
+            }
             Phase::Finishing(_) => t = t.min(self.finish_at),
             Phase::Done => t = Time::MAX,
             _ => {}
         }
-        // A deadline already passed is not a reason to wake again.
-        if t <= self.now { self.now + 1 } else { t }
+        // Overdue work (a hello, a retry) is done at once.
+        t.max(self.now + 1)
     }
 
     /// Feeds one event; returns what the node must do.

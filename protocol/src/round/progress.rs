@@ -42,7 +42,9 @@ impl Peer {
     /// that may hold it (active peers, then peers that just left).
     fn providers(&self, first: &[PeerId]) -> Vec<PeerId> {
         let mut p = first.to_vec();
-        p.extend(self.members.active().into_iter().chain(self.members.departed().copied()).filter(|x| !first.contains(x)));
+        p.extend(
+            self.members.active().into_iter().chain(self.members.departed().copied()).filter(|x| !first.contains(x)),
+        );
         p
     }
 
@@ -217,7 +219,9 @@ impl Peer {
     fn needed_now(&self, hash: &Hash) -> bool {
         match self.phase {
             Phase::Syncing(r) => self.manifest_of(r).is_some_and(|k| k.manifest.state == *hash),
-            Phase::Collecting(r) => self.manifest_of(r).is_some_and(|k| k.manifest.entries.iter().any(|e| e.hash == *hash)),
+            Phase::Collecting(r) => {
+                self.manifest_of(r).is_some_and(|k| k.manifest.entries.iter().any(|e| e.hash == *hash))
+            }
             _ => false,
         }
     }

@@ -140,9 +140,10 @@ impl Peer {
                 *confirmations.entry(*m).or_default() += 1;
             }
         }
-        let coming = confirmations.iter().filter(|(_, n)| **n >= need).any(|(m, _)| {
-            best.as_ref().is_none_or(|(r, _)| m.round > *r) && self.fetcher.is_fetching(&m.id)
-        });
+        let coming = confirmations
+            .iter()
+            .filter(|(_, n)| **n >= need)
+            .any(|(m, _)| best.as_ref().is_none_or(|(r, _)| m.round > *r) && self.fetcher.is_fetching(&m.id));
         (best, coming)
     }
 

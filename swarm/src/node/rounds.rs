@@ -73,7 +73,8 @@ impl EventLoop {
         }
         let notes = self.rounds.remove(&round).unwrap_or_default();
         self.rounds.retain(|r, _| *r > round);
-        let applying = notes.applying.unwrap_or(Applying { contributed: false, contributors: 0, aggregator: String::new() });
+        let applying =
+            notes.applying.unwrap_or(Applying { contributed: false, contributors: 0, aggregator: String::new() });
         let traffic = self.traffic.total.since(&self.traffic.mark);
         self.traffic.mark = self.traffic.total;
         let report = RoundReport {

@@ -9,8 +9,7 @@ use common::*;
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, request_response};
-use protocol::envelope::Status;
-use protocol::{Envelope, Hash, Message, RunSpec};
+use protocol::{Contribution, Envelope, Hash, Message, RunSpec, Status};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use swarm::RoundReport;
@@ -65,13 +64,13 @@ async fn liar(boot: String, spec: RunSpec, stop: tokio::sync::oneshot::Receiver<
                     let _ = gs.report_message_validation_result(&message_id, &propagation_source, gossipsub::MessageAcceptance::Accept);
                     let Ok(opened) = Envelope::open(&message.data) else { continue };
                     let r = opened.round;
-                    if let Ok(Message::Contribution { base_state, .. }) = opened.message()
+                    if let Ok(Message::Contribution(Contribution { base_state, .. })) = opened.message()
                         && contributed.insert(r)
                     {
                         // Announce a contribution from the same state, under
                         // a hash that no bytes we will serve match.
                         round = round.max(r);
-                        let c = Message::Contribution { hash: Hash::of(format!("forged {r}").as_bytes()), samples: 100, base_state };
+                        let c = Message::Contribution(Contribution { hash: Hash::of(format!("forged {r}").as_bytes()), samples: 100, base_state });
                         let bytes = Envelope::seal(&key, run, r, &c).unwrap();
                         let _ = gs.publish(topic.clone(), bytes);
                     }
