@@ -13,6 +13,7 @@ pub mod message;
 pub mod rng;
 pub mod round;
 pub mod spec;
+pub mod time;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sim;
@@ -22,7 +23,4 @@ pub use id::{Hash, Keypair, PeerId};
 pub use message::{AppliedManifest, Contribution, Manifest, ManifestEntry, Message, Status};
 pub use round::{BlobKind, Config, FetchFailure, Gossip, InEvent, OutEvent, Peer, Phase, Verdict};
 pub use spec::{RunSpec, SpecError};
-
-/// Milliseconds on whatever clock drives the state machine (virtual in the
-/// simulator, monotonic in the node).
-pub type Time = u64;
+pub use time::Time;

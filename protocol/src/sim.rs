@@ -7,10 +7,10 @@
 //! same manifests from the same state therefore hold the same state hash,
 //! exactly the property the real node has with real parameters.
 
-use crate::Time;
 use crate::id::{Hash, Keypair, PeerId};
 use crate::rng::SplitMix64;
 use crate::round::{BlobKind, Config, FetchFailure, Gossip, InEvent, Manifest, OutEvent, Peer, Phase};
+use crate::time::Time;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 

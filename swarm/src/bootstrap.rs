@@ -1,7 +1,7 @@
 //! The discovery node: Kademlia in server mode, identify and ping; no
 //! training, no gossip. Peers pass its printed address to `--bootstrap`.
 
-use crate::Error;
+use crate::error::Error;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;

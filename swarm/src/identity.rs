@@ -1,7 +1,7 @@
 //! The persistent peer identity: one ed25519 key, stored in the data dir,
 //! used for libp2p, for signing envelopes, and as the protocol's peer id.
 
-use crate::Error;
+use crate::error::Error;
 use libp2p::identity;
 use std::path::Path;
 

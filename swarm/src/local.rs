@@ -5,12 +5,12 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use swarm::RoundReport;
 use swarm::bootstrap::{self, BootstrapEvent};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -51,17 +51,42 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     if args.peers == 0 {
         bail!("--peers must be at least 1");
     }
-    let exe = std::env::current_exe().context("locating the swarm binary")?;
     let dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("swarm-local-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut children = Children(Vec::new());
+    let (addr, stop_boot) = start_bootstrap(&dir).await?;
+    eprintln!("bootstrap node at {addr}");
+    eprintln!("peer logs in {}", dir.display());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut children = start_peers(&args, &dir, &addr, tx)?;
 
-    // The bootstrap node runs in this process; its address comes as an event.
-    let (boot_tx, mut boot_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_boot, stopped) = tokio::sync::oneshot::channel::<()>();
+    let n = args.peers as usize;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(format!("waiting for {n} peers to meet"));
+    let mut merged = Merged { n, json: args.json, rounds: BTreeMap::new(), disagreements: 0, last: None };
+    let started = Instant::now();
+    let mut exited = 0;
+    while exited < n {
+        match rx.recv().await {
+            Some(Msg::Exit) | None => exited += 1,
+            Some(Msg::Report(i, r)) => merged.add(i, *r, &bar),
+        }
+    }
+    bar.finish_and_clear();
+    let _ = stop_boot.send(());
+    let failed = children.0.iter_mut().map(|c| c.wait()).filter(|s| !s.as_ref().is_ok_and(|s| s.success())).count();
+    merged.finish(started.elapsed().as_secs_f32(), failed, &dir)
+}
+
+/// Runs the bootstrap node in this process; its address comes as an event.
+/// Returns the address and the sender that stops it.
+async fn start_bootstrap(dir: &Path) -> Result<(String, oneshot::Sender<()>)> {
+    let (boot_tx, mut boot_rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
     let key = dir.join("bootstrap.key");
     let boot = tokio::spawn(async move {
         let report = move |ev| {
@@ -72,24 +97,26 @@ pub async fn run(args: LocalArgs) -> Result<()> {
         })
         .await
     });
-    let addr = loop {
+    loop {
         match boot_rx.recv().await {
-            Some(BootstrapEvent::Listening(a)) => break a,
+            Some(BootstrapEvent::Listening(a)) => return Ok((a, stop)),
             Some(BootstrapEvent::Peers(_)) => {}
             None => {
                 boot.await.context("bootstrap node")??;
                 bail!("the bootstrap node stopped before listening");
             }
         }
-    };
-    eprintln!("bootstrap node at {addr}");
-    eprintln!("peer logs in {}", dir.display());
+    }
+}
 
-    let (tx, rx) = mpsc::channel();
+/// Starts the peers as child processes; their round lines come on `tx`.
+fn start_peers(args: &LocalArgs, dir: &Path, addr: &str, tx: mpsc::UnboundedSender<Msg>) -> Result<Children> {
+    let exe = std::env::current_exe().context("locating the swarm binary")?;
+    let mut children = Children(Vec::new());
     for i in 0..args.peers as usize {
         let log = std::fs::File::create(dir.join(format!("peer-{i}.log")))?;
         let mut cmd = Command::new(&exe);
-        cmd.args(["join", &args.model, "--json", "--bootstrap", &addr])
+        cmd.args(["join", &args.model, "--json", "--bootstrap", addr])
             .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
             .args(["--min-peers", &args.peers.to_string()])
             .arg("--data-dir")
@@ -110,84 +137,76 @@ pub async fn run(args: LocalArgs) -> Result<()> {
             let _ = tx.send(Msg::Exit);
         });
     }
-    drop(tx);
+    Ok(children)
+}
 
-    let n = args.peers as usize;
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar.set_message(format!("waiting for {n} peers to meet"));
-    let mut rounds: BTreeMap<u64, BTreeMap<usize, RoundReport>> = BTreeMap::new();
-    let mut exited = 0;
-    let mut disagreements = 0;
-    let mut last: Option<RoundReport> = None;
-    let started = Instant::now();
-    while exited < n {
-        let Ok(msg) = rx.recv() else { break };
-        match msg {
-            Msg::Exit => exited += 1,
-            Msg::Report(i, r) => {
-                if args.json {
-                    bar.suspend(|| println!("{{\"peer_index\":{i},\"report\":{}}}", r.json()));
-                }
-                let round = r.round;
-                let entry = rounds.entry(round).or_default();
-                entry.insert(i, *r);
-                if entry.len() == n {
-                    let reports = rounds.remove(&round).unwrap_or_default();
-                    let first = reports.values().next().cloned();
-                    let Some(first) = first else { continue };
-                    let agree = reports.values().all(|x| x.state_hash == first.state_hash);
-                    if !agree {
-                        disagreements += 1;
-                    }
-                    let sent: u64 = reports.values().map(|x| x.bytes_sent).sum::<u64>() / n as u64;
-                    if !args.json {
-                        let acc = first.eval_accuracy.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
-                        bar.suspend(|| {
-                            println!(
-                                "round {:>3} | loss {:.4}{acc} | {} | {} contributed | sent/peer {} | state {}",
-                                round,
-                                first.eval_loss,
-                                if agree { format!("{n}/{n} peers agree") } else { "PEERS DISAGREE".to_string() },
-                                first.contributors,
-                                swarm::report::human_bytes(sent),
-                                &first.state_hash[..16],
-                            )
-                        });
-                    }
-                    bar.set_message(format!("round {round} applied, training round {}", round + 1));
-                    last = Some(first);
-                }
-            }
+/// The peers' reports, merged round by round.
+struct Merged {
+    n: usize,
+    json: bool,
+    /// Reports of rounds not every peer has reported yet.
+    rounds: BTreeMap<u64, BTreeMap<usize, RoundReport>>,
+    disagreements: usize,
+    last: Option<RoundReport>,
+}
+
+impl Merged {
+    fn add(&mut self, i: usize, r: RoundReport, bar: &ProgressBar) {
+        if self.json {
+            bar.suspend(|| println!("{{\"peer_index\":{i},\"report\":{}}}", r.json()));
         }
-    }
-    bar.finish_and_clear();
-    let _ = stop_boot.send(());
-    let mut failed = 0;
-    for c in children.0.iter_mut() {
-        match c.wait() {
-            Ok(s) if s.success() => {}
-            _ => failed += 1,
+        let round = r.round;
+        let entry = self.rounds.entry(round).or_default();
+        entry.insert(i, r);
+        if entry.len() < self.n {
+            return;
         }
+        let reports = self.rounds.remove(&round).unwrap_or_default();
+        let Some(first) = reports.values().next().cloned() else { return };
+        let agree = reports.values().all(|x| x.state_hash == first.state_hash);
+        if !agree {
+            self.disagreements += 1;
+        }
+        let n = self.n;
+        let sent: u64 = reports.values().map(|x| x.bytes_sent).sum::<u64>() / n as u64;
+        if !self.json {
+            let acc = first.eval_accuracy.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
+            let agreement = if agree { format!("{n}/{n} peers agree") } else { "PEERS DISAGREE".to_string() };
+            bar.suspend(|| {
+                println!(
+                    "round {round:>3} | loss {:.4}{acc} | {agreement} | {} contributed | sent/peer {} | state {}",
+                    first.eval_loss,
+                    first.contributors,
+                    swarm::report::human_bytes(sent),
+                    &first.state_hash[..16],
+                )
+            });
+        }
+        bar.set_message(format!("round {round} applied, training round {}", round + 1));
+        self.last = Some(first);
     }
-    let secs = started.elapsed().as_secs_f32();
-    match &last {
-        Some(r) => eprintln!(
-            "done: {} rounds in {secs:.1} s, final loss {:.4}{}, {}",
-            r.round,
-            r.eval_loss,
-            r.eval_accuracy.map(|a| format!(", accuracy {a:.3}")).unwrap_or_default(),
-            if disagreements == 0 {
-                "all peers agreed on every round".to_string()
-            } else {
-                format!("{disagreements} rounds disagreed")
-            }
-        ),
-        None => eprintln!("done: no round completed (see the peer logs in {})", dir.display()),
+
+    /// The summary line; an error if a peer failed, peers disagreed, or no
+    /// round completed.
+    fn finish(&self, secs: f32, failed: usize, dir: &Path) -> Result<()> {
+        let disagreements = self.disagreements;
+        match &self.last {
+            Some(r) => eprintln!(
+                "done: {} rounds in {secs:.1} s, final loss {:.4}{}, {}",
+                r.round,
+                r.eval_loss,
+                r.eval_accuracy.map(|a| format!(", accuracy {a:.3}")).unwrap_or_default(),
+                if disagreements == 0 {
+                    "all peers agreed on every round".to_string()
+                } else {
+                    format!("{disagreements} rounds disagreed")
+                }
+            ),
+            None => eprintln!("done: no round completed (see the peer logs in {})", dir.display()),
+        }
+        if failed > 0 || disagreements > 0 || self.last.is_none() {
+            bail!("{failed} peers failed, {disagreements} rounds disagreed (logs in {})", dir.display());
+        }
+        Ok(())
     }
-    if failed > 0 || disagreements > 0 || last.is_none() {
-        bail!("{failed} peers failed, {disagreements} rounds disagreed (logs in {})", dir.display());
-    }
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! libp2p plumbing: the behaviour (gossipsub, Kademlia, identify, ping and a
 //! request-response protocol for blobs), its codec, and swarm construction.
 
-use crate::Error;
+use crate::error::Error;
 use bytes::Bytes;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::multiaddr::Protocol;

@@ -3,8 +3,8 @@
 //! The model side is the [`worker`](crate::worker)'s: the event loop sends it
 //! jobs and turns its results into protocol events.
 
-use crate::Error;
 use crate::blobs::BlobStore;
+use crate::error::Error;
 use crate::events::NodeEvent;
 use crate::net::{self, Behaviour};
 use crate::peer_store::PeerStore;

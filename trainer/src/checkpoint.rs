@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::{TrainerError, state_hash};
+use crate::error::TrainerError;
+use crate::outer::state_hash;
 
 /// File name of the checkpoint inside its directory.
 pub const FILE_NAME: &str = "checkpoint.safetensors";

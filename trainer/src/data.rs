@@ -1,6 +1,6 @@
 //! The built-in data sets: smartcore's `digits` and lipsum's `LIBER_PRIMUS`.
 
-use crate::TrainerError;
+use crate::error::TrainerError;
 use crate::rng::Rng;
 
 /// Seed of the fixed train/test shuffle of the digits data set.

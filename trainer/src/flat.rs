@@ -7,7 +7,7 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::TrainerError;
+use crate::error::TrainerError;
 
 /// Names (dot-separated module paths) and shapes of the float parameters, in flat order.
 ///

@@ -9,9 +9,9 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::Corpus;
+use crate::error::TrainerError;
 use crate::rng::Rng;
-use crate::task::{Task, cross_entropy, eval_logits, int_tensor};
-use crate::{Eval, TrainerError};
+use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor};
 
 /// Context length (tokens per window).
 pub(crate) const CONTEXT: usize = 64;

@@ -34,6 +34,7 @@ use burn::tensor::Device;
 
 pub use error::TrainerError;
 pub use outer::{OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
+pub use task::Eval;
 
 use crate::gpt::LipsumTask;
 use crate::mlp::DigitsTask;
@@ -115,15 +116,6 @@ pub struct InnerResult {
     pub samples: u64,
     /// Mean of the per-step training losses.
     pub mean_loss: f32,
-}
-
-/// Held-out evaluation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Eval {
-    /// Mean cross-entropy.
-    pub loss: f32,
-    /// Fraction of correct (next-char / class) predictions.
-    pub accuracy: Option<f32>,
 }
 
 enum Kind {

@@ -6,9 +6,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::{DIGITS_CLASSES, DIGITS_FEATURES, Digits};
+use crate::error::TrainerError;
 use crate::rng::Rng;
-use crate::task::{Task, cross_entropy, eval_logits, int_tensor};
-use crate::{Eval, TrainerError};
+use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor};
 
 /// Width of the hidden layer.
 pub(crate) const HIDDEN: usize = 64;

@@ -1,7 +1,7 @@
 //! The DiLoCo outer step: pseudo-gradients, their sample-weighted average, Nesterov SGD, and
 //! the state hash peers compare. Plain `f32` loops in a fixed order: deterministic everywhere.
 
-use crate::TrainerError;
+use crate::error::TrainerError;
 
 /// DiLoCo outer optimizer: SGD with (Nesterov) momentum on the averaged pseudo-gradient.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,8 +4,17 @@ use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::error::TrainerError;
 use crate::rng::Rng;
-use crate::{Eval, TrainerError};
+
+/// Held-out evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Eval {
+    /// Mean cross-entropy.
+    pub loss: f32,
+    /// Fraction of correct (next-char / class) predictions.
+    pub accuracy: Option<f32>,
+}
 
 /// A model together with its data: enough to train and evaluate it.
 pub(crate) trait Task {

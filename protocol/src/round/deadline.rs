@@ -3,7 +3,7 @@
 //! floor and a ceiling from the run spec. Until enough rounds were seen the
 //! deadline is the ceiling, so a new swarm never cuts a slow peer on a guess.
 
-use crate::Time;
+use crate::time::Time;
 use std::collections::VecDeque;
 
 /// Rounds needed before the estimate replaces the ceiling.

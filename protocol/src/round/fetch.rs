@@ -12,9 +12,9 @@
 //! another provider; after `max_fetch_attempts` attempts the machine gives
 //! up on it. A provider that served wrong bytes is never asked again.
 
-use super::{BlobKind, OutEvent};
-use crate::Time;
+use super::types::{BlobKind, OutEvent};
 use crate::id::{Hash, PeerId};
+use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Unservable manifest ids remembered.

@@ -2,9 +2,9 @@
 //! messages, peers that left recently, and peers that left after the last
 //! round.
 
-use crate::Time;
 use crate::id::PeerId;
 use crate::message::{AppliedManifest, Status};
+use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Finished peers remembered.

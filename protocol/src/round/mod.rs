@@ -40,10 +40,10 @@ pub use deadline::Deadline;
 pub use history::RECENT;
 pub use types::*;
 
-use crate::Time;
 use crate::envelope::{DropReason, Envelope};
 use crate::id::{Hash, Keypair, PeerId};
 use crate::message::{AppliedManifest, Contribution, Message, Status};
+use crate::time::Time;
 use fetch::Fetcher;
 use history::History;
 use members::Members;

@@ -1,9 +1,9 @@
 //! The state machine's inputs, outputs and settings.
 
-use crate::Time;
 use crate::envelope::DropReason;
 use crate::id::{Hash, PeerId};
 use crate::message::Manifest;
+use crate::time::Time;
 use std::collections::BTreeMap;
 
 /// Settings of the state machine (from the run spec and the node's flags).
@@ -47,7 +47,7 @@ pub struct Config {
 
 impl Config {
     /// Defaults for the timers, given the spec's values.
-    pub fn new(run: Hash, genesis: Hash, spec: &crate::RunSpec, last_round: u64) -> Config {
+    pub fn new(run: Hash, genesis: Hash, spec: &crate::spec::RunSpec, last_round: u64) -> Config {
         Config {
             run,
             min_peers: spec.min_peers,

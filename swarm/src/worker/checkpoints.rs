@@ -1,7 +1,7 @@
 //! Checkpoints of a run in two alternating slots: round r goes to slot
 //! r % 2, so a torn or corrupt newest checkpoint leaves the other one.
 
-use super::WorkerError;
+use super::error::WorkerError;
 use super::model::{Model, ModelState};
 use std::path::{Path, PathBuf};
 use trainer::checkpoint::{self, Checkpoint};

@@ -10,46 +10,19 @@
 //! until it comes back.
 
 mod checkpoints;
+mod error;
 mod model;
 
 pub use checkpoints::Checkpoints;
+pub use error::WorkerError;
 pub use model::{Evaluation, Model, ModelState, Stepped, Trained, batch_seed};
 
-use protocol::codec::{CodecError, ErrorFeedback};
-use protocol::{Hash, Manifest, PeerId, RunSpec, SpecError};
+use protocol::codec::ErrorFeedback;
+use protocol::{Hash, Manifest, PeerId, RunSpec};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use trainer::TrainerError;
-
-/// What went wrong in the worker.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The model, its data or a checkpoint.
-    #[error(transparent)]
-    Trainer(#[from] TrainerError),
-    /// The run spec.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// Encoding a pseudo-gradient.
-    #[error("codec: {0}")]
-    Codec(#[from] CodecError),
-    /// A state blob of the wrong size.
-    #[error("state blob has {got} bytes, expected {expected}")]
-    StateSize {
-        /// Bytes received.
-        got: usize,
-        /// Bytes a state of this model has.
-        expected: usize,
-    },
-    /// A state blob with NaN or infinite values.
-    #[error("state blob holds non-finite values")]
-    NonFiniteState,
-    /// A blocking job panicked or was cancelled.
-    #[error("worker job failed: {0}")]
-    Job(String),
-}
 
 /// The kind of a job, for error reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

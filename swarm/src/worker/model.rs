@@ -4,7 +4,7 @@
 //! The worker runs them off the event loop; the compression bench calls them
 //! directly, so both measure the node's own code path.
 
-use super::WorkerError;
+use super::error::WorkerError;
 use protocol::codec::{self, Codec, ErrorFeedback};
 use protocol::spec::RunSpec;
 use protocol::{Hash, Manifest, PeerId};
