@@ -154,14 +154,15 @@ impl Codec {
         Ok(Codec { kind, block_size, topk, zstd_level })
     }
 
-    /// Number of values top-k keeps out of `n` (n when dense).
+    /// Number of values top-k keeps out of `n` (n when dense): `ceil(topk *
+    /// n)`, at least 1. `topk` is an f32 (0.1f32 is 0.10000000149), so the
+    /// product is taken a hair low (relative 1e-7, above the f32 rounding
+    /// of a decimal): 10 % of 100 keeps 10, not 11.
     pub fn kept(&self, n: usize) -> usize {
         if self.topk <= 0.0 || self.topk >= 1.0 || n == 0 {
             n
         } else {
-            // `topk` is an f32 (0.1f32 is 0.10000000149): a relative guard
-            // keeps 10 % of 100 at 10, not 11.
-            ((f64::from(self.topk) * n as f64 * (1.0 - 1e-6)).ceil() as usize).clamp(1, n)
+            ((f64::from(self.topk) * n as f64 * (1.0 - 1e-7)).ceil() as usize).clamp(1, n)
         }
     }
 

@@ -45,9 +45,10 @@ fn name(kind: Kind) -> &'static str {
     }
 }
 
-/// Any codec: block 16..=512, zstd off / on, dense or top-k.
+/// Any codec: block 16..=512, zstd off / on, dense or top-k (a fraction in
+/// thousandths, as a person would write it: 0.001 to 0.999).
 fn codecs() -> impl Strategy<Value = Codec> {
-    let topk = prop_oneof![2 => Just(0.0f32), 1 => Just(1.0f32), 3 => 0.001f32..0.999];
+    let topk = prop_oneof![2 => Just(0.0f32), 1 => Just(1.0f32), 3 => (1u32..=999).prop_map(|p| p as f32 / 1000.0)];
     (kinds(), 16u32..=512, prop_oneof![Just(0), Just(1), Just(3)], topk)
         .prop_map(|(k, b, z, t)| Codec::new(name(k), b, t, z).expect("valid codec"))
 }
@@ -62,10 +63,32 @@ fn kept_indices(v: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// How many values top-k keeps, by the documented rule `ceil(topk * n)`
+/// (at least one), computed here in integers from the thousandths the
+/// strategy drew, not by the code under test.
+fn expected_kept(codec: &Codec, n: usize) -> usize {
+    if codec.topk <= 0.0 || codec.topk >= 1.0 || n == 0 {
+        return n;
+    }
+    let permille = (codec.topk * 1000.0).round() as usize;
+    assert_eq!(codec.topk, permille as f32 / 1000.0, "the strategy draws thousandths");
+    (permille * n).div_ceil(1000).max(1)
+}
+
+/// Whatever a decode of untrusted bytes returns: an error, or exactly
+/// `expected` finite values (what the receiver relies on).
+fn check_decoded(r: Result<Vec<f32>, CodecError>, expected: u64) -> Result<(), TestCaseError> {
+    if let Ok(v) = r {
+        prop_assert_eq!(v.len() as u64, expected, "decoded the wrong number of values");
+        prop_assert!(v.iter().all(|x| x.is_finite()), "decoded a non-finite value");
+    }
+    Ok(())
+}
+
 /// Checks `dec` against `v` under `codec`'s documented guarantees.
 fn check_bounds(codec: &Codec, v: &[f32], dec: &[f32]) -> Result<(), TestCaseError> {
     prop_assert_eq!(dec.len(), v.len());
-    let kept = kept_indices(v, codec.kept(v.len()));
+    let kept = kept_indices(v, expected_kept(codec, v.len()));
     let mut is_kept = vec![false; v.len()];
     for &i in &kept {
         is_kept[i] = true;
@@ -213,7 +236,7 @@ proptest! {
     /// Random bytes never panic the decoder.
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), expected in 0u64..3000) {
-        let _ = decode(&bytes, expected);
+        check_decoded(decode(&bytes, expected), expected)?;
     }
 
     /// Neither do mutations, truncations and extensions of valid frames; and a
@@ -239,12 +262,12 @@ proptest! {
             let i = i.index(bad.len());
             bad[i] ^= x | 1;
         }
-        let _ = decode(&bad, n);
+        check_decoded(decode(&bad, n), n)?;
         let cut = cut.index(frame.len());
         prop_assert!(decode(&frame[..cut], n).is_err(), "truncated frame accepted");
         let mut long = frame.clone();
         long.extend_from_slice(&tail);
-        let _ = decode(&long, n);
+        check_decoded(decode(&long, n), n)?;
         if codec.zstd_level == 0 {
             prop_assert!(decode(&long, n).is_err(), "frame with trailing bytes accepted");
         }

@@ -304,3 +304,32 @@ fn a_peer_resumed_after_the_last_round_says_the_run_is_over_and_leaves() {
     assert!(!out.iter().any(|o| matches!(o, OutEvent::RunOver { .. } | OutEvent::Finished)), "{out:?}");
     assert_eq!(p.phase(), Phase::Waiting);
 }
+
+#[test]
+fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
+    let (mut p, run) = peer();
+    // Round 4's manifest, signed by peer 2; five peers are active.
+    let state = Hash::of(b"state at the start of round 4");
+    let entry = ManifestEntry { peer: Keypair::from_seed(2).peer_id(), hash: Hash::of(b"g"), samples: 8 };
+    let m = Message::Manifest(Manifest { state, entries: vec![entry] });
+    let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
+    let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
+    let src = Some(Keypair::from_seed(2).peer_id());
+    p.handle(InEvent::Gossip(Gossip { bytes: envelope, source: src }), 10);
+    // Two of five confirm it (a minority, the signer among them): no sync.
+    let mut t = 20;
+    for s in 2..=6 {
+        let recent = if s <= 3 { confirm.clone() } else { vec![] };
+        p.handle(gossip(s, run, 5, &hello(Status::Active, 1, recent)), t);
+    }
+    for _ in 0..10 {
+        t += 100;
+        p.handle(InEvent::Tick, t);
+    }
+    assert_eq!(p.phase(), Phase::Waiting, "two of five is not enough");
+    // A third confirms: a majority, and the joiner syncs to it.
+    let out = p.handle(gossip(4, run, 5, &hello(Status::Active, 2, confirm)), t + 10);
+    let out = [out, p.handle(InEvent::Tick, t + 100)].concat();
+    assert_eq!(p.phase(), Phase::Syncing(4));
+    assert!(out.iter().any(|o| matches!(o, OutEvent::Request { hash, .. } if *hash == state)), "{out:?}");
+}

@@ -107,11 +107,15 @@ fn a_joiner_whose_sync_round_was_evicted_syncs_to_a_later_one() {
     // The joiner's first fetches run while every peer forgets the
     // contributions of the rounds it could sync to.
     let until = sim.now + 3_000;
+    let mut first_sync = None;
     while sim.now < until {
         let r = sim.nodes[0].peer.round();
         sim.forget_contributions_up_to(r);
         let next = sim.now + 50;
         sim.run_until(next);
+        if let Phase::Syncing(s) = sim.phase(joiner) {
+            first_sync.get_or_insert(s);
+        }
     }
     sim.run_until(200_000);
     assert!(sim.all_finished(), "every peer, the joiner included, left after the last round");
@@ -120,6 +124,10 @@ fn a_joiner_whose_sync_round_was_evicted_syncs_to_a_later_one() {
     eprintln!("joined in round {join_round}, contributed in {contributed:?}");
     assert!(!contributed.is_empty(), "the joiner contributed");
     assert!(sim.nodes[joiner].peer.stats().resyncs > 0, "its first sync failed and it synced again");
+    let first_sync = first_sync.expect("the joiner started a sync while the blobs were being forgotten");
+    let first_applied = *sim.applied.iter().find(|(_, m)| m.contains_key(&joiner)).unwrap().0;
+    eprintln!("first sync to round {first_sync}, first applied round {first_applied}");
+    assert!(first_applied > first_sync, "it synced to a later round than the evicted one");
 }
 
 #[test]
@@ -178,4 +186,29 @@ fn simulation_is_deterministic() {
         (sim.now, sim.applied.clone())
     };
     assert_eq!(run(9), run(9));
+}
+
+#[test]
+fn a_healed_even_split_keeps_the_side_with_the_lowest_peer_id() {
+    let mut cfg = SimConfig::new(4, 31);
+    cfg.min_peers = 4;
+    cfg.rounds = 12;
+    let mut sim = Sim::new(cfg);
+    sim.run_while(60_000, |s| s.first_applied.keys().next_back().copied().unwrap_or(0) < 2);
+    // Two against two: the side holding the lowest peer id wins the tie.
+    let lowest = (0..4).min_by_key(|&i| sim.peer_id(i)).unwrap();
+    let side: std::collections::BTreeSet<usize> = [lowest, (lowest + 1) % 4].into_iter().collect();
+    sim.partition(side.clone());
+    let heal = sim.now + 8_000;
+    sim.run_until(heal);
+    sim.heal();
+    let healed = sim.first_applied.keys().next_back().copied().unwrap();
+    assert!(sim.first_disagreement_from(3).is_some(), "the split made two histories");
+    sim.run_until(sim.now + 120_000);
+    assert!(sim.all_finished());
+    assert_eq!(sim.first_disagreement_from(healed + 1), None, "everyone agrees after the heal");
+    for i in 0..4 {
+        let switched = sim.nodes[i].peer.stats().switched_history > 0;
+        assert_eq!(switched, !side.contains(&i), "node {i}: only the side without the lowest id switches");
+    }
 }

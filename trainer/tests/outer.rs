@@ -78,8 +78,28 @@ fn weighted_average_is_order_deterministic() {
     let xs: Vec<Vec<f32>> = (0..5).map(|i| (0..100).map(|j| ((i * 100 + j) as f32).sin() * 1e3).collect()).collect();
     let input: Vec<(&[f32], u64)> = xs.iter().enumerate().map(|(i, x)| (x.as_slice(), i as u64 + 1)).collect();
     let a = weighted_average(&input).unwrap();
-    let b = weighted_average(&input).unwrap();
-    assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    // The documented rule, written out: per element, sum w_i * g_i in f64 in
+    // the given order, divide by the total weight, round to f32 once.
+    let total: f64 = input.iter().map(|(_, w)| *w as f64).sum();
+    let by_hand: Vec<f32> = (0..100)
+        .map(|j| {
+            let mut acc = 0f64;
+            for (g, w) in &input {
+                acc += f64::from(g[j]) * *w as f64;
+            }
+            (acc / total) as f32
+        })
+        .collect();
+    assert_eq!(bits(&a), bits(&by_hand));
+    // Another order is another (deterministic) result: the order is part of
+    // the rule, which is why manifests fix it.
+    let reversed: Vec<(&[f32], u64)> = input.iter().rev().copied().collect();
+    let b = weighted_average(&reversed).unwrap();
+    assert_eq!(bits(&b), bits(&weighted_average(&reversed).unwrap()));
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
 
 #[test]

@@ -232,5 +232,16 @@ mod tests {
         assert_eq!(to_bf16(f32::MAX), (f32::MAX.to_bits() >> 16) as u16);
         let x = 1.0 + 1.0 / 256.0 + 1.0 / 512.0;
         assert!((from_bf16(to_bf16(x)) - x).abs() <= x / 256.0);
+        // Exact ties (the dropped 16 bits are 0x8000) go to the even
+        // neighbour: down when the kept part is even, up when it is odd.
+        let even = f32::from_bits(0x3F80_8000); // 1 + 2^-8: kept 0x3F80 (even)
+        assert_eq!(to_bf16(even), 0x3F80);
+        let odd = f32::from_bits(0x3F81_8000); // kept 0x3F81 (odd)
+        assert_eq!(to_bf16(odd), 0x3F82);
+        assert_eq!(to_bf16(-even), 0xBF80);
+        assert_eq!(to_bf16(-odd), 0xBF82);
+        // Just above and below a tie round to the nearer side.
+        assert_eq!(to_bf16(f32::from_bits(0x3F80_8001)), 0x3F81);
+        assert_eq!(to_bf16(f32::from_bits(0x3F81_7FFF)), 0x3F81);
     }
 }
