@@ -75,20 +75,25 @@ fn weighted_average_numerics() {
 
 #[test]
 fn weighted_average_is_order_deterministic() {
-    // Huge and small values mixed, so that the f64 sums depend on the order
-    // (1e30 - 1e30 + 1 is 1; 1 - 1e30 + 1e30 is 0).
-    let xs: Vec<Vec<f32>> = (0..5)
+    // Per element one +1e30, one -1e30 and small values, so that the f64
+    // sums depend on the order (1e30 + x - 1e30 + y is y; y - 1e30 + x +
+    // 1e30 is 0).
+    let xs: Vec<Vec<f32>> = (0..5usize)
         .map(|i| {
-            (0..100)
-                .map(|j| match (i + j) % 3 {
-                    0 => 1e30,
-                    1 => -1e30,
-                    _ => ((i * 100 + j) as f32).sin() * 1e3,
+            (0..100usize)
+                .map(|j| {
+                    if i == j % 5 {
+                        1e30
+                    } else if i == (j + 2) % 5 {
+                        -1e30
+                    } else {
+                        ((i * 100 + j) as f32).sin() * 1e3
+                    }
                 })
                 .collect()
         })
         .collect();
-    let input: Vec<(&[f32], u64)> = xs.iter().enumerate().map(|(i, x)| (x.as_slice(), i as u64 + 1)).collect();
+    let input: Vec<(&[f32], u64)> = xs.iter().map(|x| (x.as_slice(), 1)).collect();
     let a = weighted_average(&input).unwrap();
     // The documented rule, written out: per element, sum w_i * g_i in f64 in
     // the given order, divide by the total weight, round to f32 once.
