@@ -60,8 +60,9 @@ fn three_processes_train_one_model_and_agree_every_round() {
         assert!(reports.iter().all(|r| r.peers == 3), "round {round}: {reports:?}");
         assert!(reports.iter().all(|r| r.bytes_sent > 0 && r.bytes_received > 0));
     }
-    assert!(by_round.values().flatten().all(|r| r.contributors >= 2));
-    assert_eq!(by_round[&ROUNDS][0].contributors, 3, "everyone contributed to the last round");
+    for (round, reports) in &by_round {
+        assert!(reports.iter().all(|r| r.contributors == 3 && r.contributed), "round {round}: {reports:?}");
+    }
 
     // The swarm does at least as well as one peer alone for the same inner
     // steps. One lone run is a coin toss of its batch seed (accuracy moves
@@ -86,4 +87,46 @@ fn three_processes_train_one_model_and_agree_every_round() {
         last.eval_loss, swarm_acc, alone.loss, alone_acc
     );
     assert!(swarm_acc >= alone_acc, "swarm {swarm_acc} < alone {alone_acc}");
+    drop(procs);
+
+    // Restarted after the run's last round, a peer says the run is over
+    // (round and state of its checkpoint) and exits 0, instead of waiting
+    // forever to sync.
+    let data = dir.path().join("peer-0");
+    let rejoin = |rounds: u64| {
+        run_swarm(
+            &["join", "digits-mlp", "--rounds", &rounds.to_string(), "--listen", LOOPBACK, "--data-dir"]
+                .into_iter()
+                .chain([data.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+            Duration::from_secs(60),
+        )
+    };
+    let (ok, _, err) = rejoin(ROUNDS);
+    let over =
+        |r: u64| format!("the run is over: its last round {r} is applied here (state {})", by_round[&r][0].state_hash);
+    assert!(ok && err.contains(&over(ROUNDS)), "{err}");
+    // With its newest checkpoint (round 5, slot 1) damaged, the node falls
+    // back to the other slot: round 4, the run's last if it leaves after 4.
+    assert!(damage_checkpoint(&data, ROUNDS), "round {ROUNDS}'s checkpoint was there to damage");
+    let (ok, _, err) = rejoin(ROUNDS - 1);
+    assert!(ok && err.contains("is damaged") && err.contains(&over(ROUNDS - 1)), "{err}");
+}
+
+/// Flips bytes in the middle of the checkpoint of `round` in a peer's data
+/// dir; false if there is none.
+fn damage_checkpoint(data: &std::path::Path, round: u64) -> bool {
+    let Ok(runs) = std::fs::read_dir(data.join("runs")) else { return false };
+    for run in runs.flatten() {
+        let f = run.path().join(format!("ckpt-{}", round % 2)).join("checkpoint.safetensors");
+        if let Ok(mut bytes) = std::fs::read(&f) {
+            let mid = bytes.len() / 2;
+            for b in &mut bytes[mid..mid + 16] {
+                *b ^= 0xa5;
+            }
+            std::fs::write(&f, bytes).unwrap();
+            return true;
+        }
+    }
+    false
 }

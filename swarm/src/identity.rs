@@ -76,6 +76,12 @@ mod tests {
         let a = load_or_create(&path).unwrap();
         let b = load_or_create(&path).unwrap();
         assert_eq!(a.peer_id(), b.peer_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the key file is private: {mode:o}");
+        }
         let lp = to_libp2p(&a).public().to_peer_id();
         assert_eq!(libp2p_peer(&a.peer_id()), Some(lp));
         assert_eq!(protocol_peer(&lp), Some(a.peer_id()));

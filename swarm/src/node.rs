@@ -76,10 +76,6 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let topic = gossipsub::IdentTopic::new(format!("swarm/run/{}", run.to_hex()));
     swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
     let (events, events_rx) = mpsc::unbounded_channel();
-    let peer_store_path = cfg.data_dir.join("peers.json");
-    let peer_store = PeerStore::load(&peer_store_path);
-    crate::dial::reach_bootstrap(&mut swarm, &cfg.bootstrap, cfg.bootstrap_attempts, &peer_store, &events).await?;
-
     let mut blobs = BlobStore::default();
     let genesis = blobs.add(0, BlobKind::State, init.genesis);
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
@@ -92,6 +88,11 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         let hash = blobs.add(round, BlobKind::State, blob);
         events.send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({})", hash.short()))).ok();
         peer.resume(round, hash);
+    }
+    let peer_store_path = cfg.data_dir.join("peers.json");
+    let peer_store = PeerStore::load(&peer_store_path);
+    if !peer.resumed_after_the_end() {
+        crate::dial::reach_bootstrap(&mut swarm, &cfg.bootstrap, cfg.bootstrap_attempts, &peer_store, &events).await?;
     }
     events
         .send(NodeEvent::Info(format!(

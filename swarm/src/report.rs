@@ -80,6 +80,10 @@ pub struct RoundReport {
     pub peer: String,
     /// Milliseconds since the node started.
     pub elapsed_ms: u64,
+    /// Providers this peer caught serving bytes that do not match their
+    /// hash, so far (each is disconnected and never asked again).
+    #[serde(default)]
+    pub bad_providers: u64,
 }
 
 /// `12.3 KiB` style sizes.
@@ -144,6 +148,7 @@ mod tests {
             codec: "fp32".into(),
             peer: "x".into(),
             elapsed_ms: 6,
+            bad_providers: 0,
         };
         let back: RoundReport = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(back, r);

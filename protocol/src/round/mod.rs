@@ -197,6 +197,12 @@ impl Peer {
         self.resumed = Some((round, state));
     }
 
+    /// Whether the peer resumed after the run's last round: there is nothing
+    /// left to join (the first event reports [`OutEvent::RunOver`]).
+    pub fn resumed_after_the_end(&self) -> bool {
+        self.resumed.is_some_and(|(round, _)| round >= self.cfg.last_round)
+    }
+
     /// The earliest time at which the machine wants an [`InEvent::Tick`].
     pub fn next_timeout(&self) -> Time {
         let mut t = [Some(self.hellos.next), self.poll_at, self.fetcher.next_timeout()]

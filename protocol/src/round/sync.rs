@@ -149,7 +149,7 @@ impl Peer {
 
     pub(super) fn poll_waiting(&mut self, now: Time) {
         if let Some((round, state)) = self.resumed
-            && round >= self.cfg.last_round
+            && self.resumed_after_the_end()
         {
             // Resumed after the run's last round: nothing left to do.
             self.out.push(OutEvent::RunOver { round, state });

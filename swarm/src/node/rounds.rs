@@ -95,6 +95,7 @@ impl EventLoop {
             codec: self.model.codec.clone(),
             peer: self.peer.id().short(),
             elapsed_ms: self.now(),
+            bad_providers: self.peer.stats().bad_providers,
         };
         self.events.send(NodeEvent::Round(Box::new(report))).ok();
         self.drive(InEvent::Applied { round, state: a.hash });
