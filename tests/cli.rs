@@ -1,9 +1,14 @@
-//! Bad input at the command line: clear errors, non-zero exit.
+//! The command line, end to end: bad input gets clear errors and a non-zero
+//! exit; `swarm ping`, repeated `--bootstrap`, the `swarm-bootstrap`
+//! binary, `swarm local`, and leaving on SIGTERM do what the README says.
 
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use swarm::RoundReport;
 
 #[test]
 fn unknown_model_lists_the_models() {
@@ -73,4 +78,165 @@ fn models_lists_parameter_counts() {
     let n = trainer::model_info("digits-mlp").unwrap().params.to_string();
     assert!(out.lines().any(|l| l.starts_with("digits-mlp") && l.contains(&n)), "{out}");
     assert!(out.contains("lipsum-gpt"));
+}
+
+/// A UDP port on 127.0.0.1 that nobody listens on (bound, then released).
+fn dead_addr() -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    drop(sock);
+    format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/12D3KooWDuig5TJp483ioGE3UG9knwiQErfw6B2a9Bd5RhDf7iPS")
+}
+
+#[test]
+fn ping_reports_a_round_trip_or_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs::default();
+    let boot = start_bootstrap(&mut procs, dir.path());
+    let (ok, out, err) = run_swarm(&["ping", &boot], Duration::from_secs(30));
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{boot} is reachable, round trip")) && out.contains(" ms"), "{out}");
+    let dead = dead_addr();
+    let (ok, out, err) = run_swarm(&["ping", &dead, "--timeout", "3"], Duration::from_secs(30));
+    assert!(!ok, "{out}");
+    assert!(err.contains(&dead), "{err}");
+}
+
+#[test]
+fn the_first_reachable_of_several_bootstrap_nodes_gets_a_peer_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs::default();
+    let boot = start_bootstrap(&mut procs, dir.path());
+    let data = dir.path().join("data");
+    // A dead bootstrap address first, the live one second; one peer alone
+    // (min_peers 1) trains one round and leaves.
+    let (ok, out, err) = run_swarm(
+        &[
+            "join",
+            "digits-mlp",
+            "--min-peers",
+            "1",
+            "--rounds",
+            "1",
+            "--bootstrap",
+            &dead_addr(),
+            "--bootstrap",
+            &boot,
+            "--listen",
+            LOOPBACK,
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(ok, "{err}");
+    let report: RoundReport = serde_json::from_str(out.lines().next().unwrap_or_default()).expect(&err);
+    assert_eq!(report.round, 1);
+}
+
+#[test]
+fn swarm_bootstrap_binary_prints_its_address_and_peer_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(&swarm_bin()).with_file_name("swarm-bootstrap");
+    assert!(bin.exists(), "{} is built by `cargo test --workspace`", bin.display());
+    let mut procs = Procs::default();
+    let mut child = Command::new(&bin)
+        .args(["--listen", LOOPBACK, "--key"])
+        .arg(dir.path().join("key"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    procs.0.push(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let addr = line.strip_prefix("bootstrap: listening on ").unwrap_or_else(|| panic!("{line}")).to_string();
+    // A ping connects: the count goes to 1 (and back to 0 when it leaves).
+    let (ok, _, err) = run_swarm(&["ping", &addr], Duration::from_secs(30));
+    assert!(ok, "{err}");
+    let mut counts = Vec::new();
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
+        counts.push(l);
+        if counts.iter().any(|l| l == "bootstrap: 1 peers connected") {
+            break;
+        }
+    }
+    assert!(counts.iter().any(|l| l == "bootstrap: 1 peers connected"), "{counts:?}");
+}
+
+#[test]
+fn swarm_local_merges_the_peers_and_fails_when_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("ok");
+    let args = ["local", "digits-mlp", "--peers", "2", "--rounds", "2", "--data-dir", d.to_str().unwrap()];
+    let (ok, out, err) = run_swarm(&args, Duration::from_secs(120));
+    assert!(ok, "{err}");
+    let rounds: Vec<&str> = out.lines().filter(|l| l.starts_with("round")).collect();
+    assert_eq!(rounds.len(), 2, "{out}");
+    assert!(rounds.iter().all(|l| l.contains("2/2 peers agree") && l.contains("2 contributed")), "{out}");
+    assert!(err.contains("done: 2 rounds") && err.contains("all peers agreed on every round"), "{err}");
+    // Peer 1 cannot start (its key file is a directory): the run fails
+    // with a non-zero exit and says which peer, instead of waiting.
+    let d = dir.path().join("bad");
+    std::fs::create_dir_all(d.join("peer-1").join("key")).unwrap();
+    let args = ["local", "digits-mlp", "--peers", "2", "--rounds", "2", "--data-dir", d.to_str().unwrap()];
+    let (ok, _, err) = run_swarm(&args, Duration::from_secs(120));
+    assert!(!ok);
+    assert!(err.contains("peer 1 failed") && err.contains("1 peers failed"), "{err}");
+}
+
+#[test]
+fn a_peer_stopped_with_sigterm_announces_it_serves_a_moment_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs::default();
+    let boot = start_bootstrap(&mut procs, dir.path());
+    let mut spec = protocol::RunSpec::new(
+        "digits-mlp",
+        protocol::spec::TrainSpec { inner_steps: 200, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
+    );
+    spec.rounds = 40;
+    spec.timing.min_round_ms = 500;
+    let path = dir.path().join("spec.toml");
+    std::fs::write(&path, spec.to_toml()).unwrap();
+    let spec_arg = path.to_str().unwrap().to_string();
+    let peers: Vec<Peer> = (0..3)
+        .map(|i| start_peer(&mut procs, dir.path(), &format!("peer-{i}"), &["--spec", &spec_arg, "--bootstrap", &boot]))
+        .collect();
+    // After round 2, peer 2 gets SIGTERM.
+    let seen: Vec<RoundReport> = (0..2).filter_map(|_| next_report(&peers[2])).collect();
+    assert_eq!(seen.len(), 2, "peer 2 applied two rounds");
+    let pid = procs.0[3].id();
+    let sent = Instant::now();
+    assert!(Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().unwrap().success());
+    let status = procs.0[3].wait().unwrap();
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    // It kept serving for the linger (a fixed 2 s sleep, so a lower bound
+    // that does not depend on this machine's speed).
+    assert!(took >= Duration::from_secs(2), "left after {took:?}");
+    let log = std::fs::read_to_string(&peers[2].log).unwrap();
+    assert!(log.contains("leaving the run") && log.contains("left the run"), "{log}");
+    // The others heard it leave (a Leave message, not the 5 s silence) and
+    // go on without it.
+    let later: Vec<RoundReport> = (0..3).filter_map(|_| next_report(&peers[0])).collect();
+    assert!(later.iter().any(|r| r.peers_left == 1), "{later:?}");
+    assert!(later.last().is_some_and(|r| r.contributors == 2 && r.contributed), "{later:?}");
+}
+
+/// The next round report a peer prints (within 60 s).
+fn next_report(p: &Peer) -> Option<RoundReport> {
+    let end = Instant::now() + Duration::from_secs(60);
+    while let Ok(l) = p.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+        if let Ok(r) = serde_json::from_str(&l) {
+            return Some(r);
+        }
+    }
+    None
 }

@@ -32,7 +32,8 @@ pub struct LocalArgs {
 
 enum Msg {
     Report(usize, Box<RoundReport>),
-    Exit,
+    /// Peer `i`'s output ended (it is exiting).
+    Exit(usize),
 }
 
 struct Children(Vec<Child>);
@@ -70,16 +71,34 @@ pub async fn run(args: LocalArgs) -> Result<()> {
     let mut merged = Merged { n, json: args.json, rounds: BTreeMap::new(), disagreements: 0, last: None };
     let started = Instant::now();
     let mut exited = 0;
+    let mut failed = Vec::new();
     while exited < n {
         match rx.recv().await {
-            Some(Msg::Exit) | None => exited += 1,
+            Some(Msg::Exit(i)) => {
+                exited += 1;
+                // A peer that fails stops the run: the others would wait
+                // for it forever (min_peers).
+                if !children.0[i].wait().is_ok_and(|s| s.success()) {
+                    failed.push(i);
+                    bar.suspend(|| eprintln!("peer {i} failed; see {}", dir.join(format!("peer-{i}.log")).display()));
+                    break;
+                }
+            }
             Some(Msg::Report(i, r)) => merged.add(i, *r, &bar),
+            None => break,
         }
     }
     bar.finish_and_clear();
     let _ = stop_boot.send(());
-    let failed = children.0.iter_mut().map(|c| c.wait()).filter(|s| !s.as_ref().is_ok_and(|s| s.success())).count();
-    merged.finish(started.elapsed().as_secs_f32(), failed, &dir)
+    if failed.is_empty() {
+        for (i, c) in children.0.iter_mut().enumerate() {
+            if !c.wait().is_ok_and(|s| s.success()) {
+                failed.push(i);
+            }
+        }
+    }
+    drop(children); // kills whoever is left
+    merged.finish(started.elapsed().as_secs_f32(), failed.len(), &dir)
 }
 
 /// Runs the bootstrap node in this process; its address comes as an event.
@@ -134,7 +153,7 @@ fn start_peers(args: &LocalArgs, dir: &Path, addr: &str, tx: mpsc::UnboundedSend
                     let _ = tx.send(Msg::Report(i, Box::new(r)));
                 }
             }
-            let _ = tx.send(Msg::Exit);
+            let _ = tx.send(Msg::Exit(i));
         });
     }
     Ok(children)
@@ -208,5 +227,51 @@ impl Merged {
             bail!("{failed} peers failed, {disagreements} rounds disagreed (logs in {})", dir.display());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(round: u64, hash: &str) -> RoundReport {
+        RoundReport {
+            round,
+            state_hash: hash.repeat(64),
+            eval_loss: 0.5,
+            eval_accuracy: Some(0.9),
+            bytes_sent: 1,
+            bytes_received: 1,
+            traffic: Default::default(),
+            peers: 2,
+            contributors: 2,
+            aggregator: String::new(),
+            contributed: true,
+            train_loss: None,
+            payload_bytes: 1,
+            params: 1,
+            codec: "int8".into(),
+            peer: String::new(),
+            elapsed_ms: 1,
+            bad_providers: 0,
+            peers_left: 0,
+        }
+    }
+
+    #[test]
+    fn rounds_are_merged_and_a_disagreement_fails_the_run() {
+        let bar = ProgressBar::hidden();
+        let dir = Path::new("/nonexistent");
+        let mut m = Merged { n: 2, json: false, rounds: BTreeMap::new(), disagreements: 0, last: None };
+        m.add(0, report(1, "a"), &bar);
+        assert!(m.last.is_none(), "a round is shown once every peer reported it");
+        m.add(1, report(1, "a"), &bar);
+        assert_eq!(m.last.as_ref().map(|r| r.round), Some(1));
+        assert!(m.finish(1.0, 0, dir).is_ok());
+        assert!(m.finish(1.0, 1, dir).is_err(), "a failed peer fails the run");
+        m.add(0, report(2, "a"), &bar);
+        m.add(1, report(2, "b"), &bar);
+        assert_eq!(m.disagreements, 1);
+        assert!(m.finish(1.0, 0, dir).is_err(), "peers that disagree fail the run");
     }
 }

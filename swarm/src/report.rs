@@ -84,6 +84,9 @@ pub struct RoundReport {
     /// hash, so far (each is disconnected and never asked again).
     #[serde(default)]
     pub bad_providers: u64,
+    /// Peers that announced leaving the run, so far.
+    #[serde(default)]
+    pub peers_left: u64,
 }
 
 /// `12.3 KiB` style sizes.
@@ -149,6 +152,7 @@ mod tests {
             peer: "x".into(),
             elapsed_ms: 6,
             bad_providers: 0,
+            peers_left: 0,
         };
         let back: RoundReport = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(back, r);

@@ -31,6 +31,20 @@ fn zoo_counts_match_trainers() {
     }
     // 64*64 + 64 + 64*10 + 10
     assert_eq!(model_info(DIGITS_MLP).unwrap().params, 4810);
+    // lipsum-gpt, from its documented shape: V distinct characters,
+    // context 64, width 64, 2 pre-LN blocks with a 4x MLP, a final LN and a
+    // linear head (weights and biases).
+    let v = {
+        let mut c: Vec<char> = lipsum::LIBER_PRIMUS.chars().collect();
+        c.sort_unstable();
+        c.dedup();
+        c.len()
+    };
+    let (d, ctx, ff) = (64, 64, 256);
+    let block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * ff + ff) + (ff * d + d);
+    let expected = v * d + ctx * d + 2 * block + 2 * d + (d * v + v);
+    assert_eq!(model_info(LIPSUM_GPT).unwrap().params, expected);
+    assert_eq!(expected, 111_545, "the README's figure");
 }
 
 #[test]

@@ -52,10 +52,11 @@ impl Members {
 
     /// A leave: an active member moves to `departed` (and to `finished` if it
     /// applied the run's last round).
-    pub(super) fn leave(&mut self, peer: PeerId, recent: Vec<AppliedManifest>, now: Time, last_round: u64) {
-        if let Some(mut info) = self.peers.remove(&peer)
-            && info.is_active()
-        {
+    /// Returns whether the peer was an active member.
+    pub(super) fn leave(&mut self, peer: PeerId, recent: Vec<AppliedManifest>, now: Time, last_round: u64) -> bool {
+        let Some(mut info) = self.peers.remove(&peer) else { return false };
+        let active = info.is_active();
+        if active {
             if recent.iter().any(|m| m.round >= last_round) && self.finished.len() < MAX_FINISHED {
                 self.finished.insert(peer);
             }
@@ -63,6 +64,7 @@ impl Members {
             info.last_seen = now;
             self.departed.insert(peer, info);
         }
+        active
     }
 
     /// A contribution or manifest from `peer` shows it active in `round`.

@@ -70,7 +70,9 @@ impl Peer {
         if recent.len() > 2 * RECENT {
             return Err(DropReason::Invalid);
         }
-        self.members.leave(sender, recent, now, self.cfg.last_round);
+        if self.members.leave(sender, recent, now, self.cfg.last_round) {
+            self.stats.departures += 1;
+        }
         Ok(())
     }
 

@@ -279,4 +279,6 @@ pub struct Stats {
     pub requests: u64,
     /// Providers that served wrong bytes (never asked again).
     pub bad_providers: u64,
+    /// Active peers that announced they left.
+    pub departures: u64,
 }

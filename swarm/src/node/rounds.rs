@@ -96,6 +96,7 @@ impl EventLoop {
             peer: self.peer.id().short(),
             elapsed_ms: self.now(),
             bad_providers: self.peer.stats().bad_providers,
+            peers_left: self.peer.stats().departures,
         };
         self.events.send(NodeEvent::Round(Box::new(report))).ok();
         self.drive(InEvent::Applied { round, state: a.hash });
