@@ -10,7 +10,7 @@
 //!
 //! cargo bench --bench compression_table -- [--rounds R] [--inner-steps H]
 //!     [--peers N] [--jobs J] [--configs fp32,int8,...] [--only a|b]
-//!     [--salt S] [--reps K]
+//!     [--salt S] [--reps K] [--aggregate mean|trimmed-mean|centered-clip]
 //!
 //! `ROUNDS`, `H`, `PEERS`, `JOBS`, `CONFIGS` and `SALT` in the environment
 //! work too. `--salt` changes the batches every peer draws (a fixed run id
@@ -25,8 +25,9 @@ mod common;
 
 use anyhow::{Context, Result, bail};
 use protocol::codec::{self, Codec, ErrorFeedback, dequantize_int4, dequantize_int8, quantize_int4, quantize_int8};
+use protocol::message::Signature;
 use protocol::spec::{CodecSpec, RunSpec, TrainSpec};
-use protocol::{Hash, Keypair, Manifest, ManifestEntry, PeerId};
+use protocol::{Contribution, Hash, Keypair, Manifest, ManifestEntry, PeerId};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ struct Args {
     only: Option<String>,
     reps: usize,
     salt: u64,
+    /// Aggregation rule of the DiLoCo rows.
+    aggregate: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Args> {
         only: None,
         reps: 5,
         salt: env("SALT").map(|s| s.parse()).transpose()?.unwrap_or(0),
+        aggregate: env("AGGREGATE").unwrap_or_else(|| "mean".to_string()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -73,6 +77,7 @@ fn parse_args() -> Result<Args> {
             "--only" => a.only = Some(value()?),
             "--reps" => a.reps = value()?.parse()?,
             "--salt" => a.salt = value()?.parse()?,
+            "--aggregate" => a.aggregate = value()?,
             other => bail!("unknown argument `{other}`"),
         }
     }
@@ -361,6 +366,7 @@ fn alone(peers: &[Peer], spec: &RunSpec, cfg: &TrainConfig, run: Hash, args: &Ar
 /// DiLoCo rounds through the node's code path.
 fn diloco(peers: &[Peer], spec: &RunSpec, codec: &Codec, setting: &Setting, run: Hash, args: &Args) -> Result<Outcome> {
     let mut spec = spec.clone();
+    spec.aggregate = args.aggregate.clone();
     spec.codec = CodecSpec {
         name: codec.kind.name().to_string(),
         block_size: codec.block_size,
@@ -386,7 +392,13 @@ fn diloco(peers: &[Peer], spec: &RunSpec, codec: &Codec, setting: &Setting, run:
         let entries: Vec<ManifestEntry> = peers
             .iter()
             .zip(&trained)
-            .map(|(p, t)| ManifestEntry { peer: p.id, hash: Hash::of(&t.blob), samples: t.samples })
+            .map(|(p, t)| {
+                // Model::apply reads only the peer and the sample count.
+                let h = Hash::of(&t.blob);
+                let contribution =
+                    Contribution { hash: h, samples: t.samples, base_state: h, raw: t.raw, residual: 0.0, chain: h };
+                ManifestEntry { peer: p.id, contribution, signature: Signature([0; 64]) }
+            })
             .collect();
         let manifest = Manifest { state: state.hash(), entries };
         let blobs: Vec<Arc<Vec<u8>>> = trained.iter().map(|t| Arc::new(t.blob.clone())).collect();

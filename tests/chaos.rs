@@ -228,8 +228,8 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok((i, g, r)) => {
                 let round = r.round;
-                if !first_seen.contains_key(&round) {
-                    first_seen.insert(round, Instant::now());
+                if let std::collections::btree_map::Entry::Vacant(e) = first_seen.entry(round) {
+                    e.insert(Instant::now());
                     progress.new_round();
                 }
                 if r.contributed {

@@ -70,7 +70,8 @@ async fn liar(boot: String, spec: RunSpec, stop: tokio::sync::oneshot::Receiver<
                         // Announce a contribution from the same state, under
                         // a hash that no bytes we will serve match.
                         round = round.max(r);
-                        let c = Message::Contribution(Contribution { hash: Hash::of(format!("forged {r}").as_bytes()), samples: 100, base_state });
+                        let hash = Hash::of(format!("forged {r}").as_bytes());
+                        let c = Message::Contribution(Contribution { hash, samples: 100, base_state, raw: hash, residual: 0.0, chain: hash });
                         let bytes = Envelope::seal(&key, run, r, &c).unwrap();
                         let _ = gs.publish(topic.clone(), bytes);
                     }

@@ -12,7 +12,7 @@
 //! decodes the payload, itself with a size limit.
 
 use crate::id::{Hash, Keypair, PeerId};
-use crate::message::Message;
+use crate::message::{Message, Signature};
 
 /// Hard bound on one control message, checked before any decoding.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
@@ -45,6 +45,9 @@ pub enum DropReason {
     /// Signed by another key than the one of the peer that published it
     /// (one connection cannot speak for other identities).
     SignerMismatch,
+    /// A manifest signed by a peer that may not sign it: not a contributor
+    /// of the previous round's manifest.
+    NotCandidate,
 }
 
 /// An envelope whose size and signature have been checked; its payload is not
@@ -57,6 +60,8 @@ pub struct Opened<'a> {
     pub round: u64,
     /// The signer.
     pub sender: PeerId,
+    /// The signature (verified).
+    pub signature: Signature,
     payload: &'a [u8],
 }
 
@@ -85,16 +90,29 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Encodes and signs. Fails only if the result would exceed the bound.
-    pub fn seal(key: &Keypair, run: Hash, round: u64, message: &Message) -> Result<Vec<u8>, DropReason> {
+    /// The signed part of an envelope: everything but the signature.
+    fn body(run: Hash, round: u64, sender: PeerId, message: &Message) -> Result<Vec<u8>, DropReason> {
         let cfg = bincode::config::standard();
         let payload = bincode::serde::encode_to_vec(message, cfg).map_err(|_| DropReason::Malformed)?;
         let mut out = Vec::with_capacity(HEADER + payload.len() + SIG);
         out.push(VERSION);
         out.extend_from_slice(&run.0);
         out.extend_from_slice(&round.to_le_bytes());
-        out.extend_from_slice(&key.peer_id().0);
+        out.extend_from_slice(&sender.0);
         out.extend_from_slice(&payload);
+        Ok(out)
+    }
+
+    /// Whether `signature` is `sender`'s signature of the envelope that
+    /// carries `message` for `run` and `round` (a signed message quoted in
+    /// another, e.g. an announcement in a manifest entry).
+    pub fn verify_detached(run: Hash, round: u64, sender: PeerId, message: &Message, signature: &Signature) -> bool {
+        Envelope::body(run, round, sender, message).is_ok_and(|b| sender.verify(&b, &signature.0))
+    }
+
+    /// Encodes and signs. Fails only if the result would exceed the bound.
+    pub fn seal(key: &Keypair, run: Hash, round: u64, message: &Message) -> Result<Vec<u8>, DropReason> {
+        let mut out = Envelope::body(run, round, key.peer_id(), message)?;
         let sig = key.sign(&out);
         out.extend_from_slice(&sig);
         if out.len() > MAX_ENVELOPE_BYTES {
@@ -120,7 +138,7 @@ impl Envelope {
         }
         let run = Hash(field(RUN, 32).try_into().map_err(|_| DropReason::Malformed)?);
         let round = u64::from_le_bytes(field(ROUND, 8).try_into().map_err(|_| DropReason::Malformed)?);
-        Ok(Opened { run, round, sender, payload: &body[HEADER..] })
+        Ok(Opened { run, round, sender, signature: Signature(sig), payload: &body[HEADER..] })
     }
 
     /// Whether envelope bytes carry a hello, without decoding them.

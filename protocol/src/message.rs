@@ -27,8 +27,12 @@ pub struct AppliedManifest {
     pub id: Hash,
 }
 
-/// A peer's claim for a round: "my pseudo-gradient is the blob `hash`".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A peer's claim for a round, and its commitments: "my pseudo-gradient is
+/// the blob `hash`, encoded from the raw pseudo-gradient `raw` plus an
+/// error-feedback residual of at most `residual` per value, and I trained
+/// it through the chain of inner states `chain`". Anyone can re-execute any
+/// segment of the chain from its start state and compare.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     /// BLAKE3 of the encoded pseudo-gradient.
     pub hash: Hash,
@@ -36,22 +40,67 @@ pub struct Contribution {
     pub samples: u64,
     /// The state the sender trained from (for divergence checks).
     pub base_state: Hash,
+    /// BLAKE3 of the raw pseudo-gradient (f32 little-endian), before the
+    /// codec and the error feedback.
+    pub raw: Hash,
+    /// Largest magnitude of the error-feedback residual added to the raw
+    /// pseudo-gradient before encoding.
+    pub residual: f32,
+    /// BLAKE3 of the chain blob: the hashes of the inner states at steps 0,
+    /// k, 2k, ..., H (`verify.checkpoint_every` = k), 32 bytes each.
+    pub chain: Hash,
 }
 
-/// One included contribution.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; 64]);
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature({})", hex::encode(&self.0[..4]))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Signature, D::Error> {
+        let v: Vec<u8> = Deserialize::deserialize(d)?;
+        v.try_into().map(Signature).map_err(|_| serde::de::Error::custom("a signature is 64 bytes"))
+    }
+}
+
+/// One included contribution: the contributor's own announcement, with its
+/// signature, so an aggregator can neither invent nor alter entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManifestEntry {
     /// The contributor.
     pub peer: PeerId,
-    /// BLAKE3 of its encoded pseudo-gradient.
-    pub hash: Hash,
-    /// Its sample count (averaging weight).
-    pub samples: u64,
+    /// Its announcement for the manifest's round.
+    pub contribution: Contribution,
+    /// Its signature of that announcement's envelope.
+    pub signature: Signature,
+}
+
+impl ManifestEntry {
+    /// BLAKE3 of the encoded pseudo-gradient.
+    pub fn hash(&self) -> Hash {
+        self.contribution.hash
+    }
+
+    /// The averaging weight.
+    pub fn samples(&self) -> u64 {
+        self.contribution.samples
+    }
 }
 
 /// The aggregator's signed decision for a round (the round and aggregator are
 /// the envelope's round and sender).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Hash of the state blob (parameters + outer optimizer) at the start of
     /// the round; late joiners fetch it.

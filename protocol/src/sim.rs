@@ -8,6 +8,7 @@
 //! exactly the property the real node has with real parameters.
 
 use crate::id::{Hash, Keypair, PeerId};
+use crate::message::Contribution;
 use crate::rng::SplitMix64;
 use crate::round::{BlobKind, Config, FetchFailure, Gossip, InEvent, Manifest, OutEvent, Peer, Phase};
 use crate::time::Time;
@@ -262,7 +263,7 @@ impl Sim {
         let hashes: BTreeSet<Hash> = self
             .manifests
             .range(..=round)
-            .flat_map(|(_, by_node)| by_node.values().flat_map(|(_, m)| m.entries.iter().map(|e| e.hash)))
+            .flat_map(|(_, by_node)| by_node.values().flat_map(|(_, m)| m.entries.iter().map(|e| e.hash())))
             .collect();
         for h in hashes {
             self.blobs.remove(&h);
@@ -412,7 +413,15 @@ impl Sim {
                 let hash = Hash(*h.finalize().as_bytes());
                 self.blobs.entry(hash).or_default().insert(i);
                 let d = self.rng.range(self.cfg.train_time.0, self.cfg.train_time.1);
-                self.schedule(d, i, Ev::In(InEvent::TrainingDone { round, hash, samples: 64 }));
+                let contribution = Contribution {
+                    hash,
+                    samples: 64,
+                    base_state,
+                    raw: Hash::of(&hash.0),
+                    residual: 0.0,
+                    chain: Hash::of(&base_state.0),
+                };
+                self.schedule(d, i, Ev::In(InEvent::TrainingDone { round, contribution }));
             }
             OutEvent::LoadState { round, state } => {
                 self.nodes[i].state = state;
@@ -459,8 +468,8 @@ impl Sim {
         let mut h = blake3::Hasher::new();
         h.update(&self.nodes[i].state.0);
         for e in &manifest.entries {
-            h.update(&e.hash.0);
-            h.update(&e.samples.to_le_bytes());
+            h.update(&e.hash().0);
+            h.update(&e.samples().to_le_bytes());
         }
         let state = Hash(*h.finalize().as_bytes());
         self.nodes[i].state = state;

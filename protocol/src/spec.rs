@@ -137,6 +137,52 @@ impl CodecSpec {
     }
 }
 
+/// Peer review of contributions (see the README's threat model).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// Probability that a contribution gets a verifier in its round (the
+    /// manifest's hash draws it, after the contributions are committed).
+    pub rate: f64,
+    /// k: inner steps between two committed inner states; the chain has
+    /// ceil(H / k) segments, and a check re-executes one of them. 0 = ten
+    /// segments (k = ceil(H / 10)).
+    pub checkpoint_every: u32,
+    /// Referees that re-execute the segment of a disputed contribution.
+    pub referees: u32,
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        VerifySpec { rate: 0.8, checkpoint_every: 0, referees: 3 }
+    }
+}
+
+/// Most segments a commitment chain may have.
+pub const MAX_SEGMENTS: u32 = 64;
+
+impl VerifySpec {
+    /// k for a round of `inner_steps` steps.
+    pub fn every(&self, inner_steps: u32) -> u32 {
+        match self.checkpoint_every {
+            0 => inner_steps.div_ceil(10).max(1),
+            k => k,
+        }
+    }
+
+    /// Segments of a round of `inner_steps` steps.
+    pub fn segments(&self, inner_steps: u32) -> u32 {
+        inner_steps.div_ceil(self.every(inner_steps))
+    }
+}
+
+/// Aggregation rules a spec may name.
+pub const AGGREGATES: &[&str] = &["mean", "trimmed-mean", "centered-clip"];
+
+fn default_aggregate() -> String {
+    "centered-clip".to_string()
+}
+
 /// A run: everything peers must agree on to train together.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +206,14 @@ pub struct RunSpec {
     /// Pseudo-gradient encoding.
     #[serde(default)]
     pub codec: CodecSpec,
+    /// How a round's pseudo-gradients are combined: `mean`, `trimmed-mean`
+    /// (20 % cut at each end, per coordinate) or `centered-clip` (3
+    /// iterations, clipped at twice the median distance to the center).
+    #[serde(default = "default_aggregate")]
+    pub aggregate: String,
+    /// Peer review.
+    #[serde(default)]
+    pub verify: VerifySpec,
 }
 
 impl RunSpec {
@@ -175,6 +229,8 @@ impl RunSpec {
             outer: OuterSpec::default(),
             timing: TimingSpec::default(),
             codec: CodecSpec::default(),
+            aggregate: default_aggregate(),
+            verify: VerifySpec::default(),
         }
     }
 
@@ -242,6 +298,21 @@ impl RunSpec {
             return bad("timing.aggregator_timeout_ms", "must be at least 50");
         }
         self.codec.codec()?;
+        if !AGGREGATES.contains(&self.aggregate.as_str()) {
+            return bad("aggregate", format!("unknown rule; known: {}", AGGREGATES.join(", ")));
+        }
+        if !(self.verify.rate.is_finite() && (0.0..=1.0).contains(&self.verify.rate)) {
+            return bad("verify.rate", "must be in [0, 1]");
+        }
+        if self.verify.segments(self.train.inner_steps) > MAX_SEGMENTS {
+            return bad(
+                "verify.checkpoint_every",
+                format!("must give at most {MAX_SEGMENTS} segments of train.inner_steps (0 = ten)"),
+            );
+        }
+        if !(1..=16).contains(&self.verify.referees) {
+            return bad("verify.referees", "must be between 1 and 16");
+        }
         Ok(())
     }
 }

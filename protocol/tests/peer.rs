@@ -31,6 +31,20 @@ fn gossip(key: u64, run: Hash, round: u64, msg: &Message) -> InEvent {
     InEvent::Gossip(Gossip { bytes: Envelope::seal(&k, run, round, msg).unwrap(), source: Some(k.peer_id()) })
 }
 
+/// A contribution of `samples` to blob `hash`, trained from `base`.
+fn contribution(hash: Hash, samples: u64, base: Hash) -> Contribution {
+    Contribution { hash, samples, base_state: base, raw: Hash::of(&hash.0), residual: 0.0, chain: Hash::of(&base.0) }
+}
+
+/// A manifest entry: peer `key`'s signed announcement for `round`.
+fn entry(key: u64, run: Hash, round: u64, hash: Hash, base: Hash) -> ManifestEntry {
+    let k = Keypair::from_seed(key);
+    let c = contribution(hash, 8, base);
+    let sealed = Envelope::seal(&k, run, round, &Message::Contribution(c)).unwrap();
+    let signature = Envelope::open(&sealed).unwrap().signature;
+    ManifestEntry { peer: k.peer_id(), contribution: c, signature }
+}
+
 fn hello(status: Status, seq: u64, recent: Vec<AppliedManifest>) -> Message {
     Message::Hello { status, seq, recent }
 }
@@ -98,7 +112,7 @@ fn stale_contributions_are_ignored_not_rejected() {
     }
     out.extend(p.handle(InEvent::Tick, p.next_timeout()));
     assert!(out.iter().any(|o| matches!(o, OutEvent::StartTraining { round: 1, .. })), "{out:?}");
-    let c = Message::Contribution(Contribution { hash: Hash::of(b"g"), samples: 1, base_state: Hash::default() });
+    let c = Message::Contribution(contribution(Hash::of(b"g"), 1, Hash::default()));
     let out = p.handle(gossip(2, run, 0, &c), 700);
     assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::StaleRound))]);
     assert_eq!(p.stats().dropped.get(&DropReason::StaleRound), Some(&1));
@@ -114,10 +128,12 @@ fn round_one_gathered(p: &mut Peer, run: Hash) -> Vec<OutEvent> {
     out.extend(p.handle(InEvent::Tick, 600));
     assert_eq!(p.phase(), Phase::Training(1));
     let base = p.state();
-    out.extend(p.handle(InEvent::TrainingDone { round: 1, hash: Hash::of(b"mine"), samples: 8 }, 700));
+    out.extend(
+        p.handle(InEvent::TrainingDone { round: 1, contribution: contribution(Hash::of(b"mine"), 8, base) }, 700),
+    );
     for s in [2, 3, 4] {
         let h = Hash::of(format!("grad-{s}").as_bytes());
-        let c = Message::Contribution(Contribution { hash: h, samples: 8, base_state: base });
+        let c = Message::Contribution(contribution(h, 8, base));
         out.extend(p.handle(gossip(s, run, 1, &c), 800));
         out.extend(p.handle(InEvent::BlobReady(h), 810));
     }
@@ -161,12 +177,14 @@ fn one_peer_claiming_a_later_round_does_not_stop_the_aggregator() {
     }
     out.extend(p.handle(gossip(liar, run, 2, &lie(1)), 650));
     out.extend(p.handle(InEvent::Tick, 690));
-    out.extend(p.handle(InEvent::TrainingDone { round: 1, hash: Hash::of(b"mine"), samples: 8 }, 700));
+    out.extend(
+        p.handle(InEvent::TrainingDone { round: 1, contribution: contribution(Hash::of(b"mine"), 8, base) }, 700),
+    );
     assert!(published_manifest(&out).is_none(), "not before the others' contributions");
     let mut published_at = None;
     for (t, s) in (800..).step_by(10).zip(&others) {
         let h = Hash::of(format!("grad-{s}").as_bytes());
-        let c = Message::Contribution(Contribution { hash: h, samples: 8, base_state: base });
+        let c = Message::Contribution(contribution(h, 8, base));
         out.extend(p.handle(gossip(liar, run, 2, &lie(t)), t));
         out.extend(p.handle(gossip(*s, run, 1, &c), t));
         out.extend(p.handle(InEvent::BlobReady(h), t + 5));
@@ -198,7 +216,7 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
     let mut out = round_one_gathered(&mut p, run);
     // Peer 7 announces a contribution and dies: it is in no manifest.
     let dead = Hash::of(b"grad-7");
-    let c = Message::Contribution(Contribution { hash: dead, samples: 8, base_state: base });
+    let c = Message::Contribution(contribution(dead, 8, base));
     out.extend(p.handle(gossip(7, run, 1, &c), 820));
     // Peer 2 publishes round 1's manifest; one of its blobs (peer 5's) is
     // still to come, so peer 1 is collecting.
@@ -206,7 +224,7 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
         .iter()
         .map(|&s| {
             let hash = if s == 1 { Hash::of(b"mine") } else { Hash::of(format!("grad-{s}").as_bytes()) };
-            ManifestEntry { peer: Keypair::from_seed(s).peer_id(), hash, samples: 8 }
+            entry(s, run, 1, hash, base)
         })
         .collect();
     entries.sort_by_key(|e| e.peer);
@@ -266,17 +284,12 @@ fn announcements_for_made_up_rounds_do_not_crowd_out_the_manifest_to_sync_to() {
     let (mut p, run) = peer();
     // A liar announces contributions for twenty future rounds.
     for r in 10u64..30 {
-        let c = Message::Contribution(Contribution {
-            hash: Hash::of(&r.to_le_bytes()),
-            samples: 1,
-            base_state: Hash::default(),
-        });
+        let c = Message::Contribution(contribution(Hash::of(&r.to_le_bytes()), 1, Hash::default()));
         p.handle(gossip(9, run, r, &c), 10);
     }
     // Three peers applied round 4's manifest, signed by peer 2.
     let state = Hash::of(b"state at the start of round 4");
-    let entry = ManifestEntry { peer: Keypair::from_seed(2).peer_id(), hash: Hash::of(b"g"), samples: 8 };
-    let m = Message::Manifest(Manifest { state, entries: vec![entry] });
+    let m = Message::Manifest(Manifest { state, entries: vec![entry(2, run, 4, Hash::of(b"g"), state)] });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let id = Hash::of(&envelope);
     for s in [2, 3, 4] {
@@ -310,8 +323,7 @@ fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
     let (mut p, run) = peer();
     // Round 4's manifest, signed by peer 2; five peers are active.
     let state = Hash::of(b"state at the start of round 4");
-    let entry = ManifestEntry { peer: Keypair::from_seed(2).peer_id(), hash: Hash::of(b"g"), samples: 8 };
-    let m = Message::Manifest(Manifest { state, entries: vec![entry] });
+    let m = Message::Manifest(Manifest { state, entries: vec![entry(2, run, 4, Hash::of(b"g"), state)] });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
     let src = Some(Keypair::from_seed(2).peer_id());

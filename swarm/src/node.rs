@@ -70,7 +70,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let _ = std::fs::create_dir_all(&run_dir);
     let _ = std::fs::write(run_dir.join("spec.toml"), cfg.spec.to_toml());
     let (worker, worker_rx, init) = worker::start(&cfg.spec, key.peer_id(), Some(run_dir))?;
-    let max_blob = init.params * 8 + (1 << 20);
+    // The largest blob: an inner state (parameters and two moments).
+    let max_blob = init.params * 12 + (1 << 20);
     let mut swarm = net::build(&key, max_blob)?;
     swarm.listen_on(net::parse_addr(&cfg.listen)?).map_err(|e| Error::Net(e.to_string()))?;
     let topic = gossipsub::IdentTopic::new(format!("swarm/run/{}", run.to_hex()));
@@ -323,6 +324,7 @@ impl EventLoop {
             BlobKind::Contribution => &mut t.grads,
             BlobKind::State => &mut t.state,
             BlobKind::Manifest => &mut t.control,
+            BlobKind::Chain | BlobKind::InnerState => &mut t.verify,
         }
     }
 }

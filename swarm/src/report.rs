@@ -20,15 +20,16 @@ pub struct Traffic {
     pub grads: Flow,
     /// State sync (parameters + optimizer state blobs).
     pub state: Flow,
+    /// Peer review: commitment chains and inner states.
+    #[serde(default)]
+    pub verify: Flow,
 }
 
 impl Traffic {
     /// All kinds together.
     pub fn total(&self) -> Flow {
-        Flow {
-            sent: self.control.sent + self.grads.sent + self.state.sent,
-            received: self.control.received + self.grads.received + self.state.received,
-        }
+        let all = [self.control, self.grads, self.state, self.verify];
+        Flow { sent: all.iter().map(|f| f.sent).sum(), received: all.iter().map(|f| f.received).sum() }
     }
 
     /// `self - earlier`, kind by kind.
@@ -38,6 +39,7 @@ impl Traffic {
             control: d(self.control, earlier.control),
             grads: d(self.grads, earlier.grads),
             state: d(self.state, earlier.state),
+            verify: d(self.verify, earlier.verify),
         }
     }
 }

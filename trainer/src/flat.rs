@@ -5,6 +5,7 @@
 //! layout, the writer and the reader below all use that same traversal, so they agree.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::TrainerError;
@@ -78,6 +79,7 @@ pub(crate) fn load<M: Module>(module: M, flat: &[f32]) -> Result<M, TrainerError
 }
 
 /// Reads every float parameter of `module` into one flat vector, in layout order.
+#[cfg(test)]
 pub(crate) fn read<M: Module>(module: &M) -> Result<Vec<f32>, TrainerError> {
     struct Reader {
         out: Vec<f32>,
@@ -95,6 +97,36 @@ pub(crate) fn read<M: Module>(module: &M) -> Result<Vec<f32>, TrainerError> {
         }
     }
     let mut reader = Reader { out: Vec::new(), error: None };
+    module.visit(&mut reader);
+    match reader.error {
+        Some(e) => Err(TrainerError::Backend(e)),
+        None => Ok(reader.out),
+    }
+}
+
+/// The gradients of every float parameter of `module`, flat, in layout
+/// order (a parameter without a gradient contributes zeros).
+pub(crate) fn grads<M: Module>(module: &M, grads: &GradientsParams) -> Result<Vec<f32>, TrainerError> {
+    struct Reader<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<f32>,
+        error: Option<String>,
+    }
+    impl ModuleVisitor for Reader<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.error.is_some() {
+                return;
+            }
+            match self.grads.get::<D>(param.id) {
+                Some(g) => match g.try_into_vec_as::<f32>() {
+                    Ok(values) => self.out.extend_from_slice(&values),
+                    Err(e) => self.error = Some(format!("reading a gradient: {e:?}")),
+                },
+                None => self.out.extend(std::iter::repeat_n(0.0, param.lazy_shape().num_elements())),
+            }
+        }
+    }
+    let mut reader = Reader { grads, out: Vec::new(), error: None };
     module.visit(&mut reader);
     match reader.error {
         Some(e) => Err(TrainerError::Backend(e)),

@@ -179,10 +179,13 @@ impl Task for LipsumTask {
         Gpt::new(self.corpus.vocab.len(), device)
     }
 
-    fn train_loss(&self, model: &Gpt, rng: &mut Rng, batch_size: usize, device: &Device) -> Tensor<1> {
+    fn sample(&self, rng: &mut Rng, batch_size: usize) -> Vec<usize> {
         let span = self.corpus.train.len() - CONTEXT; // > 0, checked by Corpus::load
-        let starts: Vec<usize> = (0..batch_size).map(|_| rng.below(span)).collect();
-        let (x, y) = Self::windows(&self.corpus.train, &starts, device);
+        (0..batch_size).map(|_| rng.below(span)).collect()
+    }
+
+    fn batch_loss(&self, model: &Gpt, batch: &[usize], device: &Device) -> Tensor<1> {
+        let (x, y) = Self::windows(&self.corpus.train, batch, device);
         cross_entropy(Self::flat_logits(model, x), int_tensor(y, device))
     }
 

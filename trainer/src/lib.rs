@@ -19,20 +19,25 @@
 
 #![warn(missing_docs)]
 
+pub mod aggregate;
 pub mod checkpoint;
+mod config;
 mod data;
 mod error;
 mod flat;
 mod gpt;
+mod inner;
 mod mlp;
 mod outer;
 pub mod rng;
 mod task;
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
 
+use config::check_config;
+pub use config::{InnerResult, TrainConfig};
 pub use error::TrainerError;
+pub use inner::InnerState;
 pub use outer::{OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
 pub use task::Eval;
 
@@ -86,36 +91,12 @@ fn zoo_entry(name: &str) -> Result<(&'static str, &'static str), TrainerError> {
     })
 }
 
-/// Hyper-parameters of one inner loop.
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
-    /// Number of AdamW steps (H).
-    pub inner_steps: u32,
-    /// AdamW learning rate.
-    pub lr: f64,
-    /// Examples per step (images for digits, 64-char windows for lipsum).
-    pub batch_size: usize,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-}
-
 /// The suggested inner-loop settings for `model` (the digits settings for an unknown name).
 pub fn default_train_config(model: &str) -> TrainConfig {
     match model {
         LIPSUM_GPT => TrainConfig { inner_steps: 50, lr: 0.003, batch_size: 16, weight_decay: 0.01 },
         _ => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 32, weight_decay: 0.0 },
     }
-}
-
-/// Outcome of [`Trainer::inner_loop`].
-#[derive(Clone, Debug)]
-pub struct InnerResult {
-    /// Local parameters after the inner steps (flat, layout order).
-    pub params: Vec<f32>,
-    /// Training examples consumed: `inner_steps * batch_size`.
-    pub samples: u64,
-    /// Mean of the per-step training losses.
-    pub mean_loss: f32,
 }
 
 enum Kind {
@@ -207,11 +188,61 @@ impl Trainer {
         batch_seed: [u8; 32],
         progress: &mut dyn FnMut(u32, f32),
     ) -> Result<InnerResult, TrainerError> {
+        Ok(self.inner_loop_checkpointed(global, cfg, batch_seed, 0, progress)?.0)
+    }
+
+    /// [`inner_loop`](Self::inner_loop), also returning the chain of inner states: the state at
+    /// the start (step 0), after every `every` steps, and at the end (`every` = 0: start and end
+    /// only). Any of them can be re-executed to the next with [`replay`](Self::replay).
+    pub fn inner_loop_checkpointed(
+        &self,
+        global: &[f32],
+        cfg: &TrainConfig,
+        batch_seed: [u8; 32],
+        every: u32,
+        progress: &mut dyn FnMut(u32, f32),
+    ) -> Result<(InnerResult, Vec<InnerState>), TrainerError> {
         self.check_len(global)?;
         check_config(cfg)?;
+        let start = InnerState::fresh(global);
+        let mut chain = vec![start.clone()];
+        let mut keep = |s: &InnerState| chain.push(s.clone());
+        let steps = inner::Steps::new(cfg, batch_seed, cfg.inner_steps, every, &mut keep, progress);
+        let (end, loss_sum) = self.run(start, steps)?;
+        let result = InnerResult {
+            params: end.params,
+            samples: u64::from(cfg.inner_steps) * cfg.batch_size as u64,
+            mean_loss: (loss_sum / f64::from(cfg.inner_steps)) as f32,
+        };
+        Ok((result, chain))
+    }
+
+    /// Re-executes inner steps from `from` (a state of the round whose batches come from
+    /// `batch_seed`) until the state has taken `until` steps: bit for bit what the peer that
+    /// trained the round computed, if it was honest.
+    pub fn replay(
+        &self,
+        from: InnerState,
+        cfg: &TrainConfig,
+        batch_seed: [u8; 32],
+        until: u32,
+    ) -> Result<InnerState, TrainerError> {
+        self.check_len(&from.params)?;
+        check_config(cfg)?;
+        let n = self.num_params();
+        if from.m.len() != n || from.v.len() != n || from.step > until || until > cfg.inner_steps {
+            return Err(TrainerError::InvalidConfig(format!(
+                "cannot replay from step {} to {until} of {}",
+                from.step, cfg.inner_steps
+            )));
+        }
+        Ok(self.run(from, inner::Steps::new(cfg, batch_seed, until, 0, &mut |_| {}, &mut |_, _| {}))?.0)
+    }
+
+    fn run(&self, state: InnerState, steps: inner::Steps<'_>) -> Result<(InnerState, f64), TrainerError> {
         match &self.kind {
-            Kind::Digits(task) => run_inner(task, global, cfg, batch_seed, progress),
-            Kind::Lipsum(task) => run_inner(task, global, cfg, batch_seed, progress),
+            Kind::Digits(task) => inner::run_steps(task, state, steps),
+            Kind::Lipsum(task) => inner::run_steps(task, state, steps),
         }
     }
 
@@ -243,58 +274,6 @@ impl Trainer {
             })
         }
     }
-}
-
-fn check_config(cfg: &TrainConfig) -> Result<(), TrainerError> {
-    let bad = |m: &str| Err(TrainerError::InvalidConfig(m.to_string()));
-    if cfg.inner_steps == 0 {
-        return bad("inner_steps must be at least 1");
-    }
-    if cfg.batch_size == 0 {
-        return bad("batch_size must be at least 1");
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return bad("lr must be finite and positive");
-    }
-    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
-        return bad("weight_decay must be finite and non-negative");
-    }
-    Ok(())
-}
-
-fn run_inner<T: Task>(
-    task: &T,
-    global: &[f32],
-    cfg: &TrainConfig,
-    batch_seed: [u8; 32],
-    progress: &mut dyn FnMut(u32, f32),
-) -> Result<InnerResult, TrainerError> {
-    let device = Device::flex().autodiff();
-    // Nothing here draws from burn's generator; seed it anyway so that nothing could differ.
-    device.seed(Rng::from_bytes(batch_seed).next_u64());
-    let mut model = flat::load(task.build(&device), global)?;
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
-    let mut rng = Rng::from_bytes(batch_seed);
-    let mut loss_sum = 0f64;
-    for step in 1..=cfg.inner_steps {
-        let loss = task.train_loss(&model, &mut rng, cfg.batch_size, &device); // [1]
-        let value = loss
-            .clone()
-            .try_into_scalar::<f32>()
-            .map_err(|e| TrainerError::Backend(format!("reading the loss: {e:?}")))?;
-        if !value.is_finite() {
-            return Err(TrainerError::NonFiniteLoss { step, loss: value });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(cfg.lr, model, grads);
-        loss_sum += f64::from(value);
-        progress(step, value);
-    }
-    Ok(InnerResult {
-        params: flat::read(&model)?,
-        samples: u64::from(cfg.inner_steps) * cfg.batch_size as u64,
-        mean_loss: (loss_sum / f64::from(cfg.inner_steps)) as f32,
-    })
 }
 
 #[cfg(test)]

@@ -55,16 +55,19 @@ impl Task for DigitsTask {
         Mlp::new(device)
     }
 
-    fn train_loss(&self, model: &Mlp, rng: &mut Rng, batch_size: usize, device: &Device) -> Tensor<1> {
+    fn sample(&self, rng: &mut Rng, batch_size: usize) -> Vec<usize> {
+        (0..batch_size).map(|_| rng.below(self.data.n_train())).collect()
+    }
+
+    fn batch_loss(&self, model: &Mlp, batch: &[usize], device: &Device) -> Tensor<1> {
         let f = DIGITS_FEATURES;
-        let mut x = Vec::with_capacity(batch_size * f);
-        let mut y = Vec::with_capacity(batch_size);
-        for _ in 0..batch_size {
-            let i = rng.below(self.data.n_train());
+        let mut x = Vec::with_capacity(batch.len() * f);
+        let mut y = Vec::with_capacity(batch.len());
+        for &i in batch {
             x.extend_from_slice(&self.data.train_x[i * f..(i + 1) * f]);
             y.push(self.data.train_y[i]);
         }
-        let x = Tensor::<2>::from_data(TensorData::new(x, [batch_size, f]), device);
+        let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), f]), device);
         cross_entropy(model.forward(x), int_tensor(y, device))
     }
 

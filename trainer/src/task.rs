@@ -25,9 +25,13 @@ pub(crate) trait Task {
     /// always overwritten from a flat vector before use.
     fn build(&self, device: &Device) -> Self::Model;
 
-    /// Mean cross-entropy of one training batch of `batch_size` examples drawn with `rng`.
-    /// Returns a `[1]` tensor.
-    fn train_loss(&self, model: &Self::Model, rng: &mut Rng, batch_size: usize, device: &Device) -> Tensor<1>;
+    /// Draws one training batch of `batch_size` examples with `rng`: the
+    /// indices of its examples (cheap: replaying a round's batches up to a
+    /// step needs no training).
+    fn sample(&self, rng: &mut Rng, batch_size: usize) -> Vec<usize>;
+
+    /// Mean cross-entropy of the training examples `batch`. Returns a `[1]` tensor.
+    fn batch_loss(&self, model: &Self::Model, batch: &[usize], device: &Device) -> Tensor<1>;
 
     /// Loss and accuracy on the held-out split.
     fn evaluate(&self, model: &Self::Model, device: &Device) -> Result<Eval, TrainerError>;

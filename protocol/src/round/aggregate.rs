@@ -33,6 +33,20 @@ impl Peer {
         c
     }
 
+    /// Whether `signer` may sign the manifest of `round`: a contributor of
+    /// the manifest of the round before, which we applied (common knowledge
+    /// among the peers that applied it, unlike who is alive). Anyone may in
+    /// round 1, for a peer that did not apply the round before (a joiner
+    /// relies on confirmations instead), and when none of those contributors
+    /// is alive any more (else the swarm could not go on).
+    pub(super) fn may_sign(&self, signer: &PeerId, round: u64) -> bool {
+        if self.history.last_round().is_none_or(|r| r + 1 != round) {
+            return true;
+        }
+        let last = self.history.last_contributors();
+        last.contains(signer) || !last.iter().any(|p| *p == self.me || self.members.is_active(p))
+    }
+
     /// When this peer may next publish the manifest of `round`: the round
     /// deadline, or its takeover time as the k-th candidate; `None` once
     /// both have passed (only news can change anything then).
@@ -53,13 +67,13 @@ impl Peer {
         // Only contributions trained from our state: another history's
         // pseudo-gradients do not belong in ours (and their peers are not
         // waited for).
-        let ours: BTreeMap<&PeerId, &Contribution> =
-            data.contributions.iter().filter(|(_, c)| c.base_state == self.state).collect();
-        let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|c| c.base_state != self.state);
+        let ours: BTreeMap<&PeerId, &Announced> =
+            data.contributions.iter().filter(|(_, a)| a.contribution.base_state == self.state).collect();
+        let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|a| a.contribution.base_state != self.state);
         let ready: Vec<ManifestEntry> = ours
             .iter()
-            .filter(|(_, c)| self.fetcher.has(&c.hash))
-            .map(|(p, c)| ManifestEntry { peer: **p, hash: c.hash, samples: c.samples })
+            .filter(|(_, a)| self.fetcher.has(&a.contribution.hash))
+            .map(|(p, a)| ManifestEntry { peer: **p, contribution: a.contribution, signature: a.signature })
             .collect();
         let all_in = self
             .members

@@ -46,6 +46,11 @@ impl History {
         self.recent.contains(m)
     }
 
+    /// The round of the last manifest applied.
+    pub(super) fn last_round(&self) -> Option<u64> {
+        self.recent.back().map(|m| m.round)
+    }
+
     pub(super) fn has_recent(&self) -> bool {
         !self.recent.is_empty()
     }

@@ -42,15 +42,16 @@ pub use types::*;
 
 use crate::envelope::{DropReason, Envelope};
 use crate::id::{Hash, Keypair, PeerId};
-use crate::message::{AppliedManifest, Contribution, Message, Status};
+use crate::message::{AppliedManifest, Contribution, Message, Signature, Status};
 use crate::time::Time;
 use fetch::Fetcher;
 use history::History;
 use members::Members;
 use std::collections::BTreeMap;
 
-/// Most entries one manifest may hold.
-pub const MAX_MANIFEST_ENTRIES: usize = 1024;
+/// Most entries one manifest may hold (each quotes a signed announcement,
+/// ~230 bytes: 256 fit in one envelope).
+pub const MAX_MANIFEST_ENTRIES: usize = 256;
 /// Rounds ahead of our own that we keep messages for.
 const LOOKAHEAD: u64 = 64;
 /// A hello is acted on within this long (hellos arriving together are acted
@@ -73,10 +74,18 @@ struct Foreign {
     known: KnownManifest,
 }
 
+/// A contribution as announced: what, and the announcer's signature (which
+/// manifest entries quote).
+#[derive(Clone, Copy, Debug)]
+struct Announced {
+    contribution: Contribution,
+    signature: Signature,
+}
+
 #[derive(Clone, Debug, Default)]
 struct RoundData {
     /// Announced contributions by peer.
-    contributions: BTreeMap<PeerId, Contribution>,
+    contributions: BTreeMap<PeerId, Announced>,
     manifest: Option<KnownManifest>,
     /// Other valid manifests for the round (another history's), kept so a
     /// syncing peer can pick the one a quorum confirms.
@@ -255,7 +264,7 @@ impl Peer {
                     return std::mem::take(&mut self.out);
                 }
             }
-            InEvent::TrainingDone { round, hash, samples } => self.on_trained(round, hash, samples),
+            InEvent::TrainingDone { round, contribution } => self.on_trained(round, contribution),
             InEvent::BlobReady(hash) => self.on_blob(hash),
             InEvent::RequestFailed { hash, from, why } => self.on_request_failed(hash, from, why),
             InEvent::BlobLost(hash) => {
@@ -276,10 +285,12 @@ impl Peer {
         std::mem::take(&mut self.out)
     }
 
-    fn broadcast(&mut self, round: u64, msg: &Message) {
-        if let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, msg) {
-            self.out.push(OutEvent::Broadcast(bytes));
-        }
+    /// Signs and sends; returns the signature.
+    fn broadcast(&mut self, round: u64, msg: &Message) -> Option<Signature> {
+        let bytes = Envelope::seal(&self.key, self.cfg.run, round, msg).ok()?;
+        let sig = Envelope::open(&bytes).ok().map(|o| o.signature);
+        self.out.push(OutEvent::Broadcast(bytes));
+        sig
     }
 
     fn fetch(&mut self, hash: Hash, kind: BlobKind, providers: Vec<PeerId>) {
@@ -299,7 +310,7 @@ impl Peer {
 
     fn leave(&mut self) {
         let recent = self.history.recent();
-        self.broadcast(self.round, &Message::Leave { recent });
+        let _ = self.broadcast(self.round, &Message::Leave { recent });
         self.phase = Phase::Done;
         self.out.push(OutEvent::Finished);
     }
@@ -370,7 +381,7 @@ impl Peer {
         self.hellos.last_status = status;
         self.hellos.seq += 1;
         let msg = Message::Hello { status, seq: self.hellos.seq, recent: self.history.recent() };
-        self.broadcast(self.round, &msg);
+        let _ = self.broadcast(self.round, &msg);
         self.hellos.next = now + self.cfg.hello_interval;
     }
 
@@ -402,11 +413,17 @@ pub fn rank_key(run: &Hash, round: u64, peer: &PeerId) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn manifest_is_well_formed(m: &Manifest) -> bool {
+/// Entries sorted by peer, each the contributor's own announcement for
+/// `round` (signature checked), trained from the manifest's state.
+fn manifest_is_well_formed(run: Hash, round: u64, m: &Manifest) -> bool {
     !m.entries.is_empty()
         && m.entries.len() <= MAX_MANIFEST_ENTRIES
         && m.entries.windows(2).all(|w| w[0].peer < w[1].peer)
-        && m.entries.iter().all(|e| e.samples > 0)
+        && m.entries.iter().all(|e| {
+            e.samples() > 0
+                && e.contribution.base_state == m.state
+                && Envelope::verify_detached(run, round, e.peer, &Message::Contribution(e.contribution), &e.signature)
+        })
 }
 
 fn drop_reason_verdict(why: DropReason) -> Verdict {

@@ -87,9 +87,9 @@ impl Peer {
             return;
         };
         for e in &k.manifest.entries {
-            if !self.fetcher.has(&e.hash) {
+            if !self.fetcher.has(&e.hash()) {
                 let providers = self.providers(&[e.peer, k.aggregator]);
-                self.fetch(e.hash, BlobKind::Contribution, providers);
+                self.fetch(e.hash(), BlobKind::Contribution, providers);
             }
         }
     }
@@ -97,21 +97,21 @@ impl Peer {
     /// Every blob of the manifest being collected is here: apply it.
     pub(super) fn apply_when_collected(&mut self, round: u64) {
         let Some(k) = self.manifest_of(round) else { return };
-        if k.manifest.entries.iter().all(|e| self.fetcher.has(&e.hash)) {
+        if k.manifest.entries.iter().all(|e| self.fetcher.has(&e.hash())) {
             let (aggregator, manifest) = (k.aggregator, k.manifest.clone());
             self.phase = Phase::Applying(round);
             self.out.push(OutEvent::Apply { round, aggregator, manifest });
         }
     }
 
-    pub(super) fn on_trained(&mut self, round: u64, hash: Hash, samples: u64) {
-        self.fetcher.hold(hash);
+    pub(super) fn on_trained(&mut self, round: u64, mut contribution: Contribution) {
+        self.fetcher.hold(contribution.hash);
         if self.phase != Phase::Training(round) {
             return; // the round closed without us
         }
-        let c = Contribution { hash, samples, base_state: self.state };
-        self.rounds.entry(round).or_default().contributions.insert(self.me, c);
-        self.broadcast(round, &Message::Contribution(c));
+        contribution.base_state = self.state;
+        let Some(signature) = self.broadcast(round, &Message::Contribution(contribution)) else { return };
+        self.rounds.entry(round).or_default().contributions.insert(self.me, Announced { contribution, signature });
         self.phase = Phase::Gathering(round);
         self.fetch_announced(round);
     }
@@ -124,8 +124,8 @@ impl Peer {
             .map(|d| {
                 d.contributions
                     .iter()
-                    .filter(|(p, c)| **p != self.me && c.base_state == self.state)
-                    .map(|(p, c)| (*p, c.hash))
+                    .filter(|(p, a)| **p != self.me && a.contribution.base_state == self.state)
+                    .map(|(p, a)| (*p, a.contribution.hash))
                     .collect()
             })
             .unwrap_or_default();
@@ -220,7 +220,7 @@ impl Peer {
         match self.phase {
             Phase::Syncing(r) => self.manifest_of(r).is_some_and(|k| k.manifest.state == *hash),
             Phase::Collecting(r) => {
-                self.manifest_of(r).is_some_and(|k| k.manifest.entries.iter().any(|e| e.hash == *hash))
+                self.manifest_of(r).is_some_and(|k| k.manifest.entries.iter().any(|e| e.hash() == *hash))
             }
             _ => false,
         }

@@ -30,7 +30,10 @@ impl Peer {
         let result = match msg {
             Message::Hello { status, recent, .. } => self.on_hello(sender, round, status, recent, now),
             Message::Leave { recent } => self.on_leave(sender, recent, now),
-            Message::Contribution(c) => self.on_contribution(sender, round, c, now),
+            Message::Contribution(c) => {
+                let announced = Announced { contribution: c, signature: opened.signature };
+                self.on_contribution(sender, round, announced, now)
+            }
             Message::Manifest(m) => self.on_manifest(sender, round, m, bytes, now),
         };
         match result {
@@ -76,19 +79,25 @@ impl Peer {
         Ok(())
     }
 
-    fn on_contribution(&mut self, sender: PeerId, round: u64, c: Contribution, now: Time) -> Result<(), DropReason> {
+    fn on_contribution(&mut self, sender: PeerId, round: u64, a: Announced, now: Time) -> Result<(), DropReason> {
         if round < self.round || self.far_ahead(round) {
             return Err(DropReason::StaleRound);
         }
-        if c.samples == 0 || (self.cfg.max_samples > 0 && c.samples > self.cfg.max_samples) {
+        let c = a.contribution;
+        let residual_ok = c.residual.is_finite() && c.residual >= 0.0;
+        if c.samples == 0 || (self.cfg.max_samples > 0 && c.samples > self.cfg.max_samples) || !residual_ok {
             return Err(DropReason::Invalid);
         }
         self.members.touch(sender, round, now);
         let data = self.rounds.entry(round).or_default();
-        if data.contributions.contains_key(&sender) {
+        if let Some(first) = data.contributions.get(&sender) {
+            if first.contribution != c {
+                // Two signed announcements for one round: provable misbehaviour.
+                self.stats.equivocations += 1;
+            }
             return Ok(());
         }
-        data.contributions.insert(sender, c);
+        data.contributions.insert(sender, a);
         if round == self.round && self.holds_state() && c.base_state == self.state {
             self.fetch(c.hash, BlobKind::Contribution, vec![sender]);
         }
@@ -106,10 +115,13 @@ impl Peer {
         if round == 0 || self.far_ahead(round) {
             return Err(DropReason::StaleRound);
         }
-        if !manifest_is_well_formed(&m)
-            || (self.cfg.max_samples > 0 && m.entries.iter().any(|e| e.samples > self.cfg.max_samples))
+        if !manifest_is_well_formed(self.cfg.run, round, &m)
+            || (self.cfg.max_samples > 0 && m.entries.iter().any(|e| e.samples() > self.cfg.max_samples))
         {
             return Err(DropReason::Invalid);
+        }
+        if !self.may_sign(&sender, round) {
+            return Err(DropReason::NotCandidate);
         }
         let known = KnownManifest { aggregator: sender, manifest: m, id: Hash::of(bytes) };
         if round < self.round && self.holds_state() {

@@ -2,7 +2,7 @@
 
 use crate::envelope::DropReason;
 use crate::id::{Hash, PeerId};
-use crate::message::Manifest;
+use crate::message::{Contribution, Manifest};
 use crate::time::Time;
 use std::collections::BTreeMap;
 
@@ -101,14 +101,12 @@ pub enum InEvent {
     /// A control message; the machine answers with one [`OutEvent::Verdict`].
     Gossip(Gossip),
     /// The node finished the inner loop of `round` and stored its encoded
-    /// pseudo-gradient under `hash`.
+    /// pseudo-gradient (and the blobs its commitments name).
     TrainingDone {
         /// The round trained.
         round: u64,
-        /// Blob hash of the encoded pseudo-gradient.
-        hash: Hash,
-        /// Samples behind it.
-        samples: u64,
+        /// What to announce (its `base_state` is set by the machine).
+        contribution: Contribution,
     },
     /// A blob is now in the local store (fetched and verified).
     BlobReady(Hash),
@@ -231,6 +229,10 @@ pub enum BlobKind {
     State,
     /// A signed manifest envelope (fetched by a peer that missed it).
     Manifest,
+    /// A commitment chain: the hashes of a contribution's inner states.
+    Chain,
+    /// An inner state (parameters, optimizer moments, step) of a chain.
+    InnerState,
 }
 
 /// Where this peer is in the run.
@@ -281,4 +283,6 @@ pub struct Stats {
     pub bad_providers: u64,
     /// Active peers that announced they left.
     pub departures: u64,
+    /// Peers caught announcing two different contributions for one round.
+    pub equivocations: u64,
 }

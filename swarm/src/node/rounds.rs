@@ -5,7 +5,7 @@ use super::{Applying, EventLoop};
 use crate::events::NodeEvent;
 use crate::report::RoundReport;
 use crate::worker::{AppliedRound, JobKind, WorkerEvent};
-use protocol::{BlobKind, InEvent, Manifest, PeerId};
+use protocol::{BlobKind, Contribution, InEvent, Manifest, PeerId};
 
 impl EventLoop {
     pub(super) fn on_worker(&mut self, ev: WorkerEvent) {
@@ -17,8 +17,21 @@ impl EventLoop {
             WorkerEvent::Trained(t) => {
                 let payload = t.blob.len() as u64;
                 let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
+                // The chain and its states are kept for verifiers and referees.
+                let chain = self.blobs.add(t.round, BlobKind::Chain, t.chain);
+                for s in t.states {
+                    self.blobs.add(t.round, BlobKind::InnerState, s);
+                }
                 self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload));
-                self.drive(InEvent::TrainingDone { round: t.round, hash, samples: t.samples });
+                let contribution = Contribution {
+                    hash,
+                    samples: t.samples,
+                    base_state: protocol::Hash::default(), // the protocol's state
+                    raw: t.raw,
+                    residual: t.residual,
+                    chain,
+                };
+                self.drive(InEvent::TrainingDone { round: t.round, contribution });
             }
             WorkerEvent::Applied(a) => self.on_applied(a),
             WorkerEvent::Loaded { round, state } => {
@@ -41,13 +54,13 @@ impl EventLoop {
     pub(super) fn start_apply(&mut self, round: u64, aggregator: PeerId, manifest: Manifest) {
         let mut bytes = Vec::new();
         for e in &manifest.entries {
-            self.blobs.retag(&e.hash, round);
-            match self.blobs.get(&e.hash) {
+            self.blobs.retag(&e.hash(), round);
+            match self.blobs.get(&e.hash()) {
                 Some(b) => bytes.push(b),
                 None => {
                     // The protocol only asks to apply once every blob is here.
-                    self.info(format!("round {round}: blob {} was evicted; fetching it again", e.hash.short()));
-                    return self.queue.push_back(InEvent::BlobLost(e.hash));
+                    self.info(format!("round {round}: blob {} was evicted; fetching it again", e.hash().short()));
+                    return self.queue.push_back(InEvent::BlobLost(e.hash()));
                 }
             }
         }

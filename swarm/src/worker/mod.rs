@@ -15,7 +15,7 @@ mod model;
 
 pub use checkpoints::Checkpoints;
 pub use error::WorkerError;
-pub use model::{Evaluation, Model, ModelState, Stepped, Trained, batch_seed};
+pub use model::{Evaluation, Model, ModelState, Stepped, Trained, batch_seed, hash_f32};
 
 use protocol::codec::ErrorFeedback;
 use protocol::{Hash, Manifest, PeerId, RunSpec};

@@ -9,6 +9,7 @@ use protocol::codec::{self, Codec, ErrorFeedback};
 use protocol::spec::RunSpec;
 use protocol::{Hash, Manifest, PeerId};
 use std::sync::Arc;
+use trainer::aggregate::{self, Rule};
 use trainer::{OuterOptimizer, TrainConfig, Trainer};
 
 /// The replicated state: parameters and the outer optimizer.
@@ -70,7 +71,8 @@ pub struct Evaluation {
     pub accuracy: Option<f32>,
 }
 
-/// What the inner loop produced.
+/// What the inner loop produced: the encoded pseudo-gradient and what it
+/// commits to.
 #[derive(Debug)]
 pub struct Trained {
     /// The round.
@@ -81,6 +83,25 @@ pub struct Trained {
     pub samples: u64,
     /// Mean training loss over the inner steps.
     pub train_loss: f32,
+    /// BLAKE3 of the raw pseudo-gradient (f32 little-endian).
+    pub raw: Hash,
+    /// Largest magnitude of the error-feedback residual added before encoding.
+    pub residual: f32,
+    /// The chain blob: the BLAKE3 hashes of `states`, in order.
+    pub chain: Vec<u8>,
+    /// The inner states at steps 0, k, 2k, ..., H, encoded: the blobs a
+    /// verifier or referee asks for.
+    pub states: Vec<Vec<u8>>,
+}
+
+/// BLAKE3 of f32 values as little-endian bytes.
+pub fn hash_f32(values: &[f32]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    for chunk in values.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+    Hash(*h.finalize().as_bytes())
 }
 
 /// What the outer step did to a state.
@@ -101,6 +122,7 @@ pub struct Model {
     spec: RunSpec,
     train: TrainConfig,
     codec: Codec,
+    rule: Rule,
 }
 
 impl Model {
@@ -114,7 +136,12 @@ impl Model {
             batch_size: spec.train.batch_size as usize,
             weight_decay: spec.train.weight_decay,
         };
-        Ok(Model { trainer: Trainer::new(&spec.model)?, spec: spec.clone(), train, codec })
+        let rule = match spec.aggregate.as_str() {
+            "mean" => Rule::Mean,
+            "trimmed-mean" => Rule::TrimmedMean { fraction: 0.2 },
+            _ => Rule::CenteredClip { factor: 2.0, iterations: 3 },
+        };
+        Ok(Model { trainer: Trainer::new(&spec.model)?, spec: spec.clone(), train, codec, rule })
     }
 
     /// Parameters of the model.
@@ -169,13 +196,26 @@ impl Model {
         seed: [u8; 32],
         progress: &mut dyn FnMut(u32, f32),
     ) -> Result<Trained, WorkerError> {
-        let out = self.trainer.inner_loop(global, &self.train, seed, progress)?;
+        let every = self.spec.verify.every(self.train.inner_steps);
+        let (out, chain) = self.trainer.inner_loop_checkpointed(global, &self.train, seed, every, progress)?;
         let delta = trainer::pseudo_gradient(global, &out.params);
         if feedback.residual().len() != delta.len() {
             *feedback = ErrorFeedback::new(delta.len());
         }
+        let residual = feedback.residual().iter().fold(0f32, |m, x| m.max(x.abs()));
         let (blob, _) = feedback.encode(&self.codec, &delta)?;
-        Ok(Trained { round, blob, samples: out.samples, train_loss: out.mean_loss })
+        let states: Vec<Vec<u8>> = chain.iter().map(|s| s.encode()).collect();
+        let chain: Vec<u8> = states.iter().flat_map(|s| *blake3::hash(s).as_bytes()).collect();
+        Ok(Trained {
+            round,
+            blob,
+            samples: out.samples,
+            train_loss: out.mean_loss,
+            raw: hash_f32(&delta),
+            residual,
+            chain,
+            states,
+        })
     }
 
     /// Decodes the manifest's pseudo-gradients (in manifest order), averages
@@ -192,13 +232,13 @@ impl Model {
         let mut rejected = Vec::new();
         for (e, b) in manifest.entries.iter().zip(blobs) {
             match codec::decode(b, n as u64) {
-                Ok(g) => grads.push((g, e.samples)),
+                Ok(g) => grads.push((g, e.samples())),
                 Err(_) => rejected.push(e.peer),
             }
         }
         if !grads.is_empty() {
             let refs: Vec<(&[f32], u64)> = grads.iter().map(|(g, s)| (g.as_slice(), *s)).collect();
-            let avg = trainer::weighted_average(&refs)?;
+            let avg = aggregate::aggregate(self.rule, &refs)?;
             state.outer.try_step(&mut state.params, &avg)?;
         }
         let eval = self.trainer.evaluate(&state.params).ok().map(|e| Evaluation { loss: e.loss, accuracy: e.accuracy });
