@@ -48,6 +48,8 @@ pub enum DropReason {
     /// A manifest signed by a peer that may not sign it: not a contributor
     /// of the previous round's manifest.
     NotCandidate,
+    /// From a peer excluded from the run.
+    Excluded,
 }
 
 /// An envelope whose size and signature have been checked; its payload is not

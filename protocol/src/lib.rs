@@ -10,6 +10,7 @@ pub mod codec;
 pub mod envelope;
 pub mod id;
 pub mod message;
+pub mod review;
 pub mod rng;
 pub mod round;
 pub mod spec;

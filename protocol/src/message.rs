@@ -98,6 +98,94 @@ impl ManifestEntry {
     }
 }
 
+/// What a check found wrong with a contribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Fault {
+    /// The chain does not start at the round's state (fresh optimizer).
+    BadStart,
+    /// Re-executing the segment from its committed start state did not
+    /// give the committed end state.
+    Segment,
+    /// The chain's last state does not give the committed raw
+    /// pseudo-gradient.
+    RawMismatch,
+    /// The encoded blob does not decode to the raw pseudo-gradient within
+    /// the codec's bound plus the declared residual (or the residual is
+    /// implausibly large).
+    BlobMismatch,
+    /// The chain or one of its states is not what it should be (length,
+    /// size, step count, hash).
+    Malformed,
+    /// The contributor did not serve what the check needs.
+    Unavailable,
+}
+
+/// A verifier's or referee's finding about one contribution. The envelope
+/// that carries it (signed by the checker) has the contribution's round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// The id of the manifest that included the contribution.
+    pub manifest: Hash,
+    /// The contributor checked.
+    pub contributor: PeerId,
+    /// The segment re-executed.
+    pub segment: u32,
+    /// `None` when every check passed.
+    pub fault: Option<Fault>,
+}
+
+/// A finding with its checker's signature (quoted as evidence).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedFinding {
+    /// The checker.
+    pub by: PeerId,
+    /// What it found.
+    pub finding: Finding,
+    /// Its signature of the envelope that carried the finding.
+    pub signature: Signature,
+}
+
+/// A signed announcement, quoted as evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedContribution {
+    /// What was announced.
+    pub contribution: Contribution,
+    /// The announcer's signature.
+    pub signature: Signature,
+}
+
+/// Why a peer is excluded: evidence every peer can check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// A verifier accused a contribution and a majority of the dispute's
+    /// referees decided: with a fault, the contributor is excluded; without,
+    /// the verifier (it framed an honest peer).
+    Dispute {
+        /// The accusation.
+        accusation: SignedFinding,
+        /// The referees' findings (a majority of the committee agreeing).
+        findings: Vec<SignedFinding>,
+    },
+    /// Two different signed announcements for one round.
+    Equivocation {
+        /// One.
+        a: Box<SignedContribution>,
+        /// The other.
+        b: Box<SignedContribution>,
+    },
+}
+
+/// A peer excluded by a manifest, with the evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Exclusion {
+    /// Who.
+    pub peer: PeerId,
+    /// The round of the misbehaviour.
+    pub round: u64,
+    /// Why.
+    pub evidence: Evidence,
+}
+
 /// The aggregator's signed decision for a round (the round and aggregator are
 /// the envelope's round and sender).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +195,8 @@ pub struct Manifest {
     pub state: Hash,
     /// The contributions to apply, ordered by peer id.
     pub entries: Vec<ManifestEntry>,
+    /// Peers excluded from here on, with the evidence.
+    pub exclusions: Vec<Exclusion>,
 }
 
 /// The payload of an envelope.
@@ -126,6 +216,9 @@ pub enum Message {
     Contribution(Contribution),
     /// The aggregator's decision for the envelope's round.
     Manifest(Manifest),
+    /// A verifier's or referee's finding about a contribution of the
+    /// envelope's round.
+    Verdict(Finding),
     /// The sender leaves the run; `recent` as in its hellos (stragglers may
     /// still count it as a confirmation for a short while).
     Leave {

@@ -8,7 +8,7 @@
 //! exactly the property the real node has with real parameters.
 
 use crate::id::{Hash, Keypair, PeerId};
-use crate::message::Contribution;
+use crate::message::{Contribution, Fault};
 use crate::rng::SplitMix64;
 use crate::round::{BlobKind, Config, FetchFailure, Gossip, InEvent, Manifest, OutEvent, Peer, Phase};
 use crate::time::Time;
@@ -58,6 +58,14 @@ pub struct SimConfig {
     /// After this long without an answer a request gets a parallel one to
     /// the next provider (the protocol's `fetch_hedge`), ms.
     pub fetch_hedge: Time,
+    /// Probability that a contribution gets a verifier (0 = no review).
+    pub verify_rate: f64,
+    /// Segments of a commitment chain.
+    pub segments: u32,
+    /// Referees of a dispute.
+    pub referees: u32,
+    /// How long a check takes, ms.
+    pub check_time: Time,
 }
 
 impl SimConfig {
@@ -79,6 +87,10 @@ impl SimConfig {
             peer_ttl: 3_000,
             fetch_timeout: 100,
             fetch_hedge: 1_000,
+            verify_rate: 0.0,
+            segments: 4,
+            referees: 3,
+            check_time: 100,
         }
     }
 }
@@ -144,6 +156,18 @@ pub struct Sim {
     slow_links: BTreeSet<(usize, usize)>,
     /// Manifest envelopes nodes keep, by hash.
     envelopes: BTreeMap<Hash, Vec<u8>>,
+    /// Commitment chains by hash: the state hashes they list.
+    chains: BTreeMap<Hash, Vec<Hash>>,
+    /// Nodes whose contributions fail every check (they lie).
+    pub liars: BTreeSet<usize>,
+    /// Nodes that report a fault in every contribution they check.
+    pub framers: BTreeSet<usize>,
+    /// Exclusions each node applied: node -> excluded nodes.
+    pub excluded: BTreeMap<usize, BTreeSet<usize>>,
+    /// Checks each node ran (as verifier or referee).
+    pub checks: BTreeMap<usize, u64>,
+    /// The last round each node signed for (what its disk would keep).
+    signed: BTreeMap<usize, u64>,
 }
 
 impl Sim {
@@ -170,6 +194,12 @@ impl Sim {
             partition: None,
             slow_links: BTreeSet::new(),
             envelopes: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            liars: BTreeSet::new(),
+            framers: BTreeSet::new(),
+            excluded: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            signed: BTreeMap::new(),
         };
         for _ in 0..sim.cfg.peers {
             sim.add_node();
@@ -216,6 +246,9 @@ impl Sim {
             sync_quorum: 0.5,
             min_round: self.cfg.min_round,
             deadline_k: 4.0,
+            verify_rate: self.cfg.verify_rate,
+            segments: self.cfg.segments,
+            referees: self.cfg.referees,
         }
     }
 
@@ -251,6 +284,7 @@ impl Sim {
         let key = Keypair::from_seed(self.cfg.seed.wrapping_mul(1000).wrapping_add(i as u64));
         let mut peer = Peer::new(self.peer_config(), key);
         peer.add_local_blob(self.genesis);
+        peer.sit_out(self.signed.get(&i).copied().unwrap_or(0));
         let generation = self.nodes[i].generation + 1;
         self.nodes[i] =
             SimNode { peer, state: self.genesis, finished: false, alive: true, generation, timer: None, ticks: 0 };
@@ -412,15 +446,10 @@ impl Sim {
                 h.update(&base_state.0);
                 let hash = Hash(*h.finalize().as_bytes());
                 self.blobs.entry(hash).or_default().insert(i);
+                let chain = self.make_chain(i, hash);
                 let d = self.rng.range(self.cfg.train_time.0, self.cfg.train_time.1);
-                let contribution = Contribution {
-                    hash,
-                    samples: 64,
-                    base_state,
-                    raw: Hash::of(&hash.0),
-                    residual: 0.0,
-                    chain: Hash::of(&base_state.0),
-                };
+                let contribution =
+                    Contribution { hash, samples: 64, base_state, raw: Hash::of(&hash.0), residual: 0.0, chain };
                 self.schedule(d, i, Ev::In(InEvent::TrainingDone { round, contribution }));
             }
             OutEvent::LoadState { round, state } => {
@@ -429,6 +458,22 @@ impl Sim {
             }
             OutEvent::Apply { round, aggregator, manifest } => self.apply(i, round, aggregator, manifest),
             OutEvent::RunOver { .. } => {}
+            OutEvent::Check(job) => {
+                *self.checks.entry(i).or_default() += 1;
+                let liar = self.node_of(&job.contributor).is_some_and(|c| self.liars.contains(&c));
+                let fault = (liar || self.framers.contains(&i)).then_some(Fault::Segment);
+                let ev = InEvent::Checked { manifest: job.manifest, contributor: job.contributor, fault };
+                self.schedule(self.cfg.check_time, i, Ev::In(ev));
+            }
+            OutEvent::Signing { round } => {
+                let s = self.signed.entry(i).or_default();
+                *s = (*s).max(round);
+            }
+            OutEvent::Excluded { peer, .. } => {
+                if let Some(j) = self.node_of(&peer) {
+                    self.excluded.entry(i).or_default().insert(j);
+                }
+            }
             OutEvent::Finished => self.nodes[i].finished = true,
         }
     }
@@ -458,7 +503,26 @@ impl Sim {
                 self.schedule(rtt + 10, i, Ev::Deliver(bytes, None));
             }
             self.schedule(rtt + 10, i, Ev::In(InEvent::BlobReady(hash)));
+            if kind == BlobKind::Chain
+                && let Some(leaves) = self.chains.get(&hash).cloned()
+            {
+                self.schedule(rtt + 10, i, Ev::In(InEvent::Chain { hash, leaves }));
+            }
         }
+    }
+
+    /// The commitment chain of node `i`'s contribution `blob`: made-up state
+    /// hashes, held (with the chain blob) by node `i`.
+    fn make_chain(&mut self, i: usize, blob: Hash) -> Hash {
+        let leaves: Vec<Hash> =
+            (0..=self.cfg.segments).map(|s| Hash::of(&[&blob.0[..], &s.to_le_bytes()].concat())).collect();
+        let concat: Vec<u8> = leaves.iter().flat_map(|h| h.0).collect();
+        let chain = Hash::of(&concat);
+        for h in leaves.iter().chain([&chain]) {
+            self.blobs.entry(*h).or_default().insert(i);
+        }
+        self.chains.insert(chain, leaves);
+        chain
     }
 
     fn apply(&mut self, i: usize, round: u64, aggregator: PeerId, manifest: Manifest) {

@@ -68,7 +68,7 @@ fn bad_messages_are_dropped_and_counted() {
     bad_sig[n - 1] ^= 0xff;
     let wrong_run = Envelope::seal(&other, Hash::of(b"other"), 1, &hi).unwrap();
     let oversize = vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1];
-    let empty_manifest = Message::Manifest(Manifest { state: Hash::default(), entries: vec![] });
+    let empty_manifest = Message::Manifest(Manifest { state: Hash::default(), entries: vec![], exclusions: vec![] });
     let invalid = Envelope::seal(&other, run, 1, &empty_manifest).unwrap();
     for b in [bad_sig, wrong_run, oversize, invalid, vec![0u8; 10]] {
         let out = p.handle(InEvent::Gossip(Gossip { bytes: b, source: Some(other.peer_id()) }), 0);
@@ -228,7 +228,9 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
         })
         .collect();
     entries.sort_by_key(|e| e.peer);
-    out.extend(p.handle(gossip(2, run, 1, &Message::Manifest(Manifest { state: base, entries })), 850));
+    out.extend(
+        p.handle(gossip(2, run, 1, &Message::Manifest(Manifest { state: base, entries, exclusions: vec![] })), 850),
+    );
     assert_eq!(p.phase(), Phase::Collecting(1));
     // A sixth peer lists a round-1 manifest id that nobody can serve.
     let bogus = Hash::of(b"made up");
@@ -289,7 +291,11 @@ fn announcements_for_made_up_rounds_do_not_crowd_out_the_manifest_to_sync_to() {
     }
     // Three peers applied round 4's manifest, signed by peer 2.
     let state = Hash::of(b"state at the start of round 4");
-    let m = Message::Manifest(Manifest { state, entries: vec![entry(2, run, 4, Hash::of(b"g"), state)] });
+    let m = Message::Manifest(Manifest {
+        state,
+        entries: vec![entry(2, run, 4, Hash::of(b"g"), state)],
+        exclusions: vec![],
+    });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let id = Hash::of(&envelope);
     for s in [2, 3, 4] {
@@ -323,7 +329,11 @@ fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
     let (mut p, run) = peer();
     // Round 4's manifest, signed by peer 2; five peers are active.
     let state = Hash::of(b"state at the start of round 4");
-    let m = Message::Manifest(Manifest { state, entries: vec![entry(2, run, 4, Hash::of(b"g"), state)] });
+    let m = Message::Manifest(Manifest {
+        state,
+        entries: vec![entry(2, run, 4, Hash::of(b"g"), state)],
+        exclusions: vec![],
+    });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
     let src = Some(Keypair::from_seed(2).peer_id());

@@ -212,3 +212,56 @@ fn a_healed_even_split_keeps_the_side_with_the_lowest_peer_id() {
         assert_eq!(switched, !side.contains(&i), "node {i}: only the side without the lowest id switches");
     }
 }
+
+/// Rounds (after `from`) until every node that is still running applied an
+/// exclusion of `j`; None if some never did.
+fn excluded_by_all(sim: &Sim, j: usize) -> bool {
+    sim.nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| n.alive && *i != j)
+        .all(|(i, _)| sim.excluded.get(&i).is_some_and(|e| e.contains(&j)))
+}
+
+#[test]
+fn liars_are_checked_disputed_and_excluded_and_nobody_honest_is() {
+    let mut cfg = SimConfig::new(10, 41);
+    cfg.min_peers = 10;
+    cfg.rounds = 12;
+    cfg.verify_rate = 0.8;
+    let mut sim = Sim::new(cfg);
+    sim.liars.extend([3, 7]);
+    sim.run_until(300_000);
+    assert!(sim.all_finished(), "{:?}", (0..10).map(|i| sim.phase(i)).collect::<Vec<_>>());
+    assert_agreement(&sim);
+    for liar in [3, 7] {
+        assert!(excluded_by_all(&sim, liar), "liar {liar} excluded by every peer: {:?}", sim.excluded);
+        // Its last contribution is at most three rounds after its first check
+        // could have caught it.
+        let last = (1..=12).filter(|&r| sim.contributors(r).contains(&liar)).max().unwrap_or(0);
+        eprintln!("liar {liar}: last in a manifest in round {last}");
+        assert!(last <= 6, "liar {liar} still contributing in round {last}");
+    }
+    for (by, ex) in &sim.excluded {
+        assert!(ex.iter().all(|j| [3, 7].contains(j)), "node {by} excluded an honest peer: {ex:?}");
+    }
+    let checks: u64 = sim.checks.values().sum();
+    eprintln!("checks run: {checks} (verifiers and referees)");
+}
+
+#[test]
+fn a_verifier_that_frames_honest_peers_is_excluded_itself() {
+    let mut cfg = SimConfig::new(8, 43);
+    cfg.min_peers = 8;
+    cfg.rounds = 12;
+    cfg.verify_rate = 0.8;
+    let mut sim = Sim::new(cfg);
+    sim.framers.insert(2);
+    sim.run_until(300_000);
+    assert!(sim.all_finished());
+    assert_agreement(&sim);
+    assert!(excluded_by_all(&sim, 2), "the framer is excluded: {:?}", sim.excluded);
+    for (by, ex) in &sim.excluded {
+        assert!(ex.iter().all(|j| *j == 2), "node {by} excluded an honest peer: {ex:?}");
+    }
+}

@@ -255,6 +255,9 @@ mod tests {
             elapsed_ms: 1,
             bad_providers: 0,
             peers_left: 0,
+            verified: 0,
+            disputes: 0,
+            excluded: 0,
         }
     }
 

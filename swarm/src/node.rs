@@ -69,7 +69,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let run_dir = cfg.data_dir.join("runs").join(&run.to_hex()[..16]);
     let _ = std::fs::create_dir_all(&run_dir);
     let _ = std::fs::write(run_dir.join("spec.toml"), cfg.spec.to_toml());
-    let (worker, worker_rx, init) = worker::start(&cfg.spec, key.peer_id(), Some(run_dir))?;
+    let (worker, worker_rx, init) = worker::start(&cfg.spec, key.peer_id(), Some(run_dir.clone()))?;
     // The largest blob: an inner state (parameters and two moments).
     let max_blob = init.params * 12 + (1 << 20);
     let mut swarm = net::build(&key, max_blob)?;
@@ -90,6 +90,10 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         events.send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({})", hash.short()))).ok();
         peer.resume(round, hash);
     }
+    let bans = Bans::load(run_dir.join("excluded.json"));
+    peer.exclude(bans.peers.iter().copied());
+    let signed = Signed::load(run_dir.join("signed"));
+    peer.sit_out(signed.round);
     let peer_store_path = cfg.data_dir.join("peers.json");
     let peer_store = PeerStore::load(&peer_store_path);
     if !peer.resumed_after_the_end() {
@@ -123,6 +127,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         rounds: BTreeMap::new(),
         banned: HashSet::new(),
         peers: PeerBook { store: peer_store, path: peer_store_path },
+        bans,
+        signed,
         connections: HashMap::new(),
     };
     let handle = tokio::spawn(lp.run());
@@ -153,6 +159,64 @@ struct Meter {
 struct PeerBook {
     store: PeerStore,
     path: PathBuf,
+}
+
+/// Peers excluded from the run, kept in the run dir (`excluded.json`) so a
+/// restarted node refuses them from the start.
+struct Bans {
+    path: PathBuf,
+    peers: Vec<protocol::PeerId>,
+}
+
+impl Bans {
+    fn load(path: PathBuf) -> Bans {
+        let hex: Vec<String> =
+            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let peers = hex.iter().filter_map(|h| protocol::Hash::from_hex(h).map(|x| protocol::PeerId(x.0))).collect();
+        Bans { path, peers }
+    }
+
+    /// Adds a peer and writes the file (temp file, rename).
+    fn add(&mut self, p: protocol::PeerId) -> std::io::Result<()> {
+        if self.peers.contains(&p) {
+            return Ok(());
+        }
+        self.peers.push(p);
+        let hex: Vec<String> = self.peers.iter().map(|p| p.to_string()).collect();
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&hex).unwrap_or_default())?;
+        std::fs::rename(tmp, &self.path)
+    }
+}
+
+/// The last round this peer signed a contribution or manifest for, kept in
+/// the run dir (`signed`) and written before the signature goes out: a
+/// restarted peer never signs a second, different one for that round.
+struct Signed {
+    path: PathBuf,
+    round: u64,
+}
+
+impl Signed {
+    fn load(path: PathBuf) -> Signed {
+        let round = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        Signed { path, round }
+    }
+
+    /// Records `round` (temp file, fsync, rename).
+    fn record(&mut self, round: u64) -> std::io::Result<()> {
+        if round <= self.round {
+            return Ok(());
+        }
+        use std::io::Write;
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(round.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.round = round;
+        Ok(())
+    }
 }
 
 /// What the event loop notes about one round, for its report.
@@ -195,6 +259,10 @@ struct EventLoop {
     /// Peers that served bytes that do not match the hash asked for.
     banned: HashSet<libp2p::PeerId>,
     peers: PeerBook,
+    /// Peers excluded from the run, persisted.
+    bans: Bans,
+    /// The last round this peer signed for, persisted.
+    signed: Signed,
     /// Open connections by peer, oldest first.
     connections: HashMap<libp2p::PeerId, Vec<libp2p::swarm::ConnectionId>>,
 }
@@ -297,6 +365,13 @@ impl EventLoop {
                 None => self.info(format!("cannot load state {}: the blob is gone", state.short())),
             },
             OutEvent::Apply { round, aggregator, manifest } => self.start_apply(round, aggregator, manifest),
+            OutEvent::Check(job) => self.start_check(job),
+            OutEvent::Excluded { peer, round } => self.on_excluded(peer, round),
+            OutEvent::Signing { round } => {
+                if let Err(e) = self.signed.record(round) {
+                    self.info(format!("cannot record round {round} as signed for: {e}"));
+                }
+            }
             OutEvent::RunOver { round, state } => {
                 self.events.send(NodeEvent::RunOver { round, state_hash: state.to_hex() }).ok();
                 self.linger_until = Some(Instant::now());

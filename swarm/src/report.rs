@@ -89,6 +89,15 @@ pub struct RoundReport {
     /// Peers that announced leaving the run, so far.
     #[serde(default)]
     pub peers_left: u64,
+    /// Contributions of others this peer checked (as verifier or referee), so far.
+    #[serde(default)]
+    pub verified: u64,
+    /// Disputes opened (a verifier found a fault), so far.
+    #[serde(default)]
+    pub disputes: u64,
+    /// Peers excluded from the run, so far.
+    #[serde(default)]
+    pub excluded: u64,
 }
 
 /// `12.3 KiB` style sizes.
@@ -107,8 +116,13 @@ impl RoundReport {
     /// One line for a person.
     pub fn line(&self) -> String {
         let acc = self.eval_accuracy.map(|a| format!(" acc {:.3}", a)).unwrap_or_default();
+        let review = if self.verified + self.disputes + self.excluded > 0 {
+            format!(" | checked {} disputes {} excluded {}", self.verified, self.disputes, self.excluded)
+        } else {
+            String::new()
+        };
         format!(
-            "round {:>3} | loss {:.4}{} | peers {} ({} contributed{}) | sent {} recv {} | state {}",
+            "round {:>3} | loss {:.4}{} | peers {} ({} contributed{}) | sent {} recv {} | state {}{review}",
             self.round,
             self.eval_loss,
             acc,
@@ -155,6 +169,9 @@ mod tests {
             elapsed_ms: 6,
             bad_providers: 0,
             peers_left: 0,
+            verified: 0,
+            disputes: 0,
+            excluded: 0,
         };
         let back: RoundReport = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(back, r);

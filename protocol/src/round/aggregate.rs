@@ -9,6 +9,9 @@ impl Peer {
     /// contribution: it contributed last round, or says it is active in this
     /// round or the one before, or (round 1) is waiting for the start.
     fn expects(&self, peer: &PeerId, info: &PeerInfo, round: u64) -> bool {
+        if self.reviews.excluded.contains(peer) {
+            return false;
+        }
         (self.history.last_contributors().contains(peer) && *peer != self.me)
             || (info.is_active() && info.round + 1 >= round && info.round <= round)
             || (info.status == Status::Waiting && round == 1)
@@ -23,7 +26,7 @@ impl Peer {
     /// no such contributor alive (round 1, or all gone), every active peer is
     /// a candidate.
     fn candidates(&self, round: u64) -> Vec<PeerId> {
-        let alive = |p: &PeerId| *p == self.me || self.members.is_active(p);
+        let alive = |p: &PeerId| (*p == self.me || self.members.is_active(p)) && !self.reviews.excluded.contains(p);
         let mut c: Vec<PeerId> = self.history.last_contributors().iter().copied().filter(alive).collect();
         if c.is_empty() {
             c = self.members.active();
@@ -43,8 +46,12 @@ impl Peer {
         if self.history.last_round().is_none_or(|r| r + 1 != round) {
             return true;
         }
+        if self.reviews.excluded.contains(signer) {
+            return false;
+        }
         let last = self.history.last_contributors();
-        last.contains(signer) || !last.iter().any(|p| *p == self.me || self.members.is_active(p))
+        let alive = |p: &PeerId| (*p == self.me || self.members.is_active(p)) && !self.reviews.excluded.contains(p);
+        last.contains(signer) || !last.iter().any(alive)
     }
 
     /// When this peer may next publish the manifest of `round`: the round
@@ -67,8 +74,11 @@ impl Peer {
         // Only contributions trained from our state: another history's
         // pseudo-gradients do not belong in ours (and their peers are not
         // waited for).
-        let ours: BTreeMap<&PeerId, &Announced> =
-            data.contributions.iter().filter(|(_, a)| a.contribution.base_state == self.state).collect();
+        let ours: BTreeMap<&PeerId, &Announced> = data
+            .contributions
+            .iter()
+            .filter(|(p, a)| a.contribution.base_state == self.state && !self.reviews.excluded.contains(p))
+            .collect();
         let elsewhere = |p: &PeerId| data.contributions.get(p).is_some_and(|a| a.contribution.base_state != self.state);
         let ready: Vec<ManifestEntry> = ours
             .iter()
@@ -102,17 +112,21 @@ impl Peer {
         let Some(k) = self.candidates(round).iter().position(|p| *p == self.me) else {
             return; // not a candidate this round
         };
+        if round <= self.sit_out {
+            return; // signed for in an earlier life
+        }
         let k = k as u64;
         let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
         if !go || ready.is_empty() || self.round_is_closed(round) {
             return;
         }
-        let manifest = Manifest { state: self.state, entries: ready };
+        let manifest = Manifest { state: self.state, entries: ready, exclusions: self.exclusions_to_publish() };
         let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
             return;
         };
         let id = Hash::of(&bytes);
         self.keep(&bytes);
+        self.out.push(OutEvent::Signing { round });
         self.out.push(OutEvent::Broadcast(bytes));
         self.stats.manifests_published += 1;
         self.accept_manifest(round, KnownManifest { aggregator: self.me, manifest, id }, now);

@@ -25,6 +25,7 @@
 //! count peers ([`quorum`]).
 
 mod aggregate;
+mod checks;
 mod deadline;
 mod fetch;
 mod history;
@@ -42,8 +43,9 @@ pub use types::*;
 
 use crate::envelope::{DropReason, Envelope};
 use crate::id::{Hash, Keypair, PeerId};
-use crate::message::{AppliedManifest, Contribution, Message, Signature, Status};
+use crate::message::{AppliedManifest, Contribution, Message, Signature, SignedFinding, Status};
 use crate::time::Time;
+use checks::Reviews;
 use fetch::Fetcher;
 use history::History;
 use members::Members;
@@ -120,6 +122,7 @@ pub struct Peer {
     members: Members,
     fetcher: Fetcher,
     history: History,
+    reviews: Reviews,
     rounds: BTreeMap<u64, RoundData>,
     /// The latest manifest seen from another history.
     foreign: Option<Foreign>,
@@ -128,6 +131,9 @@ pub struct Peer {
     synced_round: Option<u64>,
     /// A checkpoint the node resumed from: (round applied, state after it).
     resumed: Option<(u64, Hash)>,
+    /// Rounds up to this one were signed for in an earlier life: this peer
+    /// neither contributes to nor aggregates them again.
+    sit_out: u64,
     deadline: Deadline,
     /// When a finishing peer leaves.
     finish_at: Time,
@@ -156,11 +162,13 @@ impl Peer {
             members: Members::default(),
             fetcher,
             history: History::default(),
+            reviews: Reviews::default(),
             rounds: BTreeMap::new(),
             foreign: None,
             hellos: Hellos { next: 0, seq: 0, last_status: Status::Waiting },
             synced_round: None,
             resumed: None,
+            sit_out: 0,
             deadline,
             finish_at: 0,
             poll_at: None,
@@ -204,6 +212,20 @@ impl Peer {
     pub fn resume(&mut self, round: u64, state: Hash) {
         self.fetcher.hold(state);
         self.resumed = Some((round, state));
+    }
+
+    /// This peer signed a contribution or manifest for `round` in an earlier
+    /// life (the node persisted [`OutEvent::Signing`]): it takes no part in
+    /// rounds up to `round` (a second, different signature for one round is
+    /// an equivocation, and gets a peer excluded).
+    pub fn sit_out(&mut self, round: u64) {
+        self.sit_out = self.sit_out.max(round);
+    }
+
+    /// Peers excluded earlier (a persisted ban): their messages and
+    /// contributions are refused from the start.
+    pub fn exclude(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.reviews.excluded.extend(peers);
     }
 
     /// Whether the peer resumed after the run's last round: there is nothing
@@ -273,6 +295,8 @@ impl Peer {
                     self.collect(r);
                 }
             }
+            InEvent::Chain { hash, leaves } => self.on_chain(hash, leaves),
+            InEvent::Checked { manifest, contributor, fault } => self.on_checked(manifest, contributor, fault),
             InEvent::Connected(p) => self.fetcher.connected(p, true),
             InEvent::Disconnected(p) => self.fetcher.connected(p, false),
             InEvent::Applied { round, state } => self.on_applied(round, state, now),
@@ -363,6 +387,7 @@ impl Peer {
         }
         self.check_behind(now);
         self.repair_manifests();
+        self.run_ready_checks();
         match self.phase {
             Phase::Waiting => self.poll_waiting(now),
             Phase::Gathering(r) => self.poll_gathering(r, now),

@@ -110,6 +110,7 @@ impl Peer {
             return; // the round closed without us
         }
         contribution.base_state = self.state;
+        self.out.push(OutEvent::Signing { round });
         let Some(signature) = self.broadcast(round, &Message::Contribution(contribution)) else { return };
         self.rounds.entry(round).or_default().contributions.insert(self.me, Announced { contribution, signature });
         self.phase = Phase::Gathering(round);
@@ -141,10 +142,11 @@ impl Peer {
         self.state = state;
         self.fetcher.hold(state);
         self.stats.rounds_applied += 1;
-        if let Some(k) = self.manifest_of(round) {
+        if let Some(k) = self.manifest_of(round).cloned() {
             let contributors = k.manifest.entries.iter().map(|e| e.peer).collect();
-            let id = k.id;
-            self.history.record(applied(round, id), contributors);
+            self.history.record(applied(round, k.id), contributors);
+            self.apply_exclusions(&k.manifest.exclusions);
+            self.review_applied(round, k.id, &k.manifest);
         }
         if round >= self.cfg.last_round {
             self.phase = Phase::Finishing(round);
@@ -172,6 +174,9 @@ impl Peer {
             }
         }
         self.phase = Phase::Training(round);
+        if round <= self.sit_out {
+            return; // signed for in an earlier life: wait for its manifest
+        }
         self.out.push(OutEvent::StartTraining { round, base_state: self.state });
         self.fetch_announced(round);
     }
@@ -208,6 +213,9 @@ impl Peer {
         // needs is gone everywhere: wait for the next manifest and sync its
         // state instead. (A blob nothing needs any more, say an announcement
         // of a peer that died, is just dropped.)
+        if matches!(kind, BlobKind::Chain | BlobKind::InnerState) {
+            return self.checks_lost(&hash);
+        }
         if kind != BlobKind::Manifest && self.needed_now(&hash) {
             self.stats.resyncs += 1;
             self.phase = Phase::Waiting;

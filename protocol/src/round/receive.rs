@@ -22,6 +22,9 @@ impl Peer {
         if opened.sender == self.me {
             return Verdict::Ignore(None);
         }
+        if self.reviews.excluded.contains(&opened.sender) {
+            return self.drop_msg(DropReason::Excluded);
+        }
         let msg = match opened.message() {
             Ok(m) => m,
             Err(why) => return self.drop_msg(why),
@@ -35,6 +38,9 @@ impl Peer {
                 self.on_contribution(sender, round, announced, now)
             }
             Message::Manifest(m) => self.on_manifest(sender, round, m, bytes, now),
+            Message::Verdict(finding) => {
+                self.take_finding(round, SignedFinding { by: sender, finding, signature: opened.signature })
+            }
         };
         match result {
             Ok(()) => Verdict::Accept,
@@ -90,10 +96,10 @@ impl Peer {
         }
         self.members.touch(sender, round, now);
         let data = self.rounds.entry(round).or_default();
-        if let Some(first) = data.contributions.get(&sender) {
+        if let Some(first) = data.contributions.get(&sender).copied() {
             if first.contribution != c {
                 // Two signed announcements for one round: provable misbehaviour.
-                self.stats.equivocations += 1;
+                self.equivocation(sender, round, first, a);
             }
             return Ok(());
         }
@@ -122,6 +128,13 @@ impl Peer {
         }
         if !self.may_sign(&sender, round) {
             return Err(DropReason::NotCandidate);
+        }
+        let excluded = |p: &PeerId| self.reviews.excluded.contains(p);
+        if m.entries.iter().any(|e| excluded(&e.peer))
+            || !m.exclusions.iter().all(|x| self.exclusion_holds(x))
+            || m.exclusions.len() > MAX_MANIFEST_ENTRIES
+        {
+            return Err(DropReason::Invalid);
         }
         let known = KnownManifest { aggregator: sender, manifest: m, id: Hash::of(bytes) };
         if round < self.round && self.holds_state() {

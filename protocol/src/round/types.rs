@@ -2,7 +2,27 @@
 
 use crate::envelope::DropReason;
 use crate::id::{Hash, PeerId};
+pub use crate::message::Fault;
 use crate::message::{Contribution, Manifest};
+
+/// A contribution to check, and where its blobs are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckJob {
+    /// The contribution's round.
+    pub round: u64,
+    /// The manifest that included it.
+    pub manifest: Hash,
+    /// The contributor.
+    pub contributor: PeerId,
+    /// What it announced.
+    pub contribution: Contribution,
+    /// The state blob at the start of the round.
+    pub start: Hash,
+    /// The segment to re-execute.
+    pub segment: u32,
+    /// The chain: inner-state hashes at steps 0, k, ..., H.
+    pub leaves: Vec<Hash>,
+}
 use crate::time::Time;
 use std::collections::BTreeMap;
 
@@ -43,6 +63,12 @@ pub struct Config {
     pub min_round: Time,
     /// k of the adaptive round deadline (median + k * MAD).
     pub deadline_k: f64,
+    /// Probability that a contribution gets a verifier.
+    pub verify_rate: f64,
+    /// Segments of a commitment chain.
+    pub segments: u32,
+    /// Referees of a dispute.
+    pub referees: u32,
 }
 
 impl Config {
@@ -64,6 +90,9 @@ impl Config {
             sync_quorum: 0.5,
             min_round: spec.timing.min_round_ms,
             deadline_k: spec.timing.deadline_k,
+            verify_rate: spec.verify.rate,
+            segments: spec.verify.segments(spec.train.inner_steps),
+            referees: spec.verify.referees,
         }
     }
 }
@@ -132,6 +161,23 @@ pub enum InEvent {
         round: u64,
         /// The new state hash.
         state: Hash,
+    },
+    /// The node read a commitment chain blob (after its `BlobReady`): the
+    /// state hashes it lists.
+    Chain {
+        /// The chain blob.
+        hash: Hash,
+        /// Its 32-byte entries.
+        leaves: Vec<Hash>,
+    },
+    /// The node finished an [`OutEvent::Check`].
+    Checked {
+        /// The manifest that included the contribution.
+        manifest: Hash,
+        /// The contributor.
+        contributor: PeerId,
+        /// What it found, if anything.
+        fault: Option<Fault>,
     },
     /// The node loaded the state blob of the manifest of `round`.
     StateLoaded {
@@ -207,6 +253,28 @@ pub enum OutEvent {
         aggregator: PeerId,
         /// The manifest.
         manifest: Manifest,
+    },
+    /// Check a contribution (the blobs it names are in the store): the chain
+    /// starts at the round's state, the segment re-executes to its committed
+    /// end, the last state gives the raw pseudo-gradient, and the blob
+    /// decodes to it within bounds. Answer [`InEvent::Checked`].
+    Check(CheckJob),
+    /// This peer is about to sign a contribution or manifest for `round`:
+    /// persist it before sending, so that a restarted peer never signs a
+    /// second, different one for the same round (see [`Peer::sit_out`]).
+    ///
+    /// [`Peer::sit_out`]: super::Peer::sit_out
+    Signing {
+        /// The round.
+        round: u64,
+    },
+    /// A manifest excluded `peer` (for its misbehaviour in `round`):
+    /// persist the ban.
+    Excluded {
+        /// Who.
+        peer: PeerId,
+        /// The round of the misbehaviour.
+        round: u64,
     },
     /// The run is already over for this peer: it resumed from the state
     /// after the run's last round. Followed by [`OutEvent::Finished`].
@@ -285,4 +353,16 @@ pub struct Stats {
     pub departures: u64,
     /// Peers caught announcing two different contributions for one round.
     pub equivocations: u64,
+    /// Checks this peer started (as verifier or referee).
+    pub checks_started: u64,
+    /// Checks this peer finished.
+    pub checks_done: u64,
+    /// Of those, the ones that found a fault.
+    pub faults_found: u64,
+    /// Verifiers' findings received and accepted.
+    pub verdicts_seen: u64,
+    /// Disputes opened.
+    pub disputes: u64,
+    /// Peers excluded by applied manifests.
+    pub excluded: u64,
 }

@@ -12,8 +12,12 @@ use std::sync::Arc;
 impl EventLoop {
     /// Sends one request the protocol asked for.
     pub(super) fn request(&mut self, hash: Hash, kind: BlobKind, from: protocol::PeerId) {
-        if self.blobs.get(&hash).is_some() {
-            return self.queue.push_back(InEvent::BlobReady(hash));
+        if let Some(b) = self.blobs.get(&hash) {
+            self.queue.push_back(InEvent::BlobReady(hash));
+            if kind == BlobKind::Chain {
+                self.queue.push_back(chain_event(hash, &b));
+            }
+            return;
         }
         let target = crate::identity::libp2p_peer(&from).filter(|lp| !self.banned.contains(lp));
         let Some(lp) = target else {
@@ -75,7 +79,18 @@ impl EventLoop {
             self.on_gossip(bytes.clone(), None);
         }
         let round = self.peer.round();
+        let chain = (r.kind == BlobKind::Chain).then(|| chain_event(r.hash, &bytes));
         self.blobs.insert_verified(round, r.hash, r.kind, Arc::new(bytes));
         self.drive(InEvent::BlobReady(r.hash));
+        if let Some(ev) = chain {
+            self.drive(ev);
+        }
     }
+}
+
+/// A chain blob's entries for the protocol (it checks them against the
+/// hash and the expected count).
+fn chain_event(hash: Hash, bytes: &[u8]) -> InEvent {
+    let leaves = bytes.chunks(32).filter_map(|c| c.try_into().ok().map(Hash)).collect();
+    InEvent::Chain { hash, leaves }
 }

@@ -4,7 +4,8 @@
 use super::{Applying, EventLoop};
 use crate::events::NodeEvent;
 use crate::report::RoundReport;
-use crate::worker::{AppliedRound, JobKind, WorkerEvent};
+use crate::worker::{AppliedRound, CheckBlobs, JobKind, WorkerEvent};
+use protocol::round::CheckJob;
 use protocol::{BlobKind, Contribution, InEvent, Manifest, PeerId};
 
 impl EventLoop {
@@ -37,6 +38,14 @@ impl EventLoop {
             WorkerEvent::Loaded { round, state } => {
                 self.info(format!("synced to the state of round {round} ({})", state.short()));
                 self.drive(InEvent::StateLoaded { round });
+            }
+            WorkerEvent::Checked { manifest, contributor, fault, took } => {
+                let what = fault.map_or("ok".to_string(), |f| format!("FAULT {f:?}"));
+                self.info(format!("checked {}'s contribution: {what} ({} ms)", contributor.short(), took.as_millis()));
+                self.drive(InEvent::Checked { manifest, contributor, fault });
+            }
+            WorkerEvent::Failed { job: JobKind::Check, round, error } => {
+                self.info(format!("round {round}: a check failed to run: {error}"));
             }
             WorkerEvent::Failed { job: JobKind::Train, round, error } => {
                 self.info(format!("round {round}: training failed: {error}"));
@@ -76,6 +85,33 @@ impl EventLoop {
         self.worker.apply(round, manifest, bytes);
     }
 
+    /// The blobs a check reads, from the store.
+    pub(super) fn start_check(&mut self, job: CheckJob) {
+        let get = |h: &protocol::Hash| self.blobs.get(h);
+        let from = if job.segment == 0 { None } else { job.leaves.get(job.segment as usize).and_then(get) };
+        let blobs = (get(&job.start), get(&job.contribution.hash), job.leaves.last().and_then(get));
+        match (blobs, job.segment == 0 || from.is_some()) {
+            ((Some(start), Some(blob), Some(last)), true) => {
+                self.worker.check(job, CheckBlobs { start, blob, from, last });
+            }
+            _ => self.info(format!(
+                "round {}: a blob to check {}'s contribution is gone",
+                job.round,
+                job.contributor.short()
+            )),
+        }
+    }
+
+    pub(super) fn on_excluded(&mut self, peer: PeerId, round: u64) {
+        self.info(format!("peer {} is excluded from the run (for round {round})", peer.short()));
+        if let Err(e) = self.bans.add(peer) {
+            self.info(format!("cannot save the exclusion: {e}"));
+        }
+        if let Some(lp) = crate::identity::libp2p_peer(&peer) {
+            let _ = self.swarm.disconnect_peer_id(lp);
+        }
+    }
+
     fn on_applied(&mut self, a: AppliedRound) {
         let round = a.round;
         self.blobs.insert_verified(round, a.hash, BlobKind::State, a.blob);
@@ -110,6 +146,9 @@ impl EventLoop {
             elapsed_ms: self.now(),
             bad_providers: self.peer.stats().bad_providers,
             peers_left: self.peer.stats().departures,
+            verified: self.peer.stats().checks_done,
+            disputes: self.peer.stats().disputes,
+            excluded: self.peer.stats().excluded,
         };
         self.events.send(NodeEvent::Round(Box::new(report))).ok();
         self.drive(InEvent::Applied { round, state: a.hash });

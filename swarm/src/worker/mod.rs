@@ -9,15 +9,18 @@
 //! still running; a job that needs what another job holds waits in a queue
 //! until it comes back.
 
+mod check;
 mod checkpoints;
 mod error;
 mod model;
 
+pub use check::CheckBlobs;
 pub use checkpoints::Checkpoints;
 pub use error::WorkerError;
 pub use model::{Evaluation, Model, ModelState, Stepped, Trained, batch_seed, hash_f32};
 
 use protocol::codec::ErrorFeedback;
+use protocol::round::{CheckJob, Fault};
 use protocol::{Hash, Manifest, PeerId, RunSpec};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -33,6 +36,8 @@ pub enum JobKind {
     Apply,
     /// Loading a synced state.
     Load,
+    /// Checking another peer's contribution.
+    Check,
 }
 
 /// What the worker tells the event loop.
@@ -55,6 +60,17 @@ pub enum WorkerEvent {
     Trained(Trained),
     /// A round was applied.
     Applied(AppliedRound),
+    /// A check of another peer's contribution finished.
+    Checked {
+        /// The manifest that included it.
+        manifest: Hash,
+        /// The contributor.
+        contributor: PeerId,
+        /// The first fault found, if any.
+        fault: Option<Fault>,
+        /// How long the check took.
+        took: std::time::Duration,
+    },
     /// A synced state was loaded.
     Loaded {
         /// The round whose start state it is.
@@ -102,6 +118,7 @@ pub struct WorkerInit {
 }
 
 enum Job {
+    Check { job: Box<CheckJob>, blobs: CheckBlobs },
     Train { round: u64, base_state: Hash },
     Apply { round: u64, manifest: Manifest, blobs: Vec<Arc<Vec<u8>>> },
     Load { round: u64, state: Hash, blob: Arc<Vec<u8>> },
@@ -129,6 +146,11 @@ impl Worker {
     /// Replaces the current state with a state blob (`state` is its hash).
     pub fn load(&self, round: u64, state: Hash, blob: Arc<Vec<u8>>) {
         let _ = self.jobs.send(Job::Load { round, state, blob });
+    }
+
+    /// Checks another peer's contribution (runs beside training).
+    pub fn check(&self, job: CheckJob, blobs: CheckBlobs) {
+        let _ = self.jobs.send(Job::Check { job: Box::new(job), blobs });
     }
 }
 
@@ -212,6 +234,7 @@ impl Actor {
         let mut still = VecDeque::new();
         while let Some(job) = self.waiting.pop_front() {
             let free = match job {
+                Job::Check { .. } => true,
                 Job::Train { .. } => self.feedback.is_some() && self.state.is_some(),
                 Job::Apply { .. } | Job::Load { .. } => self.state.is_some(),
             };
@@ -228,6 +251,16 @@ impl Actor {
 
     fn begin(&mut self, job: Job) {
         match job {
+            Job::Check { job, blobs } => {
+                let (model, events, run) = (self.model.clone(), self.events.clone(), self.run);
+                tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let fault = model.check(&run, &job, &blobs);
+                    let took = started.elapsed();
+                    let (manifest, contributor) = (job.manifest, job.contributor);
+                    let _ = events.send(WorkerEvent::Checked { manifest, contributor, fault, took });
+                });
+            }
             Job::Train { round, base_state } => self.begin_train(round, base_state),
             Job::Apply { round, manifest, blobs } => {
                 let (Some(mut state), model) = (self.state.take(), self.model.clone()) else { return };

@@ -163,6 +163,10 @@ impl Model {
         &self.trainer
     }
 
+    pub(super) fn train_config(&self) -> TrainConfig {
+        self.train.clone()
+    }
+
     /// The initial state of the run.
     pub fn genesis(&self) -> ModelState {
         let params = self.trainer.init_params(self.spec.seed);

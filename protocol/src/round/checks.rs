@@ -1,0 +1,318 @@
+//! Peer review as one peer runs it: after a manifest is applied, the
+//! contributions this peer must check (as the verifier the manifest drew,
+//! or as a referee of a dispute), the blobs each check needs, the findings
+//! it broadcasts and receives, disputes, and the exclusions they decide.
+
+use super::*;
+use crate::message::Fault;
+use crate::message::{Evidence, Exclusion, Finding, SignedContribution, SignedFinding};
+use crate::review;
+use std::collections::{BTreeSet, VecDeque};
+
+/// Applied manifests open to review.
+const REVIEW_WINDOW: usize = 4;
+
+/// An applied manifest, as review needs it.
+#[derive(Clone, Debug)]
+pub(super) struct Reviewed {
+    pub(super) round: u64,
+    pub(super) id: Hash,
+    pub(super) state: Hash,
+    pub(super) entries: Vec<ManifestEntry>,
+}
+
+impl Reviewed {
+    fn peers(&self) -> Vec<PeerId> {
+        self.entries.iter().map(|e| e.peer).collect()
+    }
+
+    fn entry(&self, p: &PeerId) -> Option<&ManifestEntry> {
+        self.entries.iter().find(|e| e.peer == *p)
+    }
+}
+
+/// One check this peer runs.
+#[derive(Clone, Debug)]
+struct Check {
+    round: u64,
+    contribution: Contribution,
+    start: Hash,
+    segment: u32,
+    /// The chain, once fetched and parsed.
+    leaves: Option<Vec<Hash>>,
+    /// Handed to the node.
+    running: bool,
+}
+
+/// A verifier's accusation and the referees' findings so far.
+#[derive(Clone, Debug)]
+struct Dispute {
+    round: u64,
+    accusation: SignedFinding,
+    committee: Vec<PeerId>,
+    findings: BTreeMap<PeerId, SignedFinding>,
+}
+
+/// The review state of one peer.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Reviews {
+    applied: VecDeque<Reviewed>,
+    /// By (manifest id, contributor).
+    checks: BTreeMap<(Hash, PeerId), Check>,
+    disputes: BTreeMap<(Hash, PeerId), Dispute>,
+    pub(super) excluded: BTreeSet<PeerId>,
+    /// Decided, not yet in an applied manifest.
+    pub(super) pending: BTreeMap<PeerId, Exclusion>,
+}
+
+impl Reviews {
+    pub(super) fn reviewed(&self, id: &Hash) -> Option<&Reviewed> {
+        self.applied.iter().find(|r| r.id == *id)
+    }
+}
+
+impl Peer {
+    fn segments(&self) -> u32 {
+        self.cfg.segments.max(1)
+    }
+
+    /// A manifest was applied: remember it, and start the checks this peer
+    /// was drawn for.
+    pub(super) fn review_applied(&mut self, round: u64, id: Hash, manifest: &Manifest) {
+        let r = Reviewed { round, id, state: manifest.state, entries: manifest.entries.clone() };
+        let peers = r.peers();
+        for e in &r.entries {
+            if review::verifier(&id, &e.peer, &peers, self.cfg.verify_rate) == Some(self.me) {
+                self.start_check(&r, e.peer);
+            }
+        }
+        self.reviews.applied.push_back(r);
+        while self.reviews.applied.len() > REVIEW_WINDOW {
+            if let Some(old) = self.reviews.applied.pop_front() {
+                self.reviews.checks.retain(|(m, _), _| *m != old.id);
+                self.reviews.disputes.retain(|(m, _), _| *m != old.id);
+            }
+        }
+    }
+
+    fn start_check(&mut self, r: &Reviewed, contributor: PeerId) {
+        let Some(e) = r.entry(&contributor) else { return };
+        let key = (r.id, contributor);
+        if self.reviews.checks.contains_key(&key) {
+            return;
+        }
+        let segment = review::segment(&r.id, &contributor, self.segments());
+        let check = Check {
+            round: r.round,
+            contribution: e.contribution,
+            start: r.state,
+            segment,
+            leaves: None,
+            running: false,
+        };
+        self.reviews.checks.insert(key, check);
+        self.stats.checks_started += 1;
+        self.fetch(e.contribution.chain, BlobKind::Chain, vec![contributor]);
+    }
+
+    /// The node read a chain blob: the hashes it lists.
+    pub(super) fn on_chain(&mut self, hash: Hash, leaves: Vec<Hash>) {
+        let concat: Vec<u8> = leaves.iter().flat_map(|h| h.0).collect();
+        let valid = Hash::of(&concat) == hash && leaves.len() == self.segments() as usize + 1;
+        let waiting: Vec<(Hash, PeerId)> = self
+            .reviews
+            .checks
+            .iter()
+            .filter(|(_, c)| c.leaves.is_none() && c.contribution.chain == hash)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in waiting {
+            if !valid {
+                self.finish_check(key, Some(Fault::Malformed));
+                continue;
+            }
+            let Some(c) = self.reviews.checks.get_mut(&key) else { continue };
+            c.leaves = Some(leaves.clone());
+            let mut need = vec![leaves[leaves.len() - 1]];
+            if c.segment > 0 {
+                need.push(leaves[c.segment as usize]);
+            }
+            for h in need {
+                self.fetch(h, BlobKind::InnerState, vec![key.1]);
+            }
+        }
+    }
+
+    /// Hands every check whose blobs are all here to the node.
+    pub(super) fn run_ready_checks(&mut self) {
+        let ready: Vec<((Hash, PeerId), Check)> = self
+            .reviews
+            .checks
+            .iter()
+            .filter(|(_, c)| !c.running)
+            .filter_map(|(k, c)| {
+                let leaves = c.leaves.as_ref()?;
+                let held = |h: &Hash| self.fetcher.has(h);
+                let start = c.segment == 0 || held(&leaves[c.segment as usize]);
+                let all = start && held(&leaves[leaves.len() - 1]) && held(&c.start) && held(&c.contribution.hash);
+                all.then(|| (*k, c.clone()))
+            })
+            .collect();
+        for ((manifest, contributor), c) in ready {
+            if let Some(x) = self.reviews.checks.get_mut(&(manifest, contributor)) {
+                x.running = true;
+            }
+            self.out.push(OutEvent::Check(CheckJob {
+                round: c.round,
+                manifest,
+                contributor,
+                contribution: c.contribution,
+                start: c.start,
+                segment: c.segment,
+                leaves: c.leaves.unwrap_or_default(),
+            }));
+        }
+    }
+
+    /// A blob a check needs is gone everywhere: the contributor did not
+    /// serve it.
+    pub(super) fn checks_lost(&mut self, hash: &Hash) {
+        let lost: Vec<(Hash, PeerId)> = self
+            .reviews
+            .checks
+            .iter()
+            .filter(|(_, c)| c.contribution.chain == *hash || c.leaves.as_ref().is_some_and(|l| l.contains(hash)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in lost {
+            self.finish_check(key, Some(Fault::Unavailable));
+        }
+    }
+
+    /// The node finished a check.
+    pub(super) fn on_checked(&mut self, manifest: Hash, contributor: PeerId, fault: Option<Fault>) {
+        self.finish_check((manifest, contributor), fault);
+    }
+
+    fn finish_check(&mut self, key: (Hash, PeerId), fault: Option<Fault>) {
+        let Some(c) = self.reviews.checks.remove(&key) else { return };
+        self.stats.checks_done += 1;
+        if fault.is_some() {
+            self.stats.faults_found += 1;
+        }
+        let finding = Finding { manifest: key.0, contributor: key.1, segment: c.segment, fault };
+        if let Some(signature) = self.broadcast(c.round, &Message::Verdict(finding)) {
+            let signed = SignedFinding { by: self.me, finding, signature };
+            let _ = self.take_finding(c.round, signed);
+        }
+    }
+
+    /// A finding (ours or received, signature checked): a verifier's opens a
+    /// dispute when it accuses; a referee's counts towards a decision.
+    pub(super) fn take_finding(&mut self, round: u64, f: SignedFinding) -> Result<(), DropReason> {
+        let key = (f.finding.manifest, f.finding.contributor);
+        let Some(r) = self.reviews.reviewed(&key.0).cloned() else { return Err(DropReason::StaleRound) };
+        if r.round != round || r.entry(&key.1).is_none() {
+            return Err(DropReason::Invalid);
+        }
+        let peers = r.peers();
+        let verifier = review::verifier(&r.id, &key.1, &peers, self.cfg.verify_rate);
+        if verifier == Some(f.by) {
+            if f.finding.segment != review::segment(&r.id, &key.1, self.segments()) {
+                return Err(DropReason::Invalid);
+            }
+            self.stats.verdicts_seen += 1;
+            if f.finding.fault.is_some() && !self.reviews.disputes.contains_key(&key) {
+                self.open_dispute(&r, f);
+            }
+            return Ok(());
+        }
+        let Some(d) = self.reviews.disputes.get_mut(&key) else { return Err(DropReason::StaleRound) };
+        if !d.committee.contains(&f.by) || f.finding.segment != d.accusation.finding.segment {
+            return Err(DropReason::Invalid);
+        }
+        d.findings.insert(f.by, f);
+        let findings: Vec<SignedFinding> = d.findings.values().copied().collect();
+        if let Some(guilty) = review::verdict(&d.accusation, &findings, d.committee.len()) {
+            let (accusation, round) = (d.accusation, d.round);
+            self.reviews.disputes.remove(&key);
+            self.convict(guilty, round, Evidence::Dispute { accusation, findings });
+        }
+        Ok(())
+    }
+
+    fn open_dispute(&mut self, r: &Reviewed, accusation: SignedFinding) {
+        let contributor = accusation.finding.contributor;
+        let committee = review::referees(&r.id, &contributor, &accusation.by, &r.peers(), self.cfg.referees as usize);
+        self.stats.disputes += 1;
+        let d = Dispute { round: r.round, accusation, committee: committee.clone(), findings: BTreeMap::new() };
+        self.reviews.disputes.insert((r.id, contributor), d);
+        if committee.contains(&self.me) {
+            self.start_check(r, contributor);
+        }
+    }
+
+    /// Two different signed announcements for one round.
+    pub(super) fn equivocation(&mut self, peer: PeerId, round: u64, a: Announced, b: Announced) {
+        self.stats.equivocations += 1;
+        let signed =
+            |x: Announced| Box::new(SignedContribution { contribution: x.contribution, signature: x.signature });
+        self.convict(peer, round, Evidence::Equivocation { a: signed(a), b: signed(b) });
+    }
+
+    fn convict(&mut self, peer: PeerId, round: u64, evidence: Evidence) {
+        if !self.reviews.excluded.contains(&peer) {
+            self.reviews.pending.entry(peer).or_insert(Exclusion { peer, round, evidence });
+        }
+    }
+
+    /// Whether an exclusion in a manifest holds: its evidence checks out as
+    /// far as this peer can tell (a peer that did not apply the round of a
+    /// dispute cannot check the committee and takes the signatures alone).
+    pub(super) fn exclusion_holds(&self, x: &Exclusion) -> bool {
+        match &x.evidence {
+            Evidence::Equivocation { a, b } => {
+                let signed = |s: &SignedContribution| {
+                    Envelope::verify_detached(
+                        self.cfg.run,
+                        x.round,
+                        x.peer,
+                        &Message::Contribution(s.contribution),
+                        &s.signature,
+                    )
+                };
+                a.contribution != b.contribution && signed(a) && signed(b)
+            }
+            Evidence::Dispute { accusation, findings } => {
+                let run = self.cfg.run;
+                let signed = review::finding_is_signed(accusation, run, x.round)
+                    && findings.iter().all(|f| review::finding_is_signed(f, run, x.round));
+                let Some(r) = self.reviews.reviewed(&accusation.finding.manifest) else { return signed };
+                let c = accusation.finding.contributor;
+                let peers = r.peers();
+                let committee = review::referees(&r.id, &c, &accusation.by, &peers, self.cfg.referees as usize);
+                signed
+                    && review::verifier(&r.id, &c, &peers, self.cfg.verify_rate) == Some(accusation.by)
+                    && findings.iter().all(|f| committee.contains(&f.by) && f.finding.manifest == r.id)
+                    && review::verdict(accusation, findings, committee.len()) == Some(x.peer)
+            }
+        }
+    }
+
+    /// A manifest with exclusions was applied: from here on these peers'
+    /// contributions and messages are refused.
+    pub(super) fn apply_exclusions(&mut self, exclusions: &[Exclusion]) {
+        for x in exclusions {
+            self.reviews.pending.remove(&x.peer);
+            if self.reviews.excluded.insert(x.peer) {
+                self.stats.excluded += 1;
+                self.out.push(OutEvent::Excluded { peer: x.peer, round: x.round });
+            }
+        }
+    }
+
+    /// Exclusions to put in a manifest this peer signs.
+    pub(super) fn exclusions_to_publish(&self) -> Vec<Exclusion> {
+        self.reviews.pending.values().cloned().collect()
+    }
+}
