@@ -145,8 +145,8 @@ pub struct VerifySpec {
     /// manifest's hash draws it, after the contributions are committed).
     pub rate: f64,
     /// k: inner steps between two committed inner states; the chain has
-    /// ceil(H / k) segments, and a check re-executes one of them. 0 = ten
-    /// segments (k = ceil(H / 10)).
+    /// ceil(H / k) segments; a check re-executes the drawn one and the last
+    /// one. 0 = twenty segments (k = ceil(H / 20)).
     pub checkpoint_every: u32,
     /// Referees that re-execute the segment of a disputed contribution.
     pub referees: u32,
@@ -165,7 +165,7 @@ impl VerifySpec {
     /// k for a round of `inner_steps` steps.
     pub fn every(&self, inner_steps: u32) -> u32 {
         match self.checkpoint_every {
-            0 => inner_steps.div_ceil(10).max(1),
+            0 => inner_steps.div_ceil(20).max(1),
             k => k,
         }
     }
@@ -307,7 +307,7 @@ impl RunSpec {
         if self.verify.segments(self.train.inner_steps) > MAX_SEGMENTS {
             return bad(
                 "verify.checkpoint_every",
-                format!("must give at most {MAX_SEGMENTS} segments of train.inner_steps (0 = ten)"),
+                format!("must give at most {MAX_SEGMENTS} segments of train.inner_steps (0 = twenty)"),
             );
         }
         if !(1..=16).contains(&self.verify.referees) {

@@ -6,6 +6,7 @@
 //! The model side (trainer, codec, residuals, state, checkpoints) belongs to
 //! the [`worker`], which the event loop talks to by messages.
 
+pub mod adversary;
 pub mod blobs;
 pub mod bootstrap;
 mod dial;

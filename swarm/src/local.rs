@@ -258,6 +258,7 @@ mod tests {
             verified: 0,
             disputes: 0,
             excluded: 0,
+            banned: 0,
         }
     }
 

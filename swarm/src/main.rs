@@ -80,6 +80,9 @@ struct JoinArgs {
     /// Dial attempts per bootstrap address before giving up.
     #[arg(long, default_value_t = 4)]
     bootstrap_attempts: u32,
+    /// Misbehave this way (for the attack suite; not for real runs).
+    #[arg(long, value_enum, hide = true)]
+    adversary: Option<swarm::adversary::Adversary>,
 }
 
 fn default_spec(model: &str) -> Result<RunSpec> {
@@ -139,6 +142,7 @@ async fn join(args: JoinArgs) -> Result<()> {
         listen: args.listen.clone(),
         last_round: args.rounds,
         bootstrap_attempts: args.bootstrap_attempts,
+        adversary: args.adversary,
     };
     let (node, mut events, task) = swarm::node::start(cfg).await?;
     let stopper = node.clone();

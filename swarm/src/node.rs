@@ -3,6 +3,7 @@
 //! The model side is the [`worker`](crate::worker)'s: the event loop sends it
 //! jobs and turns its results into protocol events.
 
+use crate::adversary::Adversary;
 use crate::blobs::BlobStore;
 use crate::error::Error;
 use crate::events::NodeEvent;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod lies;
 mod requests;
 mod rounds;
 mod swarm_events;
@@ -38,6 +40,8 @@ pub struct NodeConfig {
     pub last_round: Option<u64>,
     /// Dial attempts per bootstrap address before giving up.
     pub bootstrap_attempts: u32,
+    /// Misbehave this way (the attack suite; `None` for an honest peer).
+    pub adversary: Option<Adversary>,
 }
 
 /// A handle to a running node.
@@ -69,7 +73,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let run_dir = cfg.data_dir.join("runs").join(&run.to_hex()[..16]);
     let _ = std::fs::create_dir_all(&run_dir);
     let _ = std::fs::write(run_dir.join("spec.toml"), cfg.spec.to_toml());
-    let (worker, worker_rx, init) = worker::start(&cfg.spec, key.peer_id(), Some(run_dir.clone()))?;
+    let (worker, worker_rx, init) = worker::start(&cfg.spec, key.peer_id(), Some(run_dir.clone()), cfg.adversary)?;
     // The largest blob: an inner state (parameters and two moments).
     let max_blob = init.params * 12 + (1 << 20);
     let mut swarm = net::build(&key, max_blob)?;
@@ -129,6 +133,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         peers: PeerBook { store: peer_store, path: peer_store_path },
         bans,
         signed,
+        adversary: cfg.adversary.map(|kind| Lies { kind, key: key.clone(), seen: BTreeMap::new() }),
         connections: HashMap::new(),
     };
     let handle = tokio::spawn(lp.run());
@@ -187,6 +192,14 @@ impl Bans {
         std::fs::write(&tmp, serde_json::to_vec_pretty(&hex).unwrap_or_default())?;
         std::fs::rename(tmp, &self.path)
     }
+}
+
+/// A misbehaving node's means: its kind of lie, its key (to sign forged
+/// manifests), the contributions it saw by round (to copy).
+struct Lies {
+    kind: Adversary,
+    key: protocol::Keypair,
+    seen: BTreeMap<u64, protocol::Contribution>,
 }
 
 /// The last round this peer signed a contribution or manifest for, kept in
@@ -263,6 +276,8 @@ struct EventLoop {
     bans: Bans,
     /// The last round this peer signed for, persisted.
     signed: Signed,
+    /// How this peer misbehaves, if it does (the attack suite).
+    adversary: Option<Lies>,
     /// Open connections by peer, oldest first.
     connections: HashMap<libp2p::PeerId, Vec<libp2p::swarm::ConnectionId>>,
 }
@@ -358,7 +373,9 @@ impl EventLoop {
             }
             OutEvent::StartTraining { round, base_state } => {
                 self.rounds.entry(round).or_default().peers = self.peer.members() + 1;
-                self.worker.train(round, base_state);
+                if !self.lies(Adversary::ForgeManifest) {
+                    self.worker.train(round, base_state);
+                }
             }
             OutEvent::LoadState { round, state } => match self.blobs.get(&state) {
                 Some(blob) => self.worker.load(round, state, blob),
@@ -384,7 +401,11 @@ impl EventLoop {
         }
     }
 
-    fn publish(&mut self, bytes: Vec<u8>) {
+    pub(super) fn lies(&self, kind: Adversary) -> bool {
+        self.adversary.as_ref().is_some_and(|l| l.kind == kind)
+    }
+
+    pub(super) fn publish(&mut self, bytes: Vec<u8>) {
         let topic = self.topic.hash();
         let fanout = self.swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&topic)).count();
         let len = bytes.len() as u64;

@@ -98,6 +98,10 @@ pub struct RoundReport {
     /// Peers excluded from the run, so far.
     #[serde(default)]
     pub excluded: u64,
+    /// Peers this peer caught signing a manifest they may not sign, so far
+    /// (their messages are dropped here).
+    #[serde(default)]
+    pub banned: u64,
 }
 
 /// `12.3 KiB` style sizes.
@@ -172,6 +176,7 @@ mod tests {
             verified: 0,
             disputes: 0,
             excluded: 0,
+            banned: 0,
         };
         let back: RoundReport = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(back, r);

@@ -11,6 +11,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 /// Applied manifests open to review.
 const REVIEW_WINDOW: usize = 4;
+/// Findings kept until the manifest (or the dispute) they are about is
+/// known here: a finding can overtake the manifest it refers to.
+const EARLY_FINDINGS: usize = 256;
 
 /// An applied manifest, as review needs it.
 #[derive(Clone, Debug)]
@@ -61,14 +64,34 @@ pub(super) struct Reviews {
     checks: BTreeMap<(Hash, PeerId), Check>,
     disputes: BTreeMap<(Hash, PeerId), Dispute>,
     pub(super) excluded: BTreeSet<PeerId>,
+    /// Peers this peer caught signing a manifest they may not sign: their
+    /// messages are dropped here (a local ban: not evidence for others).
+    pub(super) banned: BTreeSet<PeerId>,
     /// Decided, not yet in an applied manifest.
     pub(super) pending: BTreeMap<PeerId, Exclusion>,
+    /// Findings that arrived before what they are about.
+    early: VecDeque<(u64, SignedFinding)>,
+    /// Chains read so far (two checks may name one chain: a copier's).
+    chains: VecDeque<(Hash, Vec<Hash>)>,
 }
 
 impl Reviews {
     pub(super) fn reviewed(&self, id: &Hash) -> Option<&Reviewed> {
         self.applied.iter().find(|r| r.id == *id)
     }
+}
+
+/// The inner states a check fetches: the start of its segment (the first
+/// is computed, not fetched), the start of the last segment, and the last.
+fn needed_states(leaves: &[Hash], segment: u32) -> Vec<Hash> {
+    let n = leaves.len();
+    let mut need = vec![leaves[n - 1]];
+    for i in [segment as usize, n.saturating_sub(2)] {
+        if i > 0 && i < n - 1 && !need.contains(&leaves[i]) {
+            need.push(leaves[i]);
+        }
+    }
+    need
 }
 
 impl Peer {
@@ -93,6 +116,22 @@ impl Peer {
                 self.reviews.disputes.retain(|(m, _), _| *m != old.id);
             }
         }
+        self.retry_early_findings();
+    }
+
+    /// Takes the findings that were waiting for a manifest or a dispute.
+    fn retry_early_findings(&mut self) {
+        let early: Vec<(u64, SignedFinding)> = self.reviews.early.drain(..).collect();
+        for (round, f) in early {
+            let _ = self.take_finding(round, f);
+        }
+    }
+
+    fn keep_early(&mut self, round: u64, f: SignedFinding) {
+        if self.reviews.early.len() == EARLY_FINDINGS {
+            self.reviews.early.pop_front();
+        }
+        self.reviews.early.push_back((round, f));
     }
 
     fn start_check(&mut self, r: &Reviewed, contributor: PeerId) {
@@ -112,13 +151,23 @@ impl Peer {
         };
         self.reviews.checks.insert(key, check);
         self.stats.checks_started += 1;
-        self.fetch(e.contribution.chain, BlobKind::Chain, vec![contributor]);
+        let chain = e.contribution.chain;
+        match self.reviews.chains.iter().find(|(h, _)| *h == chain).map(|(_, l)| l.clone()) {
+            Some(leaves) => self.on_chain(chain, leaves),
+            None => self.fetch(chain, BlobKind::Chain, vec![contributor]),
+        }
     }
 
     /// The node read a chain blob: the hashes it lists.
     pub(super) fn on_chain(&mut self, hash: Hash, leaves: Vec<Hash>) {
         let concat: Vec<u8> = leaves.iter().flat_map(|h| h.0).collect();
         let valid = Hash::of(&concat) == hash && leaves.len() == self.segments() as usize + 1;
+        if valid && !self.reviews.chains.iter().any(|(h, _)| *h == hash) {
+            if self.reviews.chains.len() == EARLY_FINDINGS {
+                self.reviews.chains.pop_front();
+            }
+            self.reviews.chains.push_back((hash, leaves.clone()));
+        }
         let waiting: Vec<(Hash, PeerId)> = self
             .reviews
             .checks
@@ -133,10 +182,7 @@ impl Peer {
             }
             let Some(c) = self.reviews.checks.get_mut(&key) else { continue };
             c.leaves = Some(leaves.clone());
-            let mut need = vec![leaves[leaves.len() - 1]];
-            if c.segment > 0 {
-                need.push(leaves[c.segment as usize]);
-            }
+            let need = needed_states(&leaves, c.segment);
             for h in need {
                 self.fetch(h, BlobKind::InnerState, vec![key.1]);
             }
@@ -153,8 +199,8 @@ impl Peer {
             .filter_map(|(k, c)| {
                 let leaves = c.leaves.as_ref()?;
                 let held = |h: &Hash| self.fetcher.has(h);
-                let start = c.segment == 0 || held(&leaves[c.segment as usize]);
-                let all = start && held(&leaves[leaves.len() - 1]) && held(&c.start) && held(&c.contribution.hash);
+                let all =
+                    needed_states(leaves, c.segment).iter().all(held) && held(&c.start) && held(&c.contribution.hash);
                 all.then(|| (*k, c.clone()))
             })
             .collect();
@@ -211,7 +257,13 @@ impl Peer {
     /// dispute when it accuses; a referee's counts towards a decision.
     pub(super) fn take_finding(&mut self, round: u64, f: SignedFinding) -> Result<(), DropReason> {
         let key = (f.finding.manifest, f.finding.contributor);
-        let Some(r) = self.reviews.reviewed(&key.0).cloned() else { return Err(DropReason::StaleRound) };
+        let Some(r) = self.reviews.reviewed(&key.0).cloned() else {
+            // Not applied here yet (or long ago): keep it while it may come.
+            if round + REVIEW_WINDOW as u64 >= self.round {
+                self.keep_early(round, f);
+            }
+            return Ok(());
+        };
         if r.round != round || r.entry(&key.1).is_none() {
             return Err(DropReason::Invalid);
         }
@@ -224,10 +276,15 @@ impl Peer {
             self.stats.verdicts_seen += 1;
             if f.finding.fault.is_some() && !self.reviews.disputes.contains_key(&key) {
                 self.open_dispute(&r, f);
+                self.retry_early_findings();
             }
             return Ok(());
         }
-        let Some(d) = self.reviews.disputes.get_mut(&key) else { return Err(DropReason::StaleRound) };
+        let Some(d) = self.reviews.disputes.get_mut(&key) else {
+            // A referee's finding before the accusation reached us.
+            self.keep_early(round, f);
+            return Ok(());
+        };
         if !d.committee.contains(&f.by) || f.finding.segment != d.accusation.finding.segment {
             return Err(DropReason::Invalid);
         }

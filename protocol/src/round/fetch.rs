@@ -19,6 +19,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Unservable manifest ids remembered.
 const MAX_UNAVAILABLE: usize = 256;
+/// Attempts for the blobs of a check (a chain, an inner state): only their
+/// contributor holds them, and one that does not serve them is at fault.
+const REVIEW_ATTEMPTS: u32 = 3;
+
+/// Blobs only the peer that made them holds.
+fn private(kind: BlobKind) -> bool {
+    matches!(kind, BlobKind::Chain | BlobKind::InnerState)
+}
 
 #[derive(Clone, Debug)]
 struct Fetch {
@@ -169,7 +177,8 @@ impl Fetcher {
         }
         // Every provider of this attempt failed.
         let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
-        if f.attempt < self.max_attempts {
+        let max = if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts };
+        if f.attempt < max {
             f.retry_at = Some(now + self.retry);
             return (Failed::Continuing, out);
         }
@@ -207,19 +216,27 @@ impl Fetcher {
                 f.retry_at = None;
                 f.attempt += 1;
                 f.asked.clear();
-                add_providers(f, active.to_vec());
+                if !private(f.kind) {
+                    add_providers(f, active.to_vec());
+                }
                 if f.providers.len() > 1 {
                     f.providers.rotate_left(1);
                 }
                 if !self.ask_next(hash, now, &mut out) {
-                    if f_attempt(&self.fetches, &hash) >= self.max_attempts {
+                    let max = self
+                        .fetches
+                        .get(&hash)
+                        .map_or(0, |f| if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts });
+                    if f_attempt(&self.fetches, &hash) >= max {
                         gave_up.push((hash, self.give_up(hash)));
                     } else {
                         self.fetches.entry(hash).and_modify(|f| f.retry_at = Some(now + self.retry));
                     }
                 }
             } else if !f.pending.is_empty() && now >= f.last_sent + self.hedge {
-                add_providers(f, active.to_vec());
+                if !private(f.kind) {
+                    add_providers(f, active.to_vec());
+                }
                 f.last_sent = now;
                 if self.ask_next(hash, now, &mut out) {
                     *hedged += 1;

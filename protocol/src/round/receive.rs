@@ -22,7 +22,7 @@ impl Peer {
         if opened.sender == self.me {
             return Verdict::Ignore(None);
         }
-        if self.reviews.excluded.contains(&opened.sender) {
+        if self.reviews.excluded.contains(&opened.sender) || self.reviews.banned.contains(&opened.sender) {
             return self.drop_msg(DropReason::Excluded);
         }
         let msg = match opened.message() {
@@ -127,6 +127,10 @@ impl Peer {
             return Err(DropReason::Invalid);
         }
         if !self.may_sign(&sender, round) {
+            // A forged manifest: drop this peer's messages from now on.
+            if self.reviews.banned.insert(sender) {
+                self.stats.forgeries += 1;
+            }
             return Err(DropReason::NotCandidate);
         }
         let excluded = |p: &PeerId| self.reviews.excluded.contains(p);

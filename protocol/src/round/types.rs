@@ -255,9 +255,10 @@ pub enum OutEvent {
         manifest: Manifest,
     },
     /// Check a contribution (the blobs it names are in the store): the chain
-    /// starts at the round's state, the segment re-executes to its committed
-    /// end, the last state gives the raw pseudo-gradient, and the blob
-    /// decodes to it within bounds. Answer [`InEvent::Checked`].
+    /// starts at the round's state, the drawn segment and the last one
+    /// re-execute to their committed ends, the last state gives the raw
+    /// pseudo-gradient, and the blob decodes to it within bounds. Answer
+    /// [`InEvent::Checked`].
     Check(CheckJob),
     /// This peer is about to sign a contribution or manifest for `round`:
     /// persist it before sending, so that a restarted peer never signs a
@@ -365,4 +366,6 @@ pub struct Stats {
     pub disputes: u64,
     /// Peers excluded by applied manifests.
     pub excluded: u64,
+    /// Peers caught signing a manifest they may not sign (banned here).
+    pub forgeries: u64,
 }

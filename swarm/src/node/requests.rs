@@ -34,8 +34,13 @@ impl EventLoop {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
-                    let blob =
-                        self.blobs.get(&Hash(request)).map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)));
+                    let hide = self.lies(crate::adversary::Adversary::IgnoreDispute)
+                        && matches!(kind, BlobKind::Chain | BlobKind::InnerState);
+                    let blob = self
+                        .blobs
+                        .get(&Hash(request))
+                        .filter(|_| !hide)
+                        .map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)));
                     let flow = self.flow(kind);
                     flow.received += 32;
                     flow.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);

@@ -15,7 +15,10 @@ impl EventLoop {
             WorkerEvent::Step { round, step, total, loss } => {
                 self.events.send(NodeEvent::TrainStep { round, step, total, loss }).ok();
             }
-            WorkerEvent::Trained(t) => {
+            WorkerEvent::Trained(mut t) => {
+                if let Some(c) = self.copied(t.round) {
+                    (t.samples, t.raw, t.residual) = (c.samples, c.raw, c.residual);
+                }
                 let payload = t.blob.len() as u64;
                 let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
                 // The chain and its states are kept for verifiers and referees.
@@ -24,7 +27,7 @@ impl EventLoop {
                     self.blobs.add(t.round, BlobKind::InnerState, s);
                 }
                 self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload));
-                let contribution = Contribution {
+                let mut contribution = Contribution {
                     hash,
                     samples: t.samples,
                     base_state: protocol::Hash::default(), // the protocol's state
@@ -32,6 +35,9 @@ impl EventLoop {
                     residual: t.residual,
                     chain,
                 };
+                if let Some(c) = self.copied(t.round) {
+                    (contribution.hash, contribution.chain) = (c.hash, c.chain);
+                }
                 self.drive(InEvent::TrainingDone { round: t.round, contribution });
             }
             WorkerEvent::Applied(a) => self.on_applied(a),
@@ -39,7 +45,10 @@ impl EventLoop {
                 self.info(format!("synced to the state of round {round} ({})", state.short()));
                 self.drive(InEvent::StateLoaded { round });
             }
-            WorkerEvent::Checked { manifest, contributor, fault, took } => {
+            WorkerEvent::Checked { manifest, contributor, mut fault, took } => {
+                if self.lies(crate::adversary::Adversary::Frame) {
+                    fault = Some(protocol::round::Fault::Segment);
+                }
                 let what = fault.map_or("ok".to_string(), |f| format!("FAULT {f:?}"));
                 self.info(format!("checked {}'s contribution: {what} ({} ms)", contributor.short(), took.as_millis()));
                 self.drive(InEvent::Checked { manifest, contributor, fault });
@@ -88,11 +97,14 @@ impl EventLoop {
     /// The blobs a check reads, from the store.
     pub(super) fn start_check(&mut self, job: CheckJob) {
         let get = |h: &protocol::Hash| self.blobs.get(h);
-        let from = if job.segment == 0 { None } else { job.leaves.get(job.segment as usize).and_then(get) };
+        let at = |i: usize| if i == 0 { None } else { job.leaves.get(i).and_then(get) };
+        let last_seg = job.leaves.len().saturating_sub(2);
+        let (from, last_from) = (at(job.segment as usize), at(last_seg));
         let blobs = (get(&job.start), get(&job.contribution.hash), job.leaves.last().and_then(get));
-        match (blobs, job.segment == 0 || from.is_some()) {
+        let starts = (job.segment == 0 || from.is_some()) && (last_seg == 0 || last_from.is_some());
+        match (blobs, starts) {
             ((Some(start), Some(blob), Some(last)), true) => {
-                self.worker.check(job, CheckBlobs { start, blob, from, last });
+                self.worker.check(job, CheckBlobs { start, blob, from, last_from, last });
             }
             _ => self.info(format!(
                 "round {}: a blob to check {}'s contribution is gone",
@@ -149,6 +161,7 @@ impl EventLoop {
             verified: self.peer.stats().checks_done,
             disputes: self.peer.stats().disputes,
             excluded: self.peer.stats().excluded,
+            banned: self.peer.stats().forgeries,
         };
         self.events.send(NodeEvent::Round(Box::new(report))).ok();
         self.drive(InEvent::Applied { round, state: a.hash });

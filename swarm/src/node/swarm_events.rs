@@ -38,6 +38,9 @@ impl EventLoop {
                 self.traffic.total.control.received += message.data.len() as u64;
                 let source = message.source.as_ref().and_then(crate::identity::protocol_peer);
                 tracing::debug!(from = %propagation_source, "gossip");
+                if self.adversary.is_some() {
+                    self.misbehave_on(&message.data);
+                }
                 let verdict = match self.on_gossip(message.data, source) {
                     Verdict::Accept => gossipsub::MessageAcceptance::Accept,
                     Verdict::Ignore(_) => gossipsub::MessageAcceptance::Ignore,

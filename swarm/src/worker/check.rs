@@ -17,6 +17,9 @@ pub struct CheckBlobs {
     pub blob: std::sync::Arc<Vec<u8>>,
     /// The inner state at the start of the segment (none for segment 0).
     pub from: Option<std::sync::Arc<Vec<u8>>>,
+    /// The inner state at the start of the last segment (none when that is
+    /// the drawn segment, or the first).
+    pub last_from: Option<std::sync::Arc<Vec<u8>>>,
     /// The chain's last inner state.
     pub last: std::sync::Arc<Vec<u8>>,
 }
@@ -40,19 +43,24 @@ impl Model {
         if Hash(first.hash()) != leaves[0] {
             return Some(Fault::BadStart);
         }
-        let from = match &blobs.from {
-            None if seg == 0 => first,
-            Some(b) => match InnerState::decode(b, n) {
-                Ok(s) if s.step == seg * k => s,
-                _ => return Some(Fault::Malformed),
-            },
-            None => return Some(Fault::Malformed),
-        };
-        let until = ((seg + 1) * k).min(h);
         let seed = batch_seed(run, job.round, &job.contributor);
-        match self.trainer().replay(from, &self.train_config(), seed, until) {
-            Ok(end) if Hash(end.hash()) == leaves[seg as usize + 1] => {}
-            _ => return Some(Fault::Segment),
+        let last_seg = leaves.len() as u32 - 2;
+        let state_at = |s: u32, blob: &Option<std::sync::Arc<Vec<u8>>>| match blob {
+            None if s == 0 => Some(first.clone()),
+            Some(b) => InnerState::decode(b, n).ok().filter(|x| x.step == s * k),
+            None => None,
+        };
+        let mut segments = vec![(seg, &blobs.from)];
+        if last_seg != seg {
+            segments.push((last_seg, if last_seg == 0 { &None } else { &blobs.last_from }));
+        }
+        for (s, blob) in segments {
+            let Some(from) = state_at(s, blob) else { return Some(Fault::Malformed) };
+            let until = ((s + 1) * k).min(h);
+            match self.trainer().replay(from, &self.train_config(), seed, until) {
+                Ok(end) if Hash(end.hash()) == leaves[s as usize + 1] => {}
+                _ => return Some(Fault::Segment),
+            }
         }
         let last = match InnerState::decode(&blobs.last, n) {
             Ok(s) if s.step == h => s,

@@ -160,8 +160,9 @@ pub fn start(
     spec: &RunSpec,
     me: PeerId,
     run_dir: Option<PathBuf>,
+    adversary: Option<crate::adversary::Adversary>,
 ) -> Result<(Worker, mpsc::UnboundedReceiver<WorkerEvent>, WorkerInit), WorkerError> {
-    let model = Arc::new(Model::new(spec)?);
+    let model = Arc::new(Model::new(spec)?.with_adversary(adversary));
     let checkpoints = run_dir.map(|d| Checkpoints::new(d, &model));
     let (restored, notes) = match &checkpoints {
         Some(c) => c.load_latest(&model),
@@ -188,6 +189,8 @@ pub fn start(
         waiting: VecDeque::new(),
         events,
         done,
+        replay: adversary == Some(crate::adversary::Adversary::Replay),
+        previous: None,
     };
     tokio::spawn(actor.run(jobs_rx, done_rx));
     Ok((Worker { jobs }, events_rx, init))
@@ -213,6 +216,9 @@ struct Actor {
     waiting: VecDeque<Job>,
     events: mpsc::UnboundedSender<WorkerEvent>,
     done: mpsc::UnboundedSender<Done>,
+    /// Announce the previous round's contribution again (an adversary).
+    replay: bool,
+    previous: Option<Trained>,
 }
 
 impl Actor {
@@ -310,6 +316,10 @@ impl Actor {
         let (job, round, result) = match d {
             Done::Trained(r, feedback, round) => {
                 self.feedback = Some(feedback);
+                let r = r.map(|t| match self.previous.replace(t.clone()) {
+                    Some(old) if self.replay => Trained { round: t.round, ..old },
+                    _ => t,
+                });
                 (JobKind::Train, round, r.map(WorkerEvent::Trained))
             }
             Done::Applied(r, state, round) => {

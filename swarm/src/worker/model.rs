@@ -5,6 +5,7 @@
 //! directly, so both measure the node's own code path.
 
 use super::error::WorkerError;
+use crate::adversary::Adversary;
 use protocol::codec::{self, Codec, ErrorFeedback};
 use protocol::spec::RunSpec;
 use protocol::{Hash, Manifest, PeerId};
@@ -73,7 +74,7 @@ pub struct Evaluation {
 
 /// What the inner loop produced: the encoded pseudo-gradient and what it
 /// commits to.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Trained {
     /// The round.
     pub round: u64,
@@ -92,6 +93,28 @@ pub struct Trained {
     /// The inner states at steps 0, k, 2k, ..., H, encoded: the blobs a
     /// verifier or referee asks for.
     pub states: Vec<Vec<u8>>,
+}
+
+/// A lazy peer's chain: the states it has, copied (step counts forged) to
+/// fill the steps it did not train.
+fn pad_chain(chain: Vec<trainer::InnerState>, every: u32, h: u32) -> Vec<trainer::InnerState> {
+    let mut steps: Vec<u32> = (0..h).step_by(every as usize).collect();
+    steps.push(h);
+    steps
+        .into_iter()
+        .map(|s| {
+            let mut st = chain.iter().rev().find(|c| c.step <= s).unwrap_or(&chain[0]).clone();
+            st.step = s;
+            st
+        })
+        .collect()
+}
+
+/// Replaces `delta` with noise 100 times its RMS.
+fn noise(delta: &mut [f32], seed: [u8; 32]) {
+    let rms = (delta.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / delta.len().max(1) as f64).sqrt() as f32;
+    let mut rng = trainer::rng::Rng::from_bytes(seed);
+    delta.iter_mut().for_each(|x| *x = rng.uniform_sym(1.0) * 100.0 * rms);
 }
 
 /// BLAKE3 of f32 values as little-endian bytes.
@@ -123,6 +146,8 @@ pub struct Model {
     train: TrainConfig,
     codec: Codec,
     rule: Rule,
+    /// Lie this way (the attack suite's misbehaving peers).
+    adversary: Option<Adversary>,
 }
 
 impl Model {
@@ -141,7 +166,13 @@ impl Model {
             "trimmed-mean" => Rule::TrimmedMean { fraction: 0.2 },
             _ => Rule::CenteredClip { factor: 2.0, iterations: 3 },
         };
-        Ok(Model { trainer: Trainer::new(&spec.model)?, spec: spec.clone(), train, codec, rule })
+        Ok(Model { trainer: Trainer::new(&spec.model)?, spec: spec.clone(), train, codec, rule, adversary: None })
+    }
+
+    /// The same model, lying in training the way `adversary` says.
+    pub fn with_adversary(mut self, adversary: Option<Adversary>) -> Model {
+        self.adversary = adversary;
+        self
     }
 
     /// Parameters of the model.
@@ -200,9 +231,28 @@ impl Model {
         seed: [u8; 32],
         progress: &mut dyn FnMut(u32, f32),
     ) -> Result<Trained, WorkerError> {
-        let every = self.spec.verify.every(self.train.inner_steps);
-        let (out, chain) = self.trainer.inner_loop_checkpointed(global, &self.train, seed, every, progress)?;
-        let delta = trainer::pseudo_gradient(global, &out.params);
+        let h = self.train.inner_steps;
+        let every = self.spec.verify.every(h);
+        let lazy = self.adversary == Some(Adversary::Lazy);
+        let cfg = TrainConfig { inner_steps: if lazy { (h / 2).max(1) } else { h }, ..self.train.clone() };
+        let (out, mut chain) = self.trainer.inner_loop_checkpointed(global, &cfg, seed, every, progress)?;
+        if lazy {
+            chain = pad_chain(chain, every, h);
+        }
+        if self.adversary == Some(Adversary::BadChain) {
+            chain[0].params[0] += 1.0;
+        }
+        let last = chain.last().map_or(out.params.as_slice(), |s| s.params.as_slice());
+        let mut delta = trainer::pseudo_gradient(global, last);
+        match self.adversary {
+            Some(Adversary::Noise) => noise(&mut delta, seed),
+            Some(a) => {
+                if let Some(f) = a.update_factor() {
+                    delta.iter_mut().for_each(|x| *x *= f);
+                }
+            }
+            None => {}
+        }
         if feedback.residual().len() != delta.len() {
             *feedback = ErrorFeedback::new(delta.len());
         }
@@ -213,7 +263,7 @@ impl Model {
         Ok(Trained {
             round,
             blob,
-            samples: out.samples,
+            samples: u64::from(h) * self.train.batch_size as u64,
             train_loss: out.mean_loss,
             raw: hash_f32(&delta),
             residual,
