@@ -22,7 +22,8 @@ pub enum Adversary {
     /// Trains honestly but commits to a chain whose first state is not the
     /// round's start.
     BadChain,
-    /// Does not train; signs its own version of every manifest it sees.
+    /// Does not train; races every aggregator with a manifest of its own
+    /// (from the first announcement of the round it sees).
     ForgeManifest,
     /// Checks honestly but reports a fault in every contribution it checks.
     Frame,

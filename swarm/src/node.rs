@@ -133,7 +133,13 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         peers: PeerBook { store: peer_store, path: peer_store_path },
         bans,
         signed,
-        adversary: cfg.adversary.map(|kind| Lies { kind, key: key.clone(), seen: BTreeMap::new() }),
+        adversary: cfg.adversary.map(|kind| Lies {
+            kind,
+            key: key.clone(),
+            seen: BTreeMap::new(),
+            held: None,
+            forged: Default::default(),
+        }),
         connections: HashMap::new(),
     };
     let handle = tokio::spawn(lp.run());
@@ -200,6 +206,10 @@ struct Lies {
     kind: Adversary,
     key: protocol::Keypair,
     seen: BTreeMap<u64, protocol::Contribution>,
+    /// A copying liar's own result, held until it has something to copy.
+    held: Option<crate::worker::Trained>,
+    /// The rounds a forger has forged a manifest for.
+    forged: std::collections::BTreeSet<u64>,
 }
 
 /// The last round this peer signed a contribution or manifest for, kept in

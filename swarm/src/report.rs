@@ -120,11 +120,14 @@ impl RoundReport {
     /// One line for a person.
     pub fn line(&self) -> String {
         let acc = self.eval_accuracy.map(|a| format!(" acc {:.3}", a)).unwrap_or_default();
-        let review = if self.verified + self.disputes + self.excluded > 0 {
+        let mut review = if self.verified + self.disputes + self.excluded > 0 {
             format!(" | checked {} disputes {} excluded {}", self.verified, self.disputes, self.excluded)
         } else {
             String::new()
         };
+        if self.banned > 0 {
+            review += &format!(" banned {}", self.banned);
+        }
         format!(
             "round {:>3} | loss {:.4}{} | peers {} ({} contributed{}) | sent {} recv {} | state {}{review}",
             self.round,

@@ -220,13 +220,15 @@ impl Peer {
         }
     }
 
-    /// A blob a check needs is gone everywhere: the contributor did not
-    /// serve it.
-    pub(super) fn checks_lost(&mut self, hash: &Hash) {
+    /// A blob checks need was not served by `asked`: the checks of those
+    /// contributors fail (another contributor that names the same blob, a
+    /// copier say, is not blamed for it, nor spared).
+    pub(super) fn checks_lost(&mut self, hash: &Hash, asked: &[PeerId]) {
         let lost: Vec<(Hash, PeerId)> = self
             .reviews
             .checks
             .iter()
+            .filter(|((_, contributor), _)| asked.contains(contributor))
             .filter(|(_, c)| c.contribution.chain == *hash || c.leaves.as_ref().is_some_and(|l| l.contains(hash)))
             .map(|(k, _)| *k)
             .collect();

@@ -46,12 +46,20 @@ struct Fetch {
 }
 
 /// What a failed request led to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Failed {
     /// Another provider is being asked, or will be.
     Continuing,
     /// Every attempt failed: the blob is given up.
-    GaveUp(BlobKind),
+    GaveUp(GivenUp),
+}
+
+/// A blob nobody served: its kind, and the providers that were asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct GivenUp {
+    pub hash: Hash,
+    pub kind: BlobKind,
+    pub providers: Vec<PeerId>,
 }
 
 /// The blob side of a peer: held blobs, fetches in progress, providers.
@@ -166,7 +174,17 @@ impl Fetcher {
     }
 
     /// One request failed: ask the next provider, wait to retry, or give up.
-    pub(super) fn failed(&mut self, hash: Hash, from: PeerId, banned: bool, now: Time) -> (Failed, Vec<OutEvent>) {
+    /// `not_held`: the provider answered that it does not hold the blob,
+    /// which ends the fetch of a private blob at once (its maker is the
+    /// only one meant to hold it, and a maker does not lose what it made).
+    pub(super) fn failed(
+        &mut self,
+        hash: Hash,
+        from: PeerId,
+        banned: bool,
+        not_held: bool,
+        now: Time,
+    ) -> (Failed, Vec<OutEvent>) {
         if banned {
             self.banned.insert(from);
         }
@@ -178,34 +196,30 @@ impl Fetcher {
         // Every provider of this attempt failed.
         let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
         let max = if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts };
-        if f.attempt < max {
+        if f.attempt < max && !(not_held && private(f.kind)) {
             f.retry_at = Some(now + self.retry);
             return (Failed::Continuing, out);
         }
         (Failed::GaveUp(self.give_up(hash)), out)
     }
 
-    fn give_up(&mut self, hash: Hash) -> BlobKind {
-        let kind = self.fetches.remove(&hash).map_or(BlobKind::Contribution, |f| f.kind);
+    fn give_up(&mut self, hash: Hash) -> GivenUp {
+        let (kind, providers) =
+            self.fetches.remove(&hash).map_or((BlobKind::Contribution, Vec::new()), |f| (f.kind, f.providers));
         if kind == BlobKind::Manifest {
             if self.unavailable.len() >= MAX_UNAVAILABLE {
                 self.unavailable.clear();
             }
             self.unavailable.insert(hash);
         }
-        kind
+        GivenUp { hash, kind, providers }
     }
 
     /// Starts due attempts and hedges slow requests. `active` are the peers
     /// that hold the current state: each of them may have any blob of it.
     /// Returns the requests to send and the blobs given up (an attempt with
     /// nobody left to ask).
-    pub(super) fn poll(
-        &mut self,
-        now: Time,
-        active: &[PeerId],
-        hedged: &mut u64,
-    ) -> (Vec<OutEvent>, Vec<(Hash, BlobKind)>) {
+    pub(super) fn poll(&mut self, now: Time, active: &[PeerId], hedged: &mut u64) -> (Vec<OutEvent>, Vec<GivenUp>) {
         let mut out = Vec::new();
         let mut gave_up = Vec::new();
         let hashes: Vec<Hash> = self.fetches.keys().copied().collect();
@@ -228,7 +242,7 @@ impl Fetcher {
                         .get(&hash)
                         .map_or(0, |f| if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts });
                     if f_attempt(&self.fetches, &hash) >= max {
-                        gave_up.push((hash, self.give_up(hash)));
+                        gave_up.push(self.give_up(hash));
                     } else {
                         self.fetches.entry(hash).and_modify(|f| f.retry_at = Some(now + self.retry));
                     }
@@ -303,12 +317,12 @@ mod tests {
         assert_eq!(asked(&f.poll(1_000, &[peer(3)], &mut hedged).0), vec![peer(1)]);
         assert_eq!(hedged, 1);
         // Peer 2 fails; peer 1 is still pending, so nothing new.
-        assert!(asked(&f.failed(h, peer(2), false, 1_100).1).is_empty());
+        assert!(asked(&f.failed(h, peer(2), false, false, 1_100).1).is_empty());
         // Peer 1 served wrong bytes: banned; peer 3 (learned at the hedge) is next.
-        let (r, out) = f.failed(h, peer(1), true, 1_200);
+        let (r, out) = f.failed(h, peer(1), true, false, 1_200);
         assert_eq!((r, asked(&out)), (Failed::Continuing, vec![peer(3)]));
         // Peer 3 fails too: the attempt is over; retry after 300 ms, without peer 1.
-        let (r, out) = f.failed(h, peer(3), false, 1_300);
+        let (r, out) = f.failed(h, peer(3), false, false, 1_300);
         assert_eq!((r, asked(&out).len()), (Failed::Continuing, 0));
         assert_eq!(f.next_timeout(), Some(1_600));
         let out = f.poll(1_600, &[], &mut hedged).0;
@@ -317,9 +331,9 @@ mod tests {
         // Second and last attempt: everyone fails, the blob is given up.
         let mut last = (Failed::Continuing, Vec::new());
         for p in [peer(2), peer(3)] {
-            last = f.failed(h, p, false, 1_700);
+            last = f.failed(h, p, false, false, 1_700);
         }
-        assert_eq!(last.0, Failed::GaveUp(BlobKind::State));
+        assert!(matches!(last.0, Failed::GaveUp(GivenUp { kind: BlobKind::State, .. })));
         assert!(!f.is_fetching(&h));
         assert_eq!(f.next_timeout(), None);
     }
@@ -343,8 +357,28 @@ mod tests {
         assert_eq!(f.next_timeout(), Some(300));
         let (out, gave_up) = f.poll(300, &[], &mut hedged);
         assert!(out.is_empty());
-        assert_eq!(gave_up, vec![(h, BlobKind::Manifest)]);
+        assert_eq!(gave_up, vec![GivenUp { hash: h, kind: BlobKind::Manifest, providers: vec![] }]);
         assert!(f.is_unavailable(&h));
         assert!(!f.is_fetching(&h));
+    }
+
+    #[test]
+    fn a_private_blob_its_maker_does_not_hold_is_given_up_at_once() {
+        let mut f = Fetcher::new(peer(0), 300, 20, 1_000);
+        let (chain, shared) = (Hash::of(b"chain"), Hash::of(b"update"));
+        assert_eq!(asked(&f.fetch(chain, BlobKind::Chain, vec![peer(1)], 0)), vec![peer(1)]);
+        assert_eq!(asked(&f.fetch(shared, BlobKind::Contribution, vec![peer(1)], 0)), vec![peer(1)]);
+        // "Not held" from the maker of a chain ends its fetch; a shared blob
+        // is asked again later (of others too).
+        assert_eq!(
+            f.failed(chain, peer(1), false, true, 10).0,
+            Failed::GaveUp(GivenUp { hash: chain, kind: BlobKind::Chain, providers: vec![peer(1)] })
+        );
+        assert_eq!(f.failed(shared, peer(1), false, true, 10).0, Failed::Continuing);
+        assert!(f.is_fetching(&shared));
+        // A maker that is unreachable is given a few more tries.
+        let other = Hash::of(b"other chain");
+        f.fetch(other, BlobKind::InnerState, vec![peer(2)], 20);
+        assert_eq!(f.failed(other, peer(2), false, false, 30).0, Failed::Continuing);
     }
 }

@@ -134,6 +134,9 @@ pub struct Peer {
     /// Rounds up to this one were signed for in an earlier life: this peer
     /// neither contributes to nor aggregates them again.
     sit_out: u64,
+    /// The last round this peer announced a contribution for, in this life:
+    /// after a switch to another history it does not announce a second one.
+    contributed: u64,
     deadline: Deadline,
     /// When a finishing peer leaves.
     finish_at: Time,
@@ -169,6 +172,7 @@ impl Peer {
             synced_round: None,
             resumed: None,
             sit_out: 0,
+            contributed: 0,
             deadline,
             finish_at: 0,
             poll_at: None,
@@ -371,8 +375,8 @@ impl Peer {
         let (requests, gave_up) = self.fetcher.poll(now, &active, &mut self.stats.hedged_requests);
         self.stats.requests += requests.len() as u64;
         self.out.extend(requests);
-        for (hash, kind) in gave_up {
-            self.on_given_up(hash, kind);
+        for g in gave_up {
+            self.on_given_up(g);
         }
         // Not while the node applies a round: it holds the model state then,
         // and a sync must wait for it to come back (checked on the next poll).

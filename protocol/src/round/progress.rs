@@ -1,7 +1,7 @@
 //! A round from start to applied: training, a manifest arriving, collecting
 //! its blobs, applying it; and syncing to a manifest's state.
 
-use super::fetch::Failed;
+use super::fetch::{Failed, GivenUp};
 use super::*;
 
 impl Peer {
@@ -109,6 +109,10 @@ impl Peer {
         if self.phase != Phase::Training(round) {
             return; // the round closed without us
         }
+        if round <= self.contributed {
+            return; // announced from another history: a second one would equivocate
+        }
+        self.contributed = round;
         contribution.base_state = self.state;
         self.out.push(OutEvent::Signing { round });
         let Some(signature) = self.broadcast(round, &Message::Contribution(contribution)) else { return };
@@ -161,6 +165,7 @@ impl Peer {
         self.round = round;
         self.round_started = now;
         self.rounds.retain(|r, _| *r >= round);
+        self.screen_early_manifests(round);
         if let Some(k) = self.manifest_of(round).cloned() {
             if k.manifest.state == self.state {
                 // We are late: the round closed without us. Apply it directly.
@@ -174,11 +179,32 @@ impl Peer {
             }
         }
         self.phase = Phase::Training(round);
-        if round <= self.sit_out {
-            return; // signed for in an earlier life: wait for its manifest
+        if round <= self.sit_out || round <= self.contributed {
+            return; // signed for already (in an earlier life, or from another history)
         }
         self.out.push(OutEvent::StartTraining { round, base_state: self.state });
         self.fetch_announced(round);
+    }
+
+    /// Manifests of `round` that came before we could tell who may sign it
+    /// (the round before was not applied here yet): those whose signer may
+    /// not are dropped and the signer banned, as on arrival; the first
+    /// that may sign stays.
+    fn screen_early_manifests(&mut self, round: u64) {
+        let Some(d) = self.rounds.get_mut(&round) else { return };
+        let known: Vec<KnownManifest> =
+            d.manifest.take().into_iter().chain(std::mem::take(&mut d.alternatives)).collect();
+        let (ok, forged): (Vec<_>, Vec<_>) = known.into_iter().partition(|k| self.may_sign(&k.aggregator, round));
+        for k in forged {
+            if self.reviews.banned.insert(k.aggregator) {
+                self.stats.forgeries += 1;
+            }
+        }
+        if let Some(d) = self.rounds.get_mut(&round) {
+            let mut ok = ok.into_iter();
+            d.manifest = ok.next();
+            d.alternatives = ok.collect();
+        }
     }
 
     pub(super) fn on_blob(&mut self, hash: Hash) {
@@ -197,16 +223,17 @@ impl Peer {
         if banned {
             self.stats.bad_providers += 1;
         }
-        let (result, requests) = self.fetcher.failed(hash, from, banned, self.now);
+        let (result, requests) = self.fetcher.failed(hash, from, banned, why == FetchFailure::NotFound, self.now);
         self.stats.requests += requests.len() as u64;
         self.out.extend(requests);
-        if let Failed::GaveUp(kind) = result {
-            self.on_given_up(hash, kind);
+        if let Failed::GaveUp(g) = result {
+            self.on_given_up(g);
         }
     }
 
     /// No provider served `hash`, however often asked.
-    pub(super) fn on_given_up(&mut self, hash: Hash, kind: BlobKind) {
+    pub(super) fn on_given_up(&mut self, g: GivenUp) {
+        let (hash, kind) = (g.hash, g.kind);
         // A manifest id from a hello that nobody serves (a lie, or its
         // holders left) is not asked for again (the fetcher remembers), and
         // is no reason to drop what we are doing. A blob the current step
@@ -214,7 +241,7 @@ impl Peer {
         // state instead. (A blob nothing needs any more, say an announcement
         // of a peer that died, is just dropped.)
         if matches!(kind, BlobKind::Chain | BlobKind::InnerState) {
-            return self.checks_lost(&hash);
+            return self.checks_lost(&hash, &g.providers);
         }
         if kind != BlobKind::Manifest && self.needed_now(&hash) {
             self.stats.resyncs += 1;

@@ -3,32 +3,51 @@
 
 use super::EventLoop;
 use crate::adversary::Adversary;
-use protocol::{Contribution, Envelope, Manifest, Message};
+use crate::worker::Trained;
+use protocol::{Contribution, Envelope, Manifest, ManifestEntry, Message};
 
 impl EventLoop {
     /// Looks at gossip the way a liar would: remembers others'
-    /// contributions (to copy), and answers every manifest with a forged one.
+    /// contributions (to copy), and races every aggregator with a forged
+    /// manifest.
     pub(super) fn misbehave_on(&mut self, bytes: &[u8]) {
         let Some(lies) = self.adversary.as_mut() else { return };
         let Ok(opened) = Envelope::open(bytes) else { return };
         let Ok(msg) = opened.message() else { return };
         let me = lies.key.peer_id();
-        match msg {
-            Message::Contribution(c) if opened.sender != me => {
-                lies.seen.entry(opened.round).or_insert(c);
+        let Message::Contribution(c) = msg else { return };
+        if opened.sender == me {
+            return;
+        }
+        lies.seen.entry(opened.round).or_insert(c);
+        let mut forged = None;
+        if lies.kind == Adversary::ForgeManifest && lies.forged.insert(opened.round) {
+            // Races the aggregator: a manifest of the round from the first
+            // announcement seen, signed by a peer that may not sign it (it
+            // trained nothing last round).
+            let entry = ManifestEntry { peer: opened.sender, contribution: c, signature: opened.signature };
+            let m = Manifest { state: c.base_state, entries: vec![entry], exclusions: Vec::new() };
+            forged = Envelope::seal(&lies.key, opened.run, opened.round, &Message::Manifest(m)).ok();
+        }
+        // A held result of this round can now go out as a copy.
+        let release = if lies.held.as_ref().is_some_and(|t| t.round == opened.round) { lies.held.take() } else { None };
+        if let Some(b) = forged {
+            self.publish(b);
+        }
+        if let Some(t) = release {
+            self.on_trained(t);
+        }
+    }
+
+    /// A copying liar holds its own result until it has seen someone's
+    /// contribution of the round (the result is returned when it need not).
+    pub(super) fn hold_to_copy(&mut self, t: Trained) -> Option<Trained> {
+        match self.adversary.as_mut() {
+            Some(l) if l.kind == Adversary::Copy && !l.seen.contains_key(&t.round) => {
+                l.held = Some(t);
+                None
             }
-            Message::Manifest(m) if lies.kind == Adversary::ForgeManifest && opened.sender != me => {
-                // Its own version: the same round and state, one entry fewer.
-                let mut entries = m.entries;
-                if entries.len() > 1 {
-                    entries.pop();
-                }
-                let forged = Manifest { state: m.state, entries, exclusions: Vec::new() };
-                if let Ok(b) = Envelope::seal(&lies.key, opened.run, opened.round, &Message::Manifest(forged)) {
-                    self.publish(b);
-                }
-            }
-            _ => {}
+            _ => Some(t),
         }
     }
 

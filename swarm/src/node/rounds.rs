@@ -9,36 +9,43 @@ use protocol::round::CheckJob;
 use protocol::{BlobKind, Contribution, InEvent, Manifest, PeerId};
 
 impl EventLoop {
+    /// Our training of a round is done: keep its blobs, announce it.
+    pub(super) fn on_trained(&mut self, mut t: crate::worker::Trained) {
+        if let Some(c) = self.copied(t.round) {
+            (t.samples, t.raw, t.residual) = (c.samples, c.raw, c.residual);
+        }
+        let payload = t.blob.len() as u64;
+        let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
+        // The chain and its states are kept for verifiers and referees.
+        let chain = self.blobs.add(t.round, BlobKind::Chain, t.chain);
+        for s in t.states {
+            self.blobs.add(t.round, BlobKind::InnerState, s);
+        }
+        self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload));
+        let mut contribution = Contribution {
+            hash,
+            samples: t.samples,
+            base_state: protocol::Hash::default(), // the protocol's state
+            raw: t.raw,
+            residual: t.residual,
+            chain,
+        };
+        if let Some(c) = self.copied(t.round) {
+            (contribution.hash, contribution.chain) = (c.hash, c.chain);
+        }
+        self.drive(InEvent::TrainingDone { round: t.round, contribution });
+    }
+
     pub(super) fn on_worker(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::Note(s) => self.info(s),
             WorkerEvent::Step { round, step, total, loss } => {
                 self.events.send(NodeEvent::TrainStep { round, step, total, loss }).ok();
             }
-            WorkerEvent::Trained(mut t) => {
-                if let Some(c) = self.copied(t.round) {
-                    (t.samples, t.raw, t.residual) = (c.samples, c.raw, c.residual);
+            WorkerEvent::Trained(t) => {
+                if let Some(t) = self.hold_to_copy(t) {
+                    self.on_trained(t);
                 }
-                let payload = t.blob.len() as u64;
-                let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
-                // The chain and its states are kept for verifiers and referees.
-                let chain = self.blobs.add(t.round, BlobKind::Chain, t.chain);
-                for s in t.states {
-                    self.blobs.add(t.round, BlobKind::InnerState, s);
-                }
-                self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload));
-                let mut contribution = Contribution {
-                    hash,
-                    samples: t.samples,
-                    base_state: protocol::Hash::default(), // the protocol's state
-                    raw: t.raw,
-                    residual: t.residual,
-                    chain,
-                };
-                if let Some(c) = self.copied(t.round) {
-                    (contribution.hash, contribution.chain) = (c.hash, c.chain);
-                }
-                self.drive(InEvent::TrainingDone { round: t.round, contribution });
             }
             WorkerEvent::Applied(a) => self.on_applied(a),
             WorkerEvent::Loaded { round, state } => {
