@@ -146,7 +146,8 @@ pub struct VerifySpec {
     pub rate: f64,
     /// k: inner steps between two committed inner states; the chain has
     /// ceil(H / k) segments; a check re-executes the drawn one and the last
-    /// one. 0 = twenty segments (k = ceil(H / 20)).
+    /// one. 0 = about 25 segments (k = ceil(H / 25)): a check replays two
+    /// of them, under 10 % of the contributor's steps.
     pub checkpoint_every: u32,
     /// Referees that re-execute the segment of a disputed contribution.
     pub referees: u32,
@@ -165,7 +166,7 @@ impl VerifySpec {
     /// k for a round of `inner_steps` steps.
     pub fn every(&self, inner_steps: u32) -> u32 {
         match self.checkpoint_every {
-            0 => inner_steps.div_ceil(20).max(1),
+            0 => inner_steps.div_ceil(25).max(1),
             k => k,
         }
     }

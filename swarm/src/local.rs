@@ -248,6 +248,7 @@ mod tests {
             aggregator: String::new(),
             contributed: true,
             train_loss: None,
+            train_ms: None,
             payload_bytes: 1,
             params: 1,
             codec: "int8".into(),

@@ -247,8 +247,8 @@ impl Signed {
 struct RoundNotes {
     /// Peers (ourselves included) seen when the round started.
     peers: usize,
-    /// Our own contribution: mean train loss and payload bytes.
-    own: Option<(f32, u64)>,
+    /// Our own contribution: mean train loss, payload bytes, training ms.
+    own: Option<(f32, u64, u64)>,
     /// The manifest being applied.
     applying: Option<Applying>,
 }

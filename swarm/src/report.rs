@@ -72,6 +72,10 @@ pub struct RoundReport {
     pub contributed: bool,
     /// Mean inner-loop training loss of this peer (if it trained).
     pub train_loss: Option<f32>,
+    /// How long this peer's training of the round took, ms (none if it
+    /// did not train).
+    #[serde(default)]
+    pub train_ms: Option<u64>,
     /// This peer's encoded pseudo-gradient, bytes.
     pub payload_bytes: u64,
     /// Parameters of the model.
@@ -169,6 +173,7 @@ mod tests {
             aggregator: "y".into(),
             contributed: true,
             train_loss: None,
+            train_ms: None,
             payload_bytes: 4,
             params: 5,
             codec: "fp32".into(),

@@ -21,7 +21,7 @@ impl EventLoop {
         for s in t.states {
             self.blobs.add(t.round, BlobKind::InnerState, s);
         }
-        self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload));
+        self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload, t.train_ms));
         let mut contribution = Contribution {
             hash,
             samples: t.samples,
@@ -159,6 +159,7 @@ impl EventLoop {
             contributed: applying.contributed,
             train_loss: notes.own.map(|o| o.0),
             payload_bytes: notes.own.map_or(0, |o| o.1),
+            train_ms: notes.own.map(|o| o.2),
             params: self.model.params,
             codec: self.model.codec.clone(),
             peer: self.peer.id().short(),

@@ -93,6 +93,8 @@ pub struct Trained {
     /// The inner states at steps 0, k, 2k, ..., H, encoded: the blobs a
     /// verifier or referee asks for.
     pub states: Vec<Vec<u8>>,
+    /// Wall-clock time of the inner loop and encoding, ms.
+    pub train_ms: u64,
 }
 
 /// A lazy peer's chain: the states it has, copied (step counts forged) to
@@ -231,6 +233,7 @@ impl Model {
         seed: [u8; 32],
         progress: &mut dyn FnMut(u32, f32),
     ) -> Result<Trained, WorkerError> {
+        let started = std::time::Instant::now();
         let h = self.train.inner_steps;
         let every = self.spec.verify.every(h);
         let lazy = self.adversary == Some(Adversary::Lazy);
@@ -269,6 +272,7 @@ impl Model {
             residual,
             chain,
             states,
+            train_ms: started.elapsed().as_millis() as u64,
         })
     }
 
