@@ -141,7 +141,12 @@ fn every_kind_of_liar_is_caught_and_excluded_and_the_run_goes_on() {
         ("frame", 1),
         ("ignore-dispute", 1),
     ];
+    // `ATTACKS=copy,frame` runs only those scenarios (when debugging one).
+    let only = std::env::var("ATTACKS").unwrap_or_default();
     for (attack, first_lie) in attacks {
+        if !only.is_empty() && !only.split(',').any(|a| a == attack) {
+            continue;
+        }
         let o = run(Some(attack));
         let (by, acc) = check(attack, &o, first_lie);
         eprintln!(

@@ -355,3 +355,24 @@ fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
     assert_eq!(p.phase(), Phase::Syncing(4));
     assert!(out.iter().any(|o| matches!(o, OutEvent::Request { hash, .. } if *hash == state)), "{out:?}");
 }
+
+#[test]
+fn a_manifest_without_its_signers_contribution_is_forged_and_bans_the_signer() {
+    // Round 1: anyone may aggregate, but only with its own contribution in
+    // (an aggregator gathers after its own training).
+    let (mut p, run) = peer();
+    let genesis = Hash::of(b"genesis");
+    let others =
+        Manifest { state: genesis, entries: vec![entry(2, run, 1, Hash::of(b"u2"), genesis)], exclusions: vec![] };
+    let out = p.handle(gossip(3, run, 1, &Message::Manifest(others.clone())), 0);
+    assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::NotCandidate)]);
+    assert_eq!(p.stats().forgeries, 1);
+    // Its signer is banned: even a well-formed manifest of its own is dropped.
+    let own =
+        Manifest { state: genesis, entries: vec![entry(3, run, 1, Hash::of(b"u3"), genesis)], exclusions: vec![] };
+    let out = p.handle(gossip(3, run, 1, &Message::Manifest(own)), 1);
+    assert!(matches!(verdicts(&out)[..], [Verdict::Reject(_)]), "{:?}", verdicts(&out));
+    // Signed by the contributor itself, the same entries are accepted.
+    let out = p.handle(gossip(2, run, 1, &Message::Manifest(others)), 2);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
+}

@@ -54,6 +54,20 @@ impl Peer {
         last.contains(signer) || !last.iter().any(alive)
     }
 
+    /// A late manifest of a round we applied that starts from the same
+    /// state as ours (so the same history before it), signed by a peer
+    /// that did not contribute to the round before, as its signer had to
+    /// (known while that round is in the review window). A manifest of
+    /// another history (a partition that healed) is not judged by ours.
+    pub(super) fn forged_late(&self, signer: &PeerId, round: u64, m: &Manifest) -> bool {
+        let ours = self.reviews.applied_of(round);
+        let before = self.reviews.contributors_of(round.saturating_sub(1));
+        match (ours, before) {
+            (Some(ours), Some(before)) => ours.state == m.state && !before.contains(signer),
+            _ => false,
+        }
+    }
+
     /// When this peer may next publish the manifest of `round`: the round
     /// deadline, or its takeover time as the k-th candidate; `None` once
     /// both have passed (only news can change anything then).

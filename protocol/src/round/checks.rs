@@ -79,6 +79,17 @@ impl Reviews {
     pub(super) fn reviewed(&self, id: &Hash) -> Option<&Reviewed> {
         self.applied.iter().find(|r| r.id == *id)
     }
+
+    /// The contributors of the manifest of `round` applied here, while it
+    /// is in the review window.
+    pub(super) fn contributors_of(&self, round: u64) -> Option<Vec<PeerId>> {
+        self.applied_of(round).map(|r| r.peers())
+    }
+
+    /// The manifest of `round` applied here, while in the review window.
+    pub(super) fn applied_of(&self, round: u64) -> Option<&Reviewed> {
+        self.applied.iter().find(|r| r.round == round)
+    }
 }
 
 /// The inner states a check fetches: the start of its segment (the first

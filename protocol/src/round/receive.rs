@@ -126,7 +126,10 @@ impl Peer {
         {
             return Err(DropReason::Invalid);
         }
-        if !self.may_sign(&sender, round) {
+        // An aggregator signs only once it has contributed (it gathers after
+        // its own training): a manifest without its signer's entry is forged.
+        let signer_contributed = m.entries.iter().any(|e| e.peer == sender);
+        if !signer_contributed || !self.may_sign(&sender, round) || self.forged_late(&sender, round, &m) {
             // A forged manifest: drop this peer's messages from now on.
             if self.reviews.banned.insert(sender) {
                 self.stats.forgeries += 1;
