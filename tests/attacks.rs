@@ -22,7 +22,7 @@ const LIARS: usize = 2;
 fn spec_file(dir: &std::path::Path) -> String {
     let mut s = protocol::RunSpec::new(
         "digits-mlp",
-        protocol::spec::TrainSpec { inner_steps: 50, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
+        protocol::spec::TrainSpec { inner_steps: 200, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
     );
     s.rounds = ROUNDS;
     s.min_peers = (HONEST + LIARS) as u32;
