@@ -82,22 +82,9 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
     let (events, events_rx) = mpsc::unbounded_channel();
     let mut blobs = BlobStore::default();
-    let genesis = blobs.add(0, BlobKind::State, init.genesis);
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
-    let mut peer = Peer::new(Config::new(run, genesis, &cfg.spec, last_round), key.clone());
-    peer.add_local_blob(genesis);
-    for note in init.notes {
-        events.send(NodeEvent::Info(note)).ok();
-    }
-    if let Some((round, blob)) = init.restored {
-        let hash = blobs.add(round, BlobKind::State, blob);
-        events.send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({})", hash.short()))).ok();
-        peer.resume(round, hash);
-    }
-    let bans = Bans::load(run_dir.join("excluded.json"));
-    peer.exclude(bans.peers.iter().copied());
-    let signed = Signed::load(run_dir.join("signed"));
-    peer.sit_out(signed.round);
+    let (params, codec) = (init.params, init.codec.clone());
+    let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
     let peer_store_path = cfg.data_dir.join("peers.json");
     let peer_store = PeerStore::load(&peer_store_path);
     if !peer.resumed_after_the_end() {
@@ -109,7 +96,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
             key.peer_id().short(),
             &run.to_hex()[..16],
             cfg.spec.model,
-            init.params,
+            params,
         )))
         .ok();
     let (shutdown, shutdown_rx) = mpsc::unbounded_channel();
@@ -127,23 +114,47 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         started: Instant::now(),
         linger_until: None,
         traffic: Meter::default(),
-        model: ModelInfo { params: init.params, codec: init.codec },
+        model: ModelInfo { params, codec },
         rounds: BTreeMap::new(),
         banned: HashSet::new(),
         peers: PeerBook { store: peer_store, path: peer_store_path },
         bans,
         signed,
-        adversary: cfg.adversary.map(|kind| Lies {
-            kind,
-            key: key.clone(),
-            seen: BTreeMap::new(),
-            held: None,
-            forged: Default::default(),
-        }),
+        adversary: cfg.adversary.map(|kind| Lies::new(kind, key.clone())),
         connections: HashMap::new(),
     };
     let handle = tokio::spawn(lp.run());
     Ok((Node { shutdown }, events_rx, handle))
+}
+
+/// The protocol state machine of a starting node: the genesis state (and
+/// a restored checkpoint) in the store, the exclusions and the last signed
+/// round this peer's run dir remembers.
+fn protocol_peer(
+    cfg: &NodeConfig,
+    key: &protocol::Keypair,
+    last_round: u64,
+    init: worker::WorkerInit,
+    blobs: &mut BlobStore,
+    run_dir: &std::path::Path,
+    events: &mpsc::UnboundedSender<NodeEvent>,
+) -> (Peer, Bans, Signed) {
+    let genesis = blobs.add(0, BlobKind::State, init.genesis);
+    let mut peer = Peer::new(Config::new(cfg.spec.run_id(), genesis, &cfg.spec, last_round), key.clone());
+    peer.add_local_blob(genesis);
+    for note in init.notes {
+        events.send(NodeEvent::Info(note)).ok();
+    }
+    if let Some((round, blob)) = init.restored {
+        let hash = blobs.add(round, BlobKind::State, blob);
+        events.send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({})", hash.short()))).ok();
+        peer.resume(round, hash);
+    }
+    let bans = Bans::load(run_dir.join("excluded.json"));
+    peer.exclude(bans.peers.iter().copied());
+    let signed = Signed::load(run_dir.join("signed"));
+    peer.sit_out(signed.round);
+    (peer, bans, signed)
 }
 
 /// A blob request on its way: which blob, of whom.

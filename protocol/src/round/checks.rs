@@ -3,94 +3,11 @@
 //! or as a referee of a dispute), the blobs each check needs, the findings
 //! it broadcasts and receives, disputes, and the exclusions they decide.
 
+use super::reviews::{Check, Dispute, EARLY_FINDINGS, REVIEW_WINDOW, Reviewed};
 use super::*;
 use crate::message::Fault;
 use crate::message::{Evidence, Exclusion, Finding, SignedContribution, SignedFinding};
 use crate::review;
-use std::collections::{BTreeSet, VecDeque};
-
-/// Applied manifests open to review.
-const REVIEW_WINDOW: usize = 4;
-/// Findings kept until the manifest (or the dispute) they are about is
-/// known here: a finding can overtake the manifest it refers to.
-const EARLY_FINDINGS: usize = 256;
-
-/// An applied manifest, as review needs it.
-#[derive(Clone, Debug)]
-pub(super) struct Reviewed {
-    pub(super) round: u64,
-    pub(super) id: Hash,
-    pub(super) state: Hash,
-    pub(super) entries: Vec<ManifestEntry>,
-}
-
-impl Reviewed {
-    fn peers(&self) -> Vec<PeerId> {
-        self.entries.iter().map(|e| e.peer).collect()
-    }
-
-    fn entry(&self, p: &PeerId) -> Option<&ManifestEntry> {
-        self.entries.iter().find(|e| e.peer == *p)
-    }
-}
-
-/// One check this peer runs.
-#[derive(Clone, Debug)]
-struct Check {
-    round: u64,
-    contribution: Contribution,
-    start: Hash,
-    segment: u32,
-    /// The chain, once fetched and parsed.
-    leaves: Option<Vec<Hash>>,
-    /// Handed to the node.
-    running: bool,
-}
-
-/// A verifier's accusation and the referees' findings so far.
-#[derive(Clone, Debug)]
-struct Dispute {
-    round: u64,
-    accusation: SignedFinding,
-    committee: Vec<PeerId>,
-    findings: BTreeMap<PeerId, SignedFinding>,
-}
-
-/// The review state of one peer.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Reviews {
-    applied: VecDeque<Reviewed>,
-    /// By (manifest id, contributor).
-    checks: BTreeMap<(Hash, PeerId), Check>,
-    disputes: BTreeMap<(Hash, PeerId), Dispute>,
-    pub(super) excluded: BTreeSet<PeerId>,
-    /// Peers this peer caught signing a manifest they may not sign: their
-    /// messages are dropped here (a local ban: not evidence for others).
-    pub(super) banned: BTreeSet<PeerId>,
-    /// Decided, not yet in an applied manifest.
-    pub(super) pending: BTreeMap<PeerId, Exclusion>,
-    /// Findings that arrived before what they are about.
-    early: VecDeque<(u64, SignedFinding)>,
-    /// Chains read so far (two checks may name one chain: a copier's).
-    chains: VecDeque<(Hash, Vec<Hash>)>,
-}
-
-impl Reviews {
-    pub(super) fn reviewed(&self, id: &Hash) -> Option<&Reviewed> {
-        self.applied.iter().find(|r| r.id == *id)
-    }
-
-    /// The contributors of the manifest of `round` applied here, while it
-    /// is in the review window.
-    pub(super) fn contributors_of(&self, round: u64) -> Option<Vec<PeerId>> {
-        self.applied_of(round).map(|r| r.peers())
-    }
-
-    /// The manifest of `round` applied here, while in the review window.
-    pub(super) fn applied_of(&self, round: u64) -> Option<&Reviewed> {
-        self.applied.iter().find(|r| r.round == round)
-    }
-}
 
 /// The inner states a check fetches: the start of its segment (the first
 /// is computed, not fetched), the start of the last segment, and the last.

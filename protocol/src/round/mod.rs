@@ -33,6 +33,7 @@ mod members;
 mod progress;
 pub mod quorum;
 mod receive;
+mod reviews;
 mod sync;
 mod types;
 
@@ -45,10 +46,10 @@ use crate::envelope::{DropReason, Envelope};
 use crate::id::{Hash, Keypair, PeerId};
 use crate::message::{AppliedManifest, Contribution, Message, Signature, SignedFinding, Status};
 use crate::time::Time;
-use checks::Reviews;
 use fetch::Fetcher;
 use history::History;
 use members::Members;
+use reviews::Reviews;
 use std::collections::BTreeMap;
 
 /// Most entries one manifest may hold (each quotes a signed announcement,

@@ -1,10 +1,16 @@
 //! What a misbehaving node (`--adversary`, the attack suite) does beyond
 //! its worker's lies: copy others' announcements, forge manifests.
 
-use super::EventLoop;
+use super::{EventLoop, Lies};
 use crate::adversary::Adversary;
 use crate::worker::Trained;
 use protocol::{Contribution, Envelope, Manifest, ManifestEntry, Message};
+
+impl Lies {
+    pub(super) fn new(kind: Adversary, key: protocol::Keypair) -> Lies {
+        Lies { kind, key, seen: Default::default(), held: None, forged: Default::default() }
+    }
+}
 
 impl EventLoop {
     /// Looks at gossip the way a liar would: remembers others'
