@@ -50,6 +50,8 @@ pub enum DropReason {
     NotCandidate,
     /// From a peer excluded from the run.
     Excluded,
+    /// About a round after the run's last one.
+    BeyondRun,
 }
 
 /// An envelope whose size and signature have been checked; its payload is not

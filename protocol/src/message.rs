@@ -103,9 +103,11 @@ impl ManifestEntry {
 pub enum Fault {
     /// The chain does not start at the round's state (fresh optimizer).
     BadStart,
-    /// Re-executing the segment from its committed start state did not
-    /// give the committed end state.
+    /// Re-executing the drawn segment from its committed start state did
+    /// not give the committed end state.
     Segment,
+    /// The same for the last segment (the link to the pseudo-gradient).
+    LastSegment,
     /// The chain's last state does not give the committed raw
     /// pseudo-gradient.
     RawMismatch,

@@ -238,6 +238,7 @@ impl Sim {
             hello_interval: self.cfg.hello_interval,
             peer_ttl: self.cfg.peer_ttl,
             last_round: self.cfg.rounds,
+            run_rounds: self.cfg.rounds,
             genesis: self.genesis,
             fetch_retry: 200,
             max_fetch_attempts: 10,

@@ -376,3 +376,30 @@ fn a_manifest_without_its_signers_contribution_is_forged_and_bans_the_signer() {
     let out = p.handle(gossip(2, run, 1, &Message::Manifest(others)), 2);
     assert_eq!(verdicts(&out), vec![Verdict::Accept]);
 }
+
+#[test]
+fn rounds_after_the_runs_last_are_rejected_before_any_arithmetic() {
+    // A waiting hello at round u64::MAX, then a contribution there, used to
+    // make an "active" member at u64::MAX (and overflow `round + 1` in
+    // the candidate rule).
+    let (mut p, run) = peer();
+    let genesis = Hash::of(b"genesis");
+    let beyond = spec().rounds + 1;
+    for round in [beyond, u64::MAX] {
+        let out = p.handle(gossip(4, run, round, &hello(Status::Waiting, 1, vec![])), 0);
+        assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)], "hello at {round}");
+        let c = Message::Contribution(contribution(Hash::of(b"x"), 8, genesis));
+        let out = p.handle(gossip(4, run, round, &c), 1);
+        assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)], "contribution at {round}");
+    }
+    // So do listed manifests of such rounds (hellos and leaves).
+    let lie = vec![AppliedManifest { round: u64::MAX, id: Hash::of(b"m") }];
+    let out = p.handle(gossip(5, run, 1, &hello(Status::Active, 1, lie.clone())), 2);
+    assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)]);
+    let out = p.handle(gossip(5, run, 1, &Message::Leave { recent: lie }), 3);
+    assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)]);
+    assert_eq!(p.stats().dropped.get(&DropReason::BeyondRun), Some(&6));
+    // The last round itself is fine.
+    let out = p.handle(gossip(4, run, spec().rounds, &hello(Status::Waiting, 2, vec![])), 4);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
+}

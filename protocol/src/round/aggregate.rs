@@ -13,7 +13,7 @@ impl Peer {
             return false;
         }
         (self.history.last_contributors().contains(peer) && *peer != self.me)
-            || (info.is_active() && info.round + 1 >= round && info.round <= round)
+            || (info.is_active() && info.round.saturating_add(1) >= round && info.round <= round)
             || (info.status == Status::Waiting && round == 1)
     }
 

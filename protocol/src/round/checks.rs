@@ -9,12 +9,12 @@ use crate::message::Fault;
 use crate::message::{Evidence, Exclusion, Finding, SignedContribution, SignedFinding};
 use crate::review;
 
-/// The inner states a check fetches: the start of its segment (the first
-/// is computed, not fetched), the start of the last segment, and the last.
-fn needed_states(leaves: &[Hash], segment: u32) -> Vec<Hash> {
+/// The inner states a check fetches: the start of each segment it
+/// re-executes (the first is computed, not fetched) and the last state.
+fn needed_states(leaves: &[Hash], replay: &[u32]) -> Vec<Hash> {
     let n = leaves.len();
     let mut need = vec![leaves[n - 1]];
-    for i in [segment as usize, n.saturating_sub(2)] {
+    for i in replay.iter().map(|s| *s as usize) {
         if i > 0 && i < n - 1 && !need.contains(&leaves[i]) {
             need.push(leaves[i]);
         }
@@ -34,7 +34,10 @@ impl Peer {
         let peers = r.peers();
         for e in &r.entries {
             if review::verifier(&id, &e.peer, &peers, self.cfg.verify_rate) == Some(self.me) {
-                self.start_check(&r, e.peer);
+                let drawn = review::segment(&id, &e.peer, self.segments());
+                let last = self.segments() - 1;
+                let replay = if drawn == last { vec![drawn] } else { vec![drawn, last] };
+                self.start_check(&r, e.peer, replay);
             }
         }
         self.reviews.applied.push_back(r);
@@ -62,7 +65,7 @@ impl Peer {
         self.reviews.early.push_back((round, f));
     }
 
-    fn start_check(&mut self, r: &Reviewed, contributor: PeerId) {
+    fn start_check(&mut self, r: &Reviewed, contributor: PeerId, replay: Vec<u32>) {
         let Some(e) = r.entry(&contributor) else { return };
         let key = (r.id, contributor);
         if self.reviews.checks.contains_key(&key) {
@@ -74,6 +77,7 @@ impl Peer {
             contribution: e.contribution,
             start: r.state,
             segment,
+            replay,
             leaves: None,
             running: false,
         };
@@ -110,7 +114,7 @@ impl Peer {
             }
             let Some(c) = self.reviews.checks.get_mut(&key) else { continue };
             c.leaves = Some(leaves.clone());
-            let need = needed_states(&leaves, c.segment);
+            let need = needed_states(&leaves, &c.replay);
             for h in need {
                 self.fetch(h, BlobKind::InnerState, vec![key.1]);
             }
@@ -128,7 +132,7 @@ impl Peer {
                 let leaves = c.leaves.as_ref()?;
                 let held = |h: &Hash| self.fetcher.has(h);
                 let all =
-                    needed_states(leaves, c.segment).iter().all(held) && held(&c.start) && held(&c.contribution.hash);
+                    needed_states(leaves, &c.replay).iter().all(held) && held(&c.start) && held(&c.contribution.hash);
                 all.then(|| (*k, c.clone()))
             })
             .collect();
@@ -143,6 +147,7 @@ impl Peer {
                 contribution: c.contribution,
                 start: c.start,
                 segment: c.segment,
+                replay: c.replay,
                 leaves: c.leaves.unwrap_or_default(),
             }));
         }
@@ -235,7 +240,13 @@ impl Peer {
         let d = Dispute { round: r.round, accusation, committee: committee.clone(), findings: BTreeMap::new() };
         self.reviews.disputes.insert((r.id, contributor), d);
         if committee.contains(&self.me) {
-            self.start_check(r, contributor);
+            // A referee re-executes only what the accusation is about.
+            let replay = match accusation.finding.fault {
+                Some(Fault::Segment) => vec![accusation.finding.segment],
+                Some(Fault::LastSegment) => vec![self.segments() - 1],
+                _ => Vec::new(),
+            };
+            self.start_check(r, contributor, replay);
         }
     }
 

@@ -188,18 +188,14 @@ impl Peer {
 
     /// Manifests of `round` that came before we could tell who may sign it
     /// (the round before was not applied here yet): those whose signer may
-    /// not are dropped and the signer banned, as on arrival; the first
+    /// not are dropped, as on arrival; the first
     /// that may sign stays.
     fn screen_early_manifests(&mut self, round: u64) {
         let Some(d) = self.rounds.get_mut(&round) else { return };
         let known: Vec<KnownManifest> =
             d.manifest.take().into_iter().chain(std::mem::take(&mut d.alternatives)).collect();
-        let (ok, forged): (Vec<_>, Vec<_>) = known.into_iter().partition(|k| self.may_sign(&k.aggregator, round));
-        for k in forged {
-            if self.reviews.banned.insert(k.aggregator) {
-                self.stats.forgeries += 1;
-            }
-        }
+        let (ok, unauthorized): (Vec<_>, Vec<_>) = known.into_iter().partition(|k| self.may_sign(&k.aggregator, round));
+        self.stats.unauthorized_manifests += unauthorized.len() as u64;
         if let Some(d) = self.rounds.get_mut(&round) {
             let mut ok = ok.into_iter();
             d.manifest = ok.next();

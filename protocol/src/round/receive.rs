@@ -19,6 +19,9 @@ impl Peer {
         if opened.run != self.cfg.run {
             return self.drop_msg(DropReason::WrongRun);
         }
+        if opened.round > self.cfg.run_rounds {
+            return self.drop_msg(DropReason::BeyondRun);
+        }
         if opened.sender == self.me {
             return Verdict::Ignore(None);
         }
@@ -71,6 +74,9 @@ impl Peer {
         if recent.len() > 2 * RECENT {
             return Err(DropReason::Invalid);
         }
+        if recent.iter().any(|m| m.round > self.cfg.run_rounds) {
+            return Err(DropReason::BeyondRun);
+        }
         self.members.hello(sender, status, round, recent, now);
         Ok(())
     }
@@ -78,6 +84,9 @@ impl Peer {
     fn on_leave(&mut self, sender: PeerId, recent: Vec<AppliedManifest>, now: Time) -> Result<(), DropReason> {
         if recent.len() > 2 * RECENT {
             return Err(DropReason::Invalid);
+        }
+        if recent.iter().any(|m| m.round > self.cfg.run_rounds) {
+            return Err(DropReason::BeyondRun);
         }
         if self.members.leave(sender, recent, now, self.cfg.last_round) {
             self.stats.departures += 1;
@@ -127,13 +136,20 @@ impl Peer {
             return Err(DropReason::Invalid);
         }
         // An aggregator signs only once it has contributed (it gathers after
-        // its own training): a manifest without its signer's entry is forged.
-        let signer_contributed = m.entries.iter().any(|e| e.peer == sender);
-        if !signer_contributed || !self.may_sign(&sender, round) || self.forged_late(&sender, round, &m) {
-            // A forged manifest: drop this peer's messages from now on.
+        // its own training): a manifest without its signer's entry is forged
+        // by its own evidence, and its signer's messages are dropped from now
+        // on. Who else may sign depends on the history a peer saw (a peer
+        // that synced rather than applied knows fewer contributors), so a
+        // manifest from a signer that may not sign is dropped, its signer
+        // not banned.
+        if !m.entries.iter().any(|e| e.peer == sender) {
             if self.reviews.banned.insert(sender) {
                 self.stats.forgeries += 1;
             }
+            return Err(DropReason::NotCandidate);
+        }
+        if !self.may_sign(&sender, round) || self.forged_late(&sender, round, &m) {
+            self.stats.unauthorized_manifests += 1;
             return Err(DropReason::NotCandidate);
         }
         let excluded = |p: &PeerId| self.reviews.excluded.contains(p);

@@ -39,6 +39,8 @@ pub(super) struct Check {
     pub(super) contribution: Contribution,
     pub(super) start: Hash,
     pub(super) segment: u32,
+    /// The segments to re-execute.
+    pub(super) replay: Vec<u32>,
     /// The chain, once fetched and parsed.
     pub(super) leaves: Option<Vec<Hash>>,
     /// Handed to the node.

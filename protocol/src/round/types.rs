@@ -18,8 +18,12 @@ pub struct CheckJob {
     pub contribution: Contribution,
     /// The state blob at the start of the round.
     pub start: Hash,
-    /// The segment to re-execute.
+    /// The segment the manifest drew for this contribution.
     pub segment: u32,
+    /// The segments to re-execute, in order: a verifier re-executes the
+    /// drawn one and the last; a referee only the one the accusation names
+    /// (none when the accusation is about the final link or the blob).
+    pub replay: Vec<u32>,
     /// The chain: inner-state hashes at steps 0, k, ..., H.
     pub leaves: Vec<Hash>,
 }
@@ -43,6 +47,9 @@ pub struct Config {
     pub peer_ttl: Time,
     /// Leave after this round is applied.
     pub last_round: u64,
+    /// The run's rounds (the spec's): a message about a later round is a
+    /// lie, and is rejected before any arithmetic on its round.
+    pub run_rounds: u64,
     /// Hash of the initial state (the same for every peer of the run).
     pub genesis: Hash,
     /// Delay before a blob that no provider served is asked for again.
@@ -82,6 +89,7 @@ impl Config {
             hello_interval: 500,
             peer_ttl: 5_000,
             last_round,
+            run_rounds: spec.rounds,
             genesis,
             fetch_retry: 300,
             max_fetch_attempts: 20,
@@ -366,6 +374,10 @@ pub struct Stats {
     pub disputes: u64,
     /// Peers excluded by applied manifests.
     pub excluded: u64,
-    /// Peers caught signing a manifest they may not sign (banned here).
+    /// Peers caught signing a manifest without their own contribution in
+    /// it (banned here).
     pub forgeries: u64,
+    /// Manifests dropped because their signer may not sign them in this
+    /// peer's view (not a contributor of the round before).
+    pub unauthorized_manifests: u64,
 }

@@ -104,14 +104,15 @@ impl EventLoop {
     /// The blobs a check reads, from the store.
     pub(super) fn start_check(&mut self, job: CheckJob) {
         let get = |h: &protocol::Hash| self.blobs.get(h);
-        let at = |i: usize| if i == 0 { None } else { job.leaves.get(i).and_then(get) };
-        let last_seg = job.leaves.len().saturating_sub(2);
-        let (from, last_from) = (at(job.segment as usize), at(last_seg));
+        // The start state of each segment to re-execute (the first is the
+        // round's state, computed by the worker).
+        let starts: Vec<Option<std::sync::Arc<Vec<u8>>>> =
+            job.replay.iter().map(|&s| if s == 0 { None } else { job.leaves.get(s as usize).and_then(get) }).collect();
+        let all_here = job.replay.iter().zip(&starts).all(|(s, b)| *s == 0 || b.is_some());
         let blobs = (get(&job.start), get(&job.contribution.hash), job.leaves.last().and_then(get));
-        let starts = (job.segment == 0 || from.is_some()) && (last_seg == 0 || last_from.is_some());
-        match (blobs, starts) {
+        match (blobs, all_here) {
             ((Some(start), Some(blob), Some(last)), true) => {
-                self.worker.check(job, CheckBlobs { start, blob, from, last_from, last });
+                self.worker.check(job, CheckBlobs { start, blob, starts, last });
             }
             _ => self.info(format!(
                 "round {}: a blob to check {}'s contribution is gone",

@@ -15,11 +15,9 @@ pub struct CheckBlobs {
     pub start: std::sync::Arc<Vec<u8>>,
     /// The encoded pseudo-gradient.
     pub blob: std::sync::Arc<Vec<u8>>,
-    /// The inner state at the start of the segment (none for segment 0).
-    pub from: Option<std::sync::Arc<Vec<u8>>>,
-    /// The inner state at the start of the last segment (none when that is
-    /// the drawn segment, or the first).
-    pub last_from: Option<std::sync::Arc<Vec<u8>>>,
+    /// The inner state at the start of each segment of the job's `replay`,
+    /// in its order (none for segment 0: it starts at the round's state).
+    pub starts: Vec<Option<std::sync::Arc<Vec<u8>>>>,
     /// The chain's last inner state.
     pub last: std::sync::Arc<Vec<u8>>,
 }
@@ -45,20 +43,20 @@ impl Model {
         }
         let seed = batch_seed(run, job.round, &job.contributor);
         let last_seg = leaves.len() as u32 - 2;
-        let state_at = |s: u32, blob: &Option<std::sync::Arc<Vec<u8>>>| match blob {
+        let state_at = |s: u32, blob: Option<&std::sync::Arc<Vec<u8>>>| match blob {
             None if s == 0 => Some(first.clone()),
             Some(b) => InnerState::decode(b, n).ok().filter(|x| x.step == s * k),
             None => None,
         };
-        let mut segments = vec![(seg, &blobs.from)];
-        if last_seg != seg {
-            segments.push((last_seg, if last_seg == 0 { &None } else { &blobs.last_from }));
+        if job.replay.len() != blobs.starts.len() || job.replay.iter().any(|s| *s > last_seg) {
+            return Some(Fault::Malformed);
         }
-        for (s, blob) in segments {
-            let Some(from) = state_at(s, blob) else { return Some(Fault::Malformed) };
+        for (&s, blob) in job.replay.iter().zip(&blobs.starts) {
+            let Some(from) = state_at(s, blob.as_ref()) else { return Some(Fault::Malformed) };
             let until = ((s + 1) * k).min(h);
             match self.trainer().replay(from, &self.train_config(), seed, until) {
                 Ok(end) if Hash(end.hash()) == leaves[s as usize + 1] => {}
+                _ if s == last_seg && s != seg => return Some(Fault::LastSegment),
                 _ => return Some(Fault::Segment),
             }
         }
