@@ -106,8 +106,6 @@ pub enum Fault {
     /// Re-executing the drawn segment from its committed start state did
     /// not give the committed end state.
     Segment,
-    /// The same for the last segment (the link to the pseudo-gradient).
-    LastSegment,
     /// The chain's last state does not give the committed raw
     /// pseudo-gradient.
     RawMismatch,
@@ -120,6 +118,9 @@ pub enum Fault {
     Malformed,
     /// The contributor did not serve what the check needs.
     Unavailable,
+    /// Re-executing the last segment (the link to the pseudo-gradient)
+    /// did not give the chain's last state.
+    LastSegment,
 }
 
 /// A verifier's or referee's finding about one contribution. The envelope

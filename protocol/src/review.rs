@@ -5,7 +5,7 @@
 
 use crate::envelope::Envelope;
 use crate::id::{Hash, PeerId};
-use crate::message::{Message, SignedFinding};
+use crate::message::{Fault, Message, SignedFinding};
 
 /// Whether a quoted finding's signature holds for `run` and `round`.
 pub fn finding_is_signed(f: &SignedFinding, run: Hash, round: u64) -> bool {
@@ -65,14 +65,16 @@ pub fn majority(committee: usize) -> usize {
 
 /// Who is at fault in a dispute, if its findings decide it: the referees'
 /// majority finding a fault convicts the contributor, finding none the
-/// accuser.
+/// accuser. An accusation of not serving that the referees find served is
+/// dismissed instead (a blob can be unreachable for a moment: neither side
+/// is shown to have lied).
 pub fn verdict(accusation: &SignedFinding, findings: &[SignedFinding], committee: usize) -> Option<PeerId> {
     let faults = findings.iter().filter(|f| f.finding.fault.is_some()).count();
     let clean = findings.len() - faults;
     let need = majority(committee);
     if faults >= need {
         Some(accusation.finding.contributor)
-    } else if clean >= need {
+    } else if clean >= need && accusation.finding.fault != Some(Fault::Unavailable) {
         Some(accusation.by)
     } else {
         None
@@ -83,6 +85,7 @@ pub fn verdict(accusation: &SignedFinding, findings: &[SignedFinding], committee
 mod tests {
     use super::*;
     use crate::id::Keypair;
+    use crate::message::Finding;
 
     #[test]
     fn committees_are_drawn_from_the_manifest_and_exclude_the_parties() {
@@ -106,5 +109,24 @@ mod tests {
         // Another manifest draws other committees.
         let other = Hash::of(b"another");
         assert!(peers.iter().any(|p| verifier(&m, p, &peers, 1.0) != verifier(&other, p, &peers, 1.0)));
+    }
+
+    #[test]
+    fn the_referees_majority_decides_and_an_unproven_unavailability_is_dismissed() {
+        let (contributor, verifier) = (Keypair::from_seed(1).peer_id(), Keypair::from_seed(2).peer_id());
+        let finding = |by: u64, fault: Option<Fault>| SignedFinding {
+            by: Keypair::from_seed(by).peer_id(),
+            finding: Finding { manifest: Hash::of(b"m"), contributor, segment: 3, fault },
+            signature: crate::message::Signature([0; 64]),
+        };
+        for fault in [Fault::Segment, Fault::Unavailable] {
+            let accusation = finding(2, Some(fault));
+            let guilty = [finding(3, Some(fault)), finding(4, Some(fault)), finding(5, None)];
+            assert_eq!(verdict(&accusation, &guilty[..1], 3), None, "one finding of three decides nothing");
+            assert_eq!(verdict(&accusation, &guilty, 3), Some(contributor));
+            let clean = [finding(3, None), finding(4, None)];
+            let expected = if fault == Fault::Unavailable { None } else { Some(verifier) };
+            assert_eq!(verdict(&accusation, &clean, 3), expected, "{fault:?} found clean");
+        }
     }
 }

@@ -241,10 +241,14 @@ impl Peer {
         self.reviews.disputes.insert((r.id, contributor), d);
         if committee.contains(&self.me) {
             // A referee re-executes only what the accusation is about.
+            let (drawn, last) = (accusation.finding.segment, self.segments() - 1);
             let replay = match accusation.finding.fault {
-                Some(Fault::Segment) => vec![accusation.finding.segment],
-                Some(Fault::LastSegment) => vec![self.segments() - 1],
-                _ => Vec::new(),
+                Some(Fault::Segment) => vec![drawn],
+                Some(Fault::LastSegment) => vec![last],
+                Some(Fault::BadStart | Fault::RawMismatch | Fault::BlobMismatch) => Vec::new(),
+                // Unserved or malformed blobs: everything the verifier needed.
+                _ if drawn == last => vec![drawn],
+                _ => vec![drawn, last],
             };
             self.start_check(r, contributor, replay);
         }

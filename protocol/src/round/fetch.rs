@@ -37,6 +37,8 @@ struct Fetch {
     asked: BTreeSet<PeerId>,
     /// Requests without an answer yet.
     pending: BTreeSet<PeerId>,
+    /// Providers that answered they do not hold it.
+    not_held: BTreeSet<PeerId>,
     /// Attempts so far (the first is 1).
     attempt: u32,
     /// When the next attempt starts, once every provider failed.
@@ -133,6 +135,7 @@ impl Fetcher {
             providers: Vec::new(),
             asked: BTreeSet::new(),
             pending: BTreeSet::new(),
+            not_held: BTreeSet::new(),
             attempt: 1,
             retry_at: None,
             last_sent: now,
@@ -174,9 +177,9 @@ impl Fetcher {
     }
 
     /// One request failed: ask the next provider, wait to retry, or give up.
-    /// `not_held`: the provider answered that it does not hold the blob,
-    /// which ends the fetch of a private blob at once (its maker is the
-    /// only one meant to hold it, and a maker does not lose what it made).
+    /// `not_held`: the provider answered that it does not hold the blob;
+    /// once every provider of a private blob said so, its fetch ends at
+    /// once (its makers are the only ones meant to hold it).
     pub(super) fn failed(
         &mut self,
         hash: Hash,
@@ -190,13 +193,19 @@ impl Fetcher {
         }
         let mut out = Vec::new();
         let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
+        if not_held {
+            f.not_held.insert(from);
+        }
         if !f.pending.remove(&from) || !f.pending.is_empty() || self.ask_next(hash, now, &mut out) {
             return (Failed::Continuing, out);
         }
         // Every provider of this attempt failed.
         let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
         let max = if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts };
-        if f.attempt < max && !(not_held && private(f.kind)) {
+        // A private blob that every provider says it does not hold is given
+        // up at once (its maker is the only one meant to hold it).
+        let disowned = private(f.kind) && f.providers.iter().all(|p| f.not_held.contains(p));
+        if f.attempt < max && !disowned {
             f.retry_at = Some(now + self.retry);
             return (Failed::Continuing, out);
         }
@@ -376,6 +385,15 @@ mod tests {
         );
         assert_eq!(f.failed(shared, peer(1), false, true, 10).0, Failed::Continuing);
         assert!(f.is_fetching(&shared));
+        // With two makers named (a copier's check and its victim's), one
+        // "not held" asks the other; both end the fetch.
+        let shared = Hash::of(b"shared chain");
+        f.fetch(shared, BlobKind::Chain, vec![peer(3)], 40);
+        f.fetch(shared, BlobKind::Chain, vec![peer(4)], 40);
+        let (r, out) = f.failed(shared, peer(3), false, true, 50);
+        assert_eq!((r, asked(&out)), (Failed::Continuing, vec![peer(4)]));
+        let (r, _) = f.failed(shared, peer(4), false, true, 60);
+        assert!(matches!(r, Failed::GaveUp(GivenUp { kind: BlobKind::Chain, .. })));
         // A maker that is unreachable is given a few more tries.
         let other = Hash::of(b"other chain");
         f.fetch(other, BlobKind::InnerState, vec![peer(2)], 20);
