@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod kept;
 mod lies;
 mod requests;
 mod rounds;
@@ -85,6 +86,11 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let (params, codec) = (init.params, init.codec.clone());
     let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
+    let review_dir = run_dir.join("review");
+    let kept = kept::load(&review_dir, &mut blobs);
+    if kept > 0 {
+        events.send(NodeEvent::Info(format!("{kept} review blobs of recent rounds restored"))).ok();
+    }
     let peer_store_path = cfg.data_dir.join("peers.json");
     let peer_store = PeerStore::load(&peer_store_path);
     if !peer.resumed_after_the_end() {
@@ -120,6 +126,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         peers: PeerBook { store: peer_store, path: peer_store_path },
         bans,
         signed,
+        review_dir,
         adversary: cfg.adversary.map(|kind| Lies::new(kind, key.clone())),
         connections: HashMap::new(),
     };
@@ -297,6 +304,8 @@ struct EventLoop {
     bans: Bans,
     /// The last round this peer signed for, persisted.
     signed: Signed,
+    /// Where this peer's review blobs are kept (`node/kept.rs`).
+    review_dir: PathBuf,
     /// How this peer misbehaves, if it does (the attack suite).
     adversary: Option<Lies>,
     /// Open connections by peer, oldest first.
