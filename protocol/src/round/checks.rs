@@ -154,9 +154,12 @@ impl Peer {
     }
 
     /// A blob checks need was not served by `asked`: the checks of those
-    /// contributors fail (another contributor that names the same blob, a
-    /// copier say, is not blamed for it, nor spared).
-    pub(super) fn checks_lost(&mut self, hash: &Hash, asked: &[PeerId]) {
+    /// contributors end (another contributor that names the same blob, a
+    /// copier say, is not blamed for it, nor spared). A contributor that
+    /// answered it does not hold what it committed to is at fault; one that
+    /// could not be reached (it may have crashed, and will serve from disk
+    /// when back) is not judged: its check is dropped without a finding.
+    pub(super) fn checks_lost(&mut self, hash: &Hash, asked: &[PeerId], disowned: &[PeerId]) {
         let lost: Vec<(Hash, PeerId)> = self
             .reviews
             .checks
@@ -166,7 +169,12 @@ impl Peer {
             .map(|(k, _)| *k)
             .collect();
         for key in lost {
-            self.finish_check(key, Some(Fault::Unavailable));
+            if disowned.contains(&key.1) {
+                self.finish_check(key, Some(Fault::Unavailable));
+            } else {
+                self.reviews.checks.remove(&key);
+                self.stats.checks_unreachable += 1;
+            }
         }
     }
 

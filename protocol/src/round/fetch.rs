@@ -62,6 +62,9 @@ pub(super) struct GivenUp {
     pub hash: Hash,
     pub kind: BlobKind,
     pub providers: Vec<PeerId>,
+    /// Those providers that answered they do not hold it (the others were
+    /// unreachable).
+    pub disowned: Vec<PeerId>,
 }
 
 /// The blob side of a peer: held blobs, fetches in progress, providers.
@@ -213,15 +216,17 @@ impl Fetcher {
     }
 
     fn give_up(&mut self, hash: Hash) -> GivenUp {
-        let (kind, providers) =
-            self.fetches.remove(&hash).map_or((BlobKind::Contribution, Vec::new()), |f| (f.kind, f.providers));
+        let (kind, providers, disowned) = self.fetches.remove(&hash).map_or_else(
+            || (BlobKind::Contribution, Vec::new(), Vec::new()),
+            |f| (f.kind, f.providers, f.not_held.into_iter().collect()),
+        );
         if kind == BlobKind::Manifest {
             if self.unavailable.len() >= MAX_UNAVAILABLE {
                 self.unavailable.clear();
             }
             self.unavailable.insert(hash);
         }
-        GivenUp { hash, kind, providers }
+        GivenUp { hash, kind, providers, disowned }
     }
 
     /// Starts due attempts and hedges slow requests. `active` are the peers
@@ -366,7 +371,7 @@ mod tests {
         assert_eq!(f.next_timeout(), Some(300));
         let (out, gave_up) = f.poll(300, &[], &mut hedged);
         assert!(out.is_empty());
-        assert_eq!(gave_up, vec![GivenUp { hash: h, kind: BlobKind::Manifest, providers: vec![] }]);
+        assert_eq!(gave_up, vec![GivenUp { hash: h, kind: BlobKind::Manifest, providers: vec![], disowned: vec![] }]);
         assert!(f.is_unavailable(&h));
         assert!(!f.is_fetching(&h));
     }
@@ -381,7 +386,12 @@ mod tests {
         // is asked again later (of others too).
         assert_eq!(
             f.failed(chain, peer(1), false, true, 10).0,
-            Failed::GaveUp(GivenUp { hash: chain, kind: BlobKind::Chain, providers: vec![peer(1)] })
+            Failed::GaveUp(GivenUp {
+                hash: chain,
+                kind: BlobKind::Chain,
+                providers: vec![peer(1)],
+                disowned: vec![peer(1)]
+            })
         );
         assert_eq!(f.failed(shared, peer(1), false, true, 10).0, Failed::Continuing);
         assert!(f.is_fetching(&shared));

@@ -237,7 +237,7 @@ impl Peer {
         // state instead. (A blob nothing needs any more, say an announcement
         // of a peer that died, is just dropped.)
         if matches!(kind, BlobKind::Chain | BlobKind::InnerState) {
-            return self.checks_lost(&hash, &g.providers);
+            return self.checks_lost(&hash, &g.providers, &g.disowned);
         }
         if kind != BlobKind::Manifest && self.needed_now(&hash) {
             self.stats.resyncs += 1;

@@ -377,6 +377,8 @@ pub struct Stats {
     /// Peers caught signing a manifest without their own contribution in
     /// it (banned here).
     pub forgeries: u64,
+    /// Checks dropped because their contributor could not be reached.
+    pub checks_unreachable: u64,
     /// Manifests dropped because their signer may not sign them in this
     /// peer's view (not a contributor of the round before).
     pub unauthorized_manifests: u64,
