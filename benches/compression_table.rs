@@ -400,7 +400,7 @@ fn diloco(peers: &[Peer], spec: &RunSpec, codec: &Codec, setting: &Setting, run:
                 ManifestEntry { peer: p.id, contribution, signature: Signature([0; 64]) }
             })
             .collect();
-        let manifest = Manifest { state: state.hash(), entries, exclusions: vec![] };
+        let manifest = Manifest { state: state.hash(), entries, exclusions: vec![], excluded: vec![] };
         let blobs: Vec<Arc<Vec<u8>>> = trained.iter().map(|t| Arc::new(t.blob.clone())).collect();
         let bytes: usize = blobs.iter().map(|b| b.len()).sum();
         sent += bytes;

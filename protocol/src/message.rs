@@ -200,6 +200,11 @@ pub struct Manifest {
     pub entries: Vec<ManifestEntry>,
     /// Peers excluded from here on, with the evidence.
     pub exclusions: Vec<Exclusion>,
+    /// Peers excluded by earlier manifests of this history, ascending (at
+    /// most [`crate::round::MAX_MANIFEST_ENTRIES`]): a peer that syncs past
+    /// the manifest that excluded one learns it here. Peers that applied
+    /// the round before refuse a manifest naming a peer they did not exclude.
+    pub excluded: Vec<PeerId>,
 }
 
 /// The payload of an envelope.

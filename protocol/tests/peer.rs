@@ -68,7 +68,8 @@ fn bad_messages_are_dropped_and_counted() {
     bad_sig[n - 1] ^= 0xff;
     let wrong_run = Envelope::seal(&other, Hash::of(b"other"), 1, &hi).unwrap();
     let oversize = vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1];
-    let empty_manifest = Message::Manifest(Manifest { state: Hash::default(), entries: vec![], exclusions: vec![] });
+    let empty_manifest =
+        Message::Manifest(Manifest { state: Hash::default(), entries: vec![], exclusions: vec![], excluded: vec![] });
     let invalid = Envelope::seal(&other, run, 1, &empty_manifest).unwrap();
     for b in [bad_sig, wrong_run, oversize, invalid, vec![0u8; 10]] {
         let out = p.handle(InEvent::Gossip(Gossip { bytes: b, source: Some(other.peer_id()) }), 0);
@@ -228,9 +229,10 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
         })
         .collect();
     entries.sort_by_key(|e| e.peer);
-    out.extend(
-        p.handle(gossip(2, run, 1, &Message::Manifest(Manifest { state: base, entries, exclusions: vec![] })), 850),
-    );
+    out.extend(p.handle(
+        gossip(2, run, 1, &Message::Manifest(Manifest { state: base, entries, exclusions: vec![], excluded: vec![] })),
+        850,
+    ));
     assert_eq!(p.phase(), Phase::Collecting(1));
     // A sixth peer lists a round-1 manifest id that nobody can serve.
     let bogus = Hash::of(b"made up");
@@ -295,6 +297,7 @@ fn announcements_for_made_up_rounds_do_not_crowd_out_the_manifest_to_sync_to() {
         state,
         entries: vec![entry(2, run, 4, Hash::of(b"g"), state)],
         exclusions: vec![],
+        excluded: vec![],
     });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let id = Hash::of(&envelope);
@@ -333,6 +336,7 @@ fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
         state,
         entries: vec![entry(2, run, 4, Hash::of(b"g"), state)],
         exclusions: vec![],
+        excluded: vec![],
     });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
@@ -357,19 +361,52 @@ fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
 }
 
 #[test]
+fn a_restarted_peer_syncs_to_the_manifest_it_signed_in_its_last_life() {
+    // Peer 1 signed round 4's manifest, then crashed before applying it.
+    let (mut p, run) = peer();
+    let state = Hash::of(b"state at the start of round 4");
+    let m = Message::Manifest(Manifest {
+        state,
+        entries: vec![entry(1, run, 4, Hash::of(b"g"), state)],
+        exclusions: vec![],
+        excluded: vec![],
+    });
+    let envelope = Envelope::seal(&Keypair::from_seed(1), run, 4, &m).unwrap();
+    let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
+    // Back, it fetches the manifest as a blob (no publisher) ...
+    let out = p.handle(InEvent::Gossip(Gossip { bytes: envelope, source: None }), 10);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept], "its own manifest is news to it");
+    // ... and syncs to it once the others confirm it.
+    for s in 2..=4 {
+        p.handle(gossip(s, run, 5, &hello(Status::Active, 1, confirm.clone())), 20);
+    }
+    let out = p.handle(InEvent::Tick, 200);
+    assert_eq!(p.phase(), Phase::Syncing(4), "{out:?}");
+    assert_eq!(p.members(), 3, "it does not count itself as another member");
+}
+
+#[test]
 fn a_manifest_without_its_signers_contribution_is_forged_and_bans_the_signer() {
     // Round 1: anyone may aggregate, but only with its own contribution in
     // (an aggregator gathers after its own training).
     let (mut p, run) = peer();
     let genesis = Hash::of(b"genesis");
-    let others =
-        Manifest { state: genesis, entries: vec![entry(2, run, 1, Hash::of(b"u2"), genesis)], exclusions: vec![] };
+    let others = Manifest {
+        state: genesis,
+        entries: vec![entry(2, run, 1, Hash::of(b"u2"), genesis)],
+        exclusions: vec![],
+        excluded: vec![],
+    };
     let out = p.handle(gossip(3, run, 1, &Message::Manifest(others.clone())), 0);
     assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::NotCandidate)]);
     assert_eq!(p.stats().forgeries, 1);
     // Its signer is banned: even a well-formed manifest of its own is dropped.
-    let own =
-        Manifest { state: genesis, entries: vec![entry(3, run, 1, Hash::of(b"u3"), genesis)], exclusions: vec![] };
+    let own = Manifest {
+        state: genesis,
+        entries: vec![entry(3, run, 1, Hash::of(b"u3"), genesis)],
+        exclusions: vec![],
+        excluded: vec![],
+    };
     let out = p.handle(gossip(3, run, 1, &Message::Manifest(own)), 1);
     assert!(matches!(verdicts(&out)[..], [Verdict::Reject(_)]), "{:?}", verdicts(&out));
     // Signed by the contributor itself, the same entries are accepted.

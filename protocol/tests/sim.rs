@@ -265,3 +265,27 @@ fn a_verifier_that_frames_honest_peers_is_excluded_itself() {
         assert!(ex.iter().all(|j| *j == 2), "node {by} excluded an honest peer: {ex:?}");
     }
 }
+
+#[test]
+fn a_joiner_learns_the_exclusions_of_the_rounds_it_skipped() {
+    let mut cfg = SimConfig::new(6, 47);
+    cfg.min_peers = 6;
+    cfg.rounds = 16;
+    cfg.verify_rate = 1.0;
+    let mut sim = Sim::new(cfg);
+    sim.liars.insert(2);
+    sim.run_while(300_000, |s| !excluded_by_all(s, 2));
+    assert!(excluded_by_all(&sim, 2), "the liar is excluded: {:?}", sim.excluded);
+    // A few rounds later (the manifest with the exclusion is behind), a
+    // new peer joins: it syncs to a later manifest, which lists the liar.
+    let excluded_in = sim.nodes[0].peer.round();
+    sim.run_while(300_000, |s| s.nodes[0].peer.round() < excluded_in + 3);
+    let joiner = sim.add_node();
+    sim.run_until(600_000);
+    assert!(sim.all_finished());
+    assert_agreement(&sim);
+    let first_applied = *sim.applied.iter().find(|(_, m)| m.contains_key(&joiner)).unwrap().0;
+    assert!(first_applied > excluded_in + 1, "joined after the exclusion: first applied {first_applied}");
+    assert!(sim.excluded.get(&joiner).is_some_and(|e| e.contains(&2)), "the joiner knows: {:?}", sim.excluded);
+    assert!((first_applied + 1..=16).any(|r| sim.contributors(r).contains(&joiner)), "and contributes");
+}

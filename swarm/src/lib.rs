@@ -13,6 +13,7 @@ mod dial;
 mod error;
 pub mod events;
 pub mod identity;
+mod kept;
 pub mod net;
 pub mod node;
 pub mod peer_store;

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-mod kept;
 mod lies;
 mod requests;
 mod rounds;
@@ -86,8 +85,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let (params, codec) = (init.params, init.codec.clone());
     let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
-    let review_dir = run_dir.join("review");
-    let kept = kept::load(&review_dir, &mut blobs);
+    let kept = crate::kept::load(&run_dir.join("review"), &mut blobs);
     if kept > 0 {
         events.send(NodeEvent::Info(format!("{kept} review blobs of recent rounds restored"))).ok();
     }
@@ -126,7 +124,6 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         peers: PeerBook { store: peer_store, path: peer_store_path },
         bans,
         signed,
-        review_dir,
         adversary: cfg.adversary.map(|kind| Lies::new(kind, key.clone())),
         connections: HashMap::new(),
     };
@@ -304,8 +301,6 @@ struct EventLoop {
     bans: Bans,
     /// The last round this peer signed for, persisted.
     signed: Signed,
-    /// Where this peer's review blobs are kept (`node/kept.rs`).
-    review_dir: PathBuf,
     /// How this peer misbehaves, if it does (the attack suite).
     adversary: Option<Lies>,
     /// Open connections by peer, oldest first.
@@ -385,6 +380,9 @@ impl EventLoop {
                 other => self.execute(other),
             }
         }
+        if !matches!(verdict, Verdict::Accept) {
+            tracing::debug!(?verdict, ?source, "gossip not accepted");
+        }
         self.run_queue();
         verdict
     }
@@ -395,7 +393,12 @@ impl EventLoop {
         }
         match out {
             OutEvent::Broadcast(bytes) => self.publish(bytes),
-            OutEvent::Verdict(_) => {} // of a manifest fetched as a blob: nobody to tell
+            // Of a manifest fetched as a blob: nobody to tell.
+            OutEvent::Verdict(v) => {
+                if !matches!(v, Verdict::Accept) {
+                    tracing::debug!(verdict = ?v, "fetched manifest not accepted");
+                }
+            }
             OutEvent::Request { hash, kind, from } => self.request(hash, kind, from),
             OutEvent::KeepBlob { hash, bytes } => {
                 let round = self.peer.round();

@@ -134,7 +134,12 @@ impl Peer {
         if !go || ready.is_empty() || self.round_is_closed(round) {
             return;
         }
-        let manifest = Manifest { state: self.state, entries: ready, exclusions: self.exclusions_to_publish() };
+        let manifest = Manifest {
+            state: self.state,
+            entries: ready,
+            exclusions: self.exclusions_to_publish(),
+            excluded: self.reviews.excluded.iter().take(MAX_MANIFEST_ENTRIES).copied().collect(),
+        };
         let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
             return;
         };

@@ -321,6 +321,18 @@ impl Peer {
         }
     }
 
+    /// Peers a manifest we synced to lists as excluded earlier in its
+    /// history (we skipped the manifests that excluded them).
+    pub(super) fn learn_excluded(&mut self, round: u64, peers: &[PeerId]) {
+        for p in peers {
+            self.reviews.pending.remove(p);
+            if *p != self.me && self.reviews.excluded.insert(*p) {
+                self.stats.excluded += 1;
+                self.out.push(OutEvent::Excluded { peer: *p, round });
+            }
+        }
+    }
+
     /// Exclusions to put in a manifest this peer signs.
     pub(super) fn exclusions_to_publish(&self) -> Vec<Exclusion> {
         self.reviews.pending.values().cloned().collect()

@@ -449,6 +449,8 @@ fn manifest_is_well_formed(run: Hash, round: u64, m: &Manifest) -> bool {
     !m.entries.is_empty()
         && m.entries.len() <= MAX_MANIFEST_ENTRIES
         && m.entries.windows(2).all(|w| w[0].peer < w[1].peer)
+        && m.excluded.len() <= MAX_MANIFEST_ENTRIES
+        && m.excluded.windows(2).all(|w| w[0] < w[1])
         && m.entries.iter().all(|e| {
             e.samples() > 0
                 && e.contribution.base_state == m.state

@@ -71,10 +71,12 @@ impl Peer {
         if self.phase != Phase::Syncing(round) {
             return;
         }
-        let Some(state) = self.manifest_of(round).map(|k| k.manifest.state) else {
+        let Some(k) = self.manifest_of(round).cloned() else {
             return;
         };
-        self.state = state;
+        // The exclusions of the manifests we skipped.
+        self.learn_excluded(round, &k.manifest.excluded);
+        self.state = k.manifest.state;
         self.round = round;
         self.round_started = now;
         self.synced_round = Some(round);

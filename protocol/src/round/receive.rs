@@ -22,16 +22,18 @@ impl Peer {
         if opened.round > self.cfg.run_rounds {
             return self.drop_msg(DropReason::BeyondRun);
         }
-        if opened.sender == self.me {
+        let msg = match opened.message() {
+            Ok(m) => m,
+            Err(why) => return self.drop_msg(why),
+        };
+        // Our own messages come back to us; only a manifest we signed is
+        // news (signed in a life before a restart, and not applied then).
+        if opened.sender == self.me && !matches!(msg, Message::Manifest(_)) {
             return Verdict::Ignore(None);
         }
         if self.reviews.excluded.contains(&opened.sender) || self.reviews.banned.contains(&opened.sender) {
             return self.drop_msg(DropReason::Excluded);
         }
-        let msg = match opened.message() {
-            Ok(m) => m,
-            Err(why) => return self.drop_msg(why),
-        };
         let (sender, round) = (opened.sender, opened.round);
         let result = match msg {
             Message::Hello { status, recent, .. } => self.on_hello(sender, round, status, recent, now),
@@ -153,7 +155,11 @@ impl Peer {
             return Err(DropReason::NotCandidate);
         }
         let excluded = |p: &PeerId| self.reviews.excluded.contains(p);
+        // Who is excluded is a function of the history: a peer that applied
+        // the round before knows everyone its signer may name.
+        let follows = self.holds_state() && self.history.last_round().is_some_and(|r| r + 1 == round);
         if m.entries.iter().any(|e| excluded(&e.peer))
+            || (follows && !m.excluded.iter().all(excluded))
             || !m.exclusions.iter().all(|x| self.exclusion_holds(x))
             || m.exclusions.len() > MAX_MANIFEST_ENTRIES
         {
@@ -171,7 +177,9 @@ impl Peer {
             }
             return Err(DropReason::StaleRound);
         }
-        self.members.touch(sender, round, now);
+        if sender != self.me {
+            self.members.touch(sender, round, now);
+        }
         self.keep(bytes);
         self.accept_manifest(round, known, now);
         Ok(())

@@ -282,7 +282,8 @@ pub enum OutEvent {
     Excluded {
         /// Who.
         peer: PeerId,
-        /// The round of the misbehaviour.
+        /// The round of the misbehaviour (or, learned while syncing, of the
+        /// manifest that listed it).
         round: u64,
     },
     /// The run is already over for this peer: it resumed from the state

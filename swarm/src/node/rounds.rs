@@ -16,15 +16,12 @@ impl EventLoop {
         }
         let payload = t.blob.len() as u64;
         let hash = self.blobs.add(t.round, BlobKind::Contribution, t.blob);
-        // The chain and its states are kept for verifiers and referees, on
-        // disk too (a restarted peer must still serve them).
+        // The chain and its states are kept for verifiers and referees (the
+        // worker already wrote them to disk, for a restart).
         let chain = self.blobs.add(t.round, BlobKind::Chain, t.chain);
-        let mut review = vec![(chain, BlobKind::Chain)];
         for s in t.states {
-            review.push((self.blobs.add(t.round, BlobKind::InnerState, s), BlobKind::InnerState));
+            self.blobs.add(t.round, BlobKind::InnerState, s);
         }
-        let review = review.into_iter().filter_map(|(h, k)| self.blobs.get(&h).map(|b| (h, k, b))).collect();
-        super::kept::save(self.review_dir.clone(), t.round, review);
         self.rounds.entry(t.round).or_default().own = Some((t.train_loss, payload, t.train_ms));
         let mut contribution = Contribution {
             hash,

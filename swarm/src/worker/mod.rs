@@ -163,6 +163,7 @@ pub fn start(
     adversary: Option<crate::adversary::Adversary>,
 ) -> Result<(Worker, mpsc::UnboundedReceiver<WorkerEvent>, WorkerInit), WorkerError> {
     let model = Arc::new(Model::new(spec)?.with_adversary(adversary));
+    let review_dir = run_dir.as_ref().map(|d| d.join("review"));
     let checkpoints = run_dir.map(|d| Checkpoints::new(d, &model));
     let (restored, notes) = match &checkpoints {
         Some(c) => c.load_latest(&model),
@@ -186,6 +187,7 @@ pub fn start(
         model,
         state: Some(state),
         checkpoints,
+        review_dir,
         waiting: VecDeque::new(),
         events,
         done,
@@ -212,6 +214,8 @@ struct Actor {
     /// None while an inner loop holds it.
     feedback: Option<ErrorFeedback>,
     checkpoints: Option<Checkpoints>,
+    /// Where our review blobs are kept on disk (`runs/<id>/review`).
+    review_dir: Option<PathBuf>,
     /// Jobs waiting for the state or the residual to come back.
     waiting: VecDeque<Job>,
     events: mpsc::UnboundedSender<WorkerEvent>,
@@ -303,11 +307,20 @@ impl Actor {
         let seed = batch_seed(&self.run, round, &self.me);
         let (model, done, events) = (self.model.clone(), self.done.clone(), self.events.clone());
         let total = model.spec().train.inner_steps;
+        let review_dir = self.review_dir.clone();
         tokio::task::spawn_blocking(move || {
             let mut progress = |step: u32, loss: f32| {
                 let _ = events.send(WorkerEvent::Step { round, step, total, loss });
             };
             let r = model.train(&mut feedback, &global, round, seed, &mut progress);
+            // On disk before the contribution is announced: a peer killed
+            // right after announcing still serves them once restarted.
+            if let (Ok(t), Some(dir)) = (&r, &review_dir)
+                && let Err(e) = crate::kept::save(dir, round, &t.review_blobs())
+            {
+                let note = format!("round {round}: could not keep the review blobs in {}: {e}", dir.display());
+                let _ = events.send(WorkerEvent::Note(note));
+            }
             let _ = done.send(Done::Trained(r, feedback, round));
         });
     }

@@ -8,7 +8,7 @@ use super::error::WorkerError;
 use crate::adversary::Adversary;
 use protocol::codec::{self, Codec, ErrorFeedback};
 use protocol::spec::RunSpec;
-use protocol::{Hash, Manifest, PeerId};
+use protocol::{BlobKind, Hash, Manifest, PeerId};
 use std::sync::Arc;
 use trainer::aggregate::{self, Rule};
 use trainer::{OuterOptimizer, TrainConfig, Trainer};
@@ -95,6 +95,14 @@ pub struct Trained {
     pub states: Vec<Vec<u8>>,
     /// Wall-clock time of the inner loop and encoding, ms.
     pub train_ms: u64,
+}
+
+impl Trained {
+    /// The chain and the inner states, as kept for verifiers.
+    pub fn review_blobs(&self) -> Vec<(BlobKind, &[u8])> {
+        let states = self.states.iter().map(|s| (BlobKind::InnerState, s.as_slice()));
+        std::iter::once((BlobKind::Chain, self.chain.as_slice())).chain(states).collect()
+    }
 }
 
 /// A lazy peer's chain: the states it has, copied (step counts forged) to

@@ -2,34 +2,34 @@
 //! and `.state`): a contribution stays open to checks for a few rounds, and a
 //! peer that crashed and restarted must still serve the chain and inner
 //! states it committed to, or its verifier finds them unavailable and it is
-//! excluded like a liar. Written off the event loop; rounds older than
-//! [`KEEP_ROUNDS`] before the newest are deleted.
+//! excluded like a liar. The worker writes them before the contribution is
+//! announced (a peer killed right after announcing still has them); rounds
+//! older than [`KEEP_ROUNDS`] before the newest are deleted.
 
 use crate::blobs::{BlobStore, KEEP_ROUNDS};
 use protocol::{BlobKind, Hash};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-/// Writes the review blobs of `round` under `dir`, and deletes rounds that
-/// can no longer be checked. Runs on a blocking thread; errors only cost the
-/// blobs a restart (reported by the caller's log line).
-pub fn save(dir: PathBuf, round: u64, blobs: Vec<(Hash, BlobKind, Arc<Vec<u8>>)>) {
-    tokio::task::spawn_blocking(move || {
-        let d = dir.join(round.to_string());
-        let _ = std::fs::create_dir_all(&d);
-        for (hash, kind, bytes) in blobs {
-            let ext = if kind == BlobKind::Chain { "chain" } else { "state" };
-            let tmp = d.join(format!("{}.tmp", hash.to_hex()));
-            if std::fs::write(&tmp, bytes.as_slice()).is_ok() {
-                let _ = std::fs::rename(&tmp, d.join(format!("{}.{ext}", hash.to_hex())));
-            }
+/// Writes the review blobs of `round` under `dir` (each to a temporary file,
+/// then renamed: a kill leaves whole files or none), and deletes rounds that
+/// can no longer be checked. Blocking.
+pub fn save(dir: &Path, round: u64, blobs: &[(BlobKind, &[u8])]) -> std::io::Result<()> {
+    let d = dir.join(round.to_string());
+    std::fs::create_dir_all(&d)?;
+    for (kind, bytes) in blobs {
+        let hash = Hash::of(bytes);
+        let ext = if *kind == BlobKind::Chain { "chain" } else { "state" };
+        let tmp = d.join(format!("{}.tmp", hash.to_hex()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, d.join(format!("{}.{ext}", hash.to_hex())))?;
+    }
+    for r in rounds(dir) {
+        if r + KEEP_ROUNDS < round {
+            let _ = std::fs::remove_dir_all(dir.join(r.to_string()));
         }
-        for r in rounds(&dir) {
-            if r + KEEP_ROUNDS < round {
-                let _ = std::fs::remove_dir_all(dir.join(r.to_string()));
-            }
-        }
-    });
+    }
+    Ok(())
 }
 
 /// Loads what [`save`] kept into `store` (each file checked against its
@@ -65,37 +65,23 @@ fn rounds(dir: &Path) -> Vec<u64> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn kept_blobs_come_back_checked_and_old_rounds_go() {
+    #[test]
+    fn kept_blobs_come_back_checked_and_old_rounds_go() {
         let dir = tempfile::tempdir().unwrap();
         let review = dir.path().join("review");
-        let blob = |b: &[u8]| (Hash::of(b), Arc::new(b.to_vec()));
-        let (c, cb) = blob(b"chain");
-        let (s, sb) = blob(b"state");
-        save(review.clone(), 1, vec![(c, BlobKind::Chain, cb), (s, BlobKind::InnerState, sb)]);
-        // Saving is asynchronous: wait for round 1's files.
-        for _ in 0..100 {
-            if std::fs::read_dir(review.join("1")).map(|d| d.count()).unwrap_or(0) == 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let (c, s) = (b"chain".as_slice(), b"state".as_slice());
+        save(&review, 1, &[(BlobKind::Chain, c), (BlobKind::InnerState, s)]).unwrap();
         // A damaged file is not loaded.
-        let (d, db) = blob(b"damaged");
+        let d = Hash::of(b"damaged");
         std::fs::write(review.join("1").join(format!("{}.state", d.to_hex())), b"not it").unwrap();
         let mut store = BlobStore::default();
         assert_eq!(load(&review, &mut store), 2);
+        let (c, s) = (Hash::of(c), Hash::of(s));
         assert!(store.get(&c).is_some() && store.get(&s).is_some() && store.get(&d).is_none());
         assert_eq!(store.kind(&c), Some(BlobKind::Chain));
-        let _ = db;
+        assert_eq!(store.kind(&s), Some(BlobKind::InnerState));
         // A much later round deletes round 1.
-        save(review.clone(), 1 + KEEP_ROUNDS + 1, Vec::new());
-        for _ in 0..100 {
-            if !review.join("1").exists() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        save(&review, 1 + KEEP_ROUNDS + 1, &[]).unwrap();
         assert!(!review.join("1").exists());
     }
 }
