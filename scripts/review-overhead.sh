@@ -20,8 +20,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$D"' EXIT
 for _ in $(seq 50); do grep -q "listening on" "$D/boot.out" && break; sleep 0.1; done
 ADDR=$(grep -m1 "listening on" "$D/boot.out" | sed 's/.*listening on //')
 PIDS=()
+CORES=$(nproc)
 for i in $(seq 0 $((PEERS - 1))); do
-  "$BIN" join --spec "$D/spec.toml" --bootstrap "$ADDR" --listen /ip4/127.0.0.1/udp/0/quic-v1 \
+  PINNED=()
+  [ "${PIN:-0}" = 1 ] && PINNED=(taskset -c $((i % CORES)))
+  "${PINNED[@]}" "$BIN" join --spec "$D/spec.toml" --bootstrap "$ADDR" --listen /ip4/127.0.0.1/udp/0/quic-v1 \
     --data-dir "$D/p$i" --json > "$D/p$i.out" 2> "$D/p$i.log" &
   PIDS+=($!)
 done
