@@ -52,6 +52,9 @@ pub enum DropReason {
     Excluded,
     /// About a round after the run's last one.
     BeyondRun,
+    /// A hello or leave not newer than one already seen from its sender
+    /// (replayed).
+    Replayed,
 }
 
 /// An envelope whose size and signature have been checked; its payload is not

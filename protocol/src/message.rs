@@ -214,7 +214,10 @@ pub enum Message {
     Hello {
         /// What the sender is doing.
         status: Status,
-        /// A counter, so repeated hellos are distinct messages.
+        /// The sender's message counter: it grows with every hello and
+        /// leave, across restarts too (a node starts it from its clock). A
+        /// hello or leave whose `seq` is not above the last one seen from its
+        /// sender is a replay, and is dropped.
         seq: u64,
         /// The last manifests the sender applied, newest last: joiners count
         /// these as confirmations.
@@ -230,6 +233,8 @@ pub enum Message {
     /// The sender leaves the run; `recent` as in its hellos (stragglers may
     /// still count it as a confirmation for a short while).
     Leave {
+        /// The sender's message counter, as in [`Message::Hello`].
+        seq: u64,
         /// The manifests it applied last.
         recent: Vec<AppliedManifest>,
     },

@@ -286,6 +286,8 @@ impl Sim {
         let mut peer = Peer::new(self.peer_config(), key);
         peer.add_local_blob(self.genesis);
         peer.sit_out(self.signed.get(&i).copied().unwrap_or(0));
+        // As a node counts its hellos on from its clock.
+        peer.start_seq(self.now.saturating_mul(1000));
         let generation = self.nodes[i].generation + 1;
         self.nodes[i] =
             SimNode { peer, state: self.genesis, finished: false, alive: true, generation, timer: None, ticks: 0 };

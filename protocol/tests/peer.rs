@@ -99,7 +99,36 @@ fn bad_messages_are_dropped_and_counted() {
     let out = p.handle(InEvent::Gossip(Gossip { bytes: good.clone(), source: Some(other.peer_id()) }), 2);
     assert_eq!(verdicts(&out), vec![Verdict::Accept]);
     assert_eq!(p.members(), 1);
-    let out = p.handle(InEvent::Gossip(Gossip { bytes: good, source: None }), 3);
+    let newer = Envelope::seal(&other, run, 1, &hello(Status::Active, 2, vec![])).unwrap();
+    let out = p.handle(InEvent::Gossip(Gossip { bytes: newer, source: None }), 3);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
+    // The first hello again is a replay: ignored (not held against whoever
+    // relayed it).
+    let out = p.handle(InEvent::Gossip(Gossip { bytes: good, source: Some(other.peer_id()) }), 4);
+    assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::Replayed))]);
+}
+
+#[test]
+fn replayed_hellos_and_leaves_change_nothing() {
+    let (mut p, run) = peer();
+    let recent = vec![AppliedManifest { round: 3, id: Hash::of(b"m3") }];
+    // Peer 2 said it waited (seq 10), then that it is active (seq 11).
+    let waiting = Envelope::seal(&Keypair::from_seed(2), run, 3, &hello(Status::Waiting, 10, vec![])).unwrap();
+    let leave = Envelope::seal(&Keypair::from_seed(2), run, 3, &Message::Leave { seq: 9, recent }).unwrap();
+    let src = Some(Keypair::from_seed(2).peer_id());
+    p.handle(InEvent::Gossip(Gossip { bytes: waiting.clone(), source: src }), 10);
+    p.handle(gossip(2, run, 4, &hello(Status::Active, 11, vec![])), 20);
+    assert_eq!(p.members(), 1);
+    // An attacker replays its older messages (a leave it sent before a
+    // restart, the old hello): both are dropped; it stays an active member.
+    for (bytes, t) in [(leave, 30), (waiting, 40)] {
+        let out = p.handle(InEvent::Gossip(Gossip { bytes, source: None }), t);
+        assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::Replayed))]);
+    }
+    assert_eq!(p.members(), 1, "the replayed leave did not remove it");
+    assert_eq!(p.stats().dropped.get(&DropReason::Replayed), Some(&2));
+    // Its next hello counts as usual.
+    let out = p.handle(gossip(2, run, 4, &hello(Status::Active, 12, vec![])), 50);
     assert_eq!(verdicts(&out), vec![Verdict::Accept]);
 }
 
@@ -433,7 +462,7 @@ fn rounds_after_the_runs_last_are_rejected_before_any_arithmetic() {
     let lie = vec![AppliedManifest { round: u64::MAX, id: Hash::of(b"m") }];
     let out = p.handle(gossip(5, run, 1, &hello(Status::Active, 1, lie.clone())), 2);
     assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)]);
-    let out = p.handle(gossip(5, run, 1, &Message::Leave { recent: lie }), 3);
+    let out = p.handle(gossip(5, run, 1, &Message::Leave { seq: 1, recent: lie }), 3);
     assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)]);
     assert_eq!(p.stats().dropped.get(&DropReason::BeyondRun), Some(&6));
     // The last round itself is fine.

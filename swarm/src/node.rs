@@ -154,6 +154,10 @@ fn protocol_peer(
         events.send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({})", hash.short()))).ok();
         peer.resume(round, hash);
     }
+    // Hellos count on from the clock (µs): a restarted peer's are newer than
+    // its last life's, which the others would drop as replays.
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    peer.start_seq(u64::try_from(micros).unwrap_or(u64::MAX / 2));
     let bans = Bans::load(run_dir.join("excluded.json"));
     peer.exclude(bans.peers.iter().copied());
     let signed = Signed::load(run_dir.join("signed"));

@@ -2,6 +2,7 @@
 //! messages, peers that left recently, and peers that left after the last
 //! round.
 
+use crate::envelope::DropReason;
 use crate::id::PeerId;
 use crate::message::{AppliedManifest, Status};
 use crate::time::Time;
@@ -9,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Finished peers remembered.
 const MAX_FINISHED: usize = 1024;
+/// Peers whose last hello counter is remembered (beyond that, only those
+/// of members and recently departed peers are kept).
+const MAX_SEQS: usize = 4096;
 
 /// What we know of one other peer.
 #[derive(Clone, Debug)]
@@ -42,9 +46,28 @@ pub(super) struct Members {
     /// forgets them): a peer still waiting when nobody is left knows the
     /// run is over.
     finished: BTreeSet<PeerId>,
+    /// The highest hello/leave counter seen from each peer (kept after the
+    /// peer expires: a replay of its old messages must not bring it back).
+    seqs: BTreeMap<PeerId, u64>,
 }
 
 impl Members {
+    /// Records `peer`'s message counter if it is above the last one seen;
+    /// a replayed (or reordered) older message is refused.
+    pub(super) fn newer(&mut self, peer: PeerId, seq: u64) -> Result<(), DropReason> {
+        if self.seqs.get(&peer).is_some_and(|last| seq <= *last) {
+            return Err(DropReason::Replayed);
+        }
+        if self.seqs.len() >= MAX_SEQS && !self.seqs.contains_key(&peer) {
+            let (peers, departed) = (&self.peers, &self.departed);
+            self.seqs.retain(|p, _| peers.contains_key(p) || departed.contains_key(p));
+        }
+        if self.seqs.len() < MAX_SEQS || self.seqs.contains_key(&peer) {
+            self.seqs.insert(peer, seq);
+        }
+        Ok(())
+    }
+
     /// A hello: the sender's status, round and recent manifests.
     pub(super) fn hello(&mut self, peer: PeerId, status: Status, round: u64, recent: Vec<AppliedManifest>, now: Time) {
         self.peers.insert(peer, PeerInfo { status, round, last_seen: now, recent });

@@ -219,6 +219,13 @@ impl Peer {
         self.resumed = Some((round, state));
     }
 
+    /// Starts this peer's hello counter at `base` (the node passes its clock
+    /// in microseconds): a restarted peer's messages must count on from its
+    /// last life's, or the others drop them as replays.
+    pub fn start_seq(&mut self, base: u64) {
+        self.hellos.seq = self.hellos.seq.max(base);
+    }
+
     /// This peer signed a contribution or manifest for `round` in an earlier
     /// life (the node persisted [`OutEvent::Signing`]): it takes no part in
     /// rounds up to `round` (a second, different signature for one round is
@@ -339,7 +346,8 @@ impl Peer {
 
     fn leave(&mut self) {
         let recent = self.history.recent();
-        let _ = self.broadcast(self.round, &Message::Leave { recent });
+        self.hellos.seq += 1;
+        let _ = self.broadcast(self.round, &Message::Leave { seq: self.hellos.seq, recent });
         self.phase = Phase::Done;
         self.out.push(OutEvent::Finished);
     }
@@ -460,7 +468,8 @@ fn manifest_is_well_formed(run: Hash, round: u64, m: &Manifest) -> bool {
 
 fn drop_reason_verdict(why: DropReason) -> Verdict {
     match why {
-        DropReason::StaleRound => Verdict::Ignore(Some(why)),
+        // Old news that an honest peer may relay.
+        DropReason::StaleRound | DropReason::Replayed => Verdict::Ignore(Some(why)),
         _ => Verdict::Reject(why),
     }
 }

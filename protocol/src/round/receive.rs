@@ -36,8 +36,8 @@ impl Peer {
         }
         let (sender, round) = (opened.sender, opened.round);
         let result = match msg {
-            Message::Hello { status, recent, .. } => self.on_hello(sender, round, status, recent, now),
-            Message::Leave { recent } => self.on_leave(sender, recent, now),
+            Message::Hello { status, seq, recent } => self.on_hello(sender, round, status, seq, recent, now),
+            Message::Leave { seq, recent } => self.on_leave(sender, seq, recent, now),
             Message::Contribution(c) => {
                 let announced = Announced { contribution: c, signature: opened.signature };
                 self.on_contribution(sender, round, announced, now)
@@ -67,6 +67,7 @@ impl Peer {
         sender: PeerId,
         round: u64,
         status: Status,
+        seq: u64,
         recent: Vec<AppliedManifest>,
         now: Time,
     ) -> Result<(), DropReason> {
@@ -79,17 +80,25 @@ impl Peer {
         if recent.iter().any(|m| m.round > self.cfg.run_rounds) {
             return Err(DropReason::BeyondRun);
         }
+        self.members.newer(sender, seq)?;
         self.members.hello(sender, status, round, recent, now);
         Ok(())
     }
 
-    fn on_leave(&mut self, sender: PeerId, recent: Vec<AppliedManifest>, now: Time) -> Result<(), DropReason> {
+    fn on_leave(
+        &mut self,
+        sender: PeerId,
+        seq: u64,
+        recent: Vec<AppliedManifest>,
+        now: Time,
+    ) -> Result<(), DropReason> {
         if recent.len() > 2 * RECENT {
             return Err(DropReason::Invalid);
         }
         if recent.iter().any(|m| m.round > self.cfg.run_rounds) {
             return Err(DropReason::BeyondRun);
         }
+        self.members.newer(sender, seq)?;
         if self.members.leave(sender, recent, now, self.cfg.last_round) {
             self.stats.departures += 1;
         }
