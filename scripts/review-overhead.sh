@@ -6,7 +6,7 @@
 # peers). Run it with rate 0 and with the default 0.8 and compare.
 #
 #   cargo build --release -p swarm
-#   scripts/review-overhead.sh MODEL RATE [ROUNDS] [PEERS]
+#   [PIN=1] scripts/review-overhead.sh MODEL RATE [ROUNDS] [PEERS]
 #
 # Uses target/release/swarm (or $SWARM_BIN); works in a temporary directory.
 set -euo pipefail

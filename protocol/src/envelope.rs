@@ -16,8 +16,9 @@ use crate::message::{Message, Signature};
 
 /// Hard bound on one control message, checked before any decoding.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
-/// The wire format version this build speaks.
-pub const VERSION: u8 = 1;
+/// The wire format version this build speaks (2: `Leave` carries a
+/// counter, `Manifest` the peers excluded before it).
+pub const VERSION: u8 = 2;
 // Field offsets, in wire order.
 const RUN: usize = 1;
 const ROUND: usize = RUN + 32;

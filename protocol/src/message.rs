@@ -200,10 +200,11 @@ pub struct Manifest {
     pub entries: Vec<ManifestEntry>,
     /// Peers excluded from here on, with the evidence.
     pub exclusions: Vec<Exclusion>,
-    /// Peers excluded by earlier manifests of this history, ascending (at
-    /// most [`crate::round::MAX_MANIFEST_ENTRIES`]): a peer that syncs past
-    /// the manifest that excluded one learns it here. Peers that applied
-    /// the round before refuse a manifest naming a peer they did not exclude.
+    /// Peers excluded by earlier manifests, as its signer knows them
+    /// (ascending; the first [`crate::round::MAX_MANIFEST_ENTRIES`] by id): a
+    /// peer that syncs past the manifest that excluded one learns it here.
+    /// Peers that apply the manifest do not check it (so a signer that
+    /// lists an honest peer misleads only peers that sync to its manifest).
     pub excluded: Vec<PeerId>,
 }
 

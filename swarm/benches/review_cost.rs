@@ -38,7 +38,7 @@ fn main() {
     for w in args.windows(2) {
         match w[0].as_str() {
             "--model" => models = vec![w[1].clone()],
-            "--runs" => runs = w[1].parse().expect("--runs N"),
+            "--runs" => runs = w[1].parse::<usize>().expect("--runs N").max(1),
             _ => {}
         }
     }

@@ -15,18 +15,23 @@ use std::sync::Arc;
 /// then renamed: a kill leaves whole files or none), and deletes rounds that
 /// can no longer be checked. Blocking.
 pub fn save(dir: &Path, round: u64, blobs: &[(BlobKind, &[u8])]) -> std::io::Result<()> {
+    // Old rounds go first, whatever happens next (a full disk frees up).
+    for r in rounds(dir) {
+        if r + KEEP_ROUNDS < round {
+            let _ = std::fs::remove_dir_all(dir.join(r.to_string()));
+        }
+    }
     let d = dir.join(round.to_string());
     std::fs::create_dir_all(&d)?;
     for (kind, bytes) in blobs {
         let hash = Hash::of(bytes);
         let ext = if *kind == BlobKind::Chain { "chain" } else { "state" };
         let tmp = d.join(format!("{}.tmp", hash.to_hex()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, d.join(format!("{}.{ext}", hash.to_hex())))?;
-    }
-    for r in rounds(dir) {
-        if r + KEEP_ROUNDS < round {
-            let _ = std::fs::remove_dir_all(dir.join(r.to_string()));
+        if let Err(e) =
+            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, d.join(format!("{}.{ext}", hash.to_hex()))))
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
     }
     Ok(())

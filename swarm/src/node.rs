@@ -15,7 +15,7 @@ use libp2p::futures::StreamExt;
 use libp2p::{Swarm, gossipsub, request_response};
 use protocol::{BlobKind, Config, Gossip, InEvent, OutEvent, Peer, RunSpec, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -154,15 +154,29 @@ fn protocol_peer(
         events.send(NodeEvent::Info(format!("restored the checkpoint of round {round} ({})", hash.short()))).ok();
         peer.resume(round, hash);
     }
-    // Hellos count on from the clock (µs): a restarted peer's are newer than
-    // its last life's, which the others would drop as replays.
-    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    peer.start_seq(u64::try_from(micros).unwrap_or(u64::MAX / 2));
+    peer.start_seq(hello_counter_base(&run_dir.join("seq")));
     let bans = Bans::load(run_dir.join("excluded.json"));
     peer.exclude(bans.peers.iter().copied());
     let signed = Signed::load(run_dir.join("signed"));
     peer.sit_out(signed.round);
     (peer, bans, signed)
+}
+
+/// Where this life's hello counter starts: the clock in µs, and past the
+/// last life's start by more than one life can count (2^32 hellos), kept in
+/// the run dir (`seq`) — a restarted peer's hellos must be newer than its
+/// last life's, or the others drop them as replays, even if the clock went
+/// back. Saved before any hello goes out.
+fn hello_counter_base(path: &Path) -> u64 {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let clock = u64::try_from(micros).unwrap_or(u64::MAX / 4);
+    let last: Option<u64> = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
+    let base = last.map_or(clock, |l| clock.max(l.saturating_add(1 << 32))).min(u64::MAX / 2);
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, base.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+    base
 }
 
 /// A blob request on its way: which blob, of whom.
@@ -471,5 +485,21 @@ async fn shutdown(rx: &mut Option<mpsc::UnboundedReceiver<()>>) {
             }
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_restarted_peer_counts_its_hellos_on_from_its_last_life_even_if_the_clock_went_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seq");
+        let first = super::hello_counter_base(&path);
+        assert!(first > 1_700_000_000_000_000, "from the clock in µs: {first}");
+        // The clock goes back a day: the file says where the last life began.
+        std::fs::write(&path, (first + 86_400_000_000).to_string()).unwrap();
+        let second = super::hello_counter_base(&path);
+        assert!(second >= first + 86_400_000_000 + (1 << 32), "{second}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), second.to_string());
     }
 }

@@ -47,7 +47,9 @@ pub(super) struct Members {
     /// run is over.
     finished: BTreeSet<PeerId>,
     /// The highest hello/leave counter seen from each peer (kept after the
-    /// peer expires: a replay of its old messages must not bring it back).
+    /// peer expires, so a replay of its old messages does not bring it
+    /// back, for up to [`MAX_SEQS`] peers; past that, only members' and
+    /// recently departed peers' are kept).
     seqs: BTreeMap<PeerId, u64>,
 }
 

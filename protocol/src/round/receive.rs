@@ -26,8 +26,9 @@ impl Peer {
             Ok(m) => m,
             Err(why) => return self.drop_msg(why),
         };
-        // Our own messages come back to us; only a manifest we signed is
-        // news (signed in a life before a restart, and not applied then).
+        // Our own messages reach us only as fetched blobs (gossipsub does
+        // not deliver them); a manifest we signed is news then (signed in a
+        // life before a restart, and not applied in it).
         if opened.sender == self.me && !matches!(msg, Message::Manifest(_)) {
             return Verdict::Ignore(None);
         }
@@ -163,12 +164,12 @@ impl Peer {
             self.stats.unauthorized_manifests += 1;
             return Err(DropReason::NotCandidate);
         }
+        // `m.excluded` is not judged here: a peer that switched history (or
+        // restarted with an older `excluded.json`) may hold exclusions the
+        // others do not, and refusing its manifests for them would split the
+        // swarm over something peer review already decided elsewhere.
         let excluded = |p: &PeerId| self.reviews.excluded.contains(p);
-        // Who is excluded is a function of the history: a peer that applied
-        // the round before knows everyone its signer may name.
-        let follows = self.holds_state() && self.history.last_round().is_some_and(|r| r + 1 == round);
         if m.entries.iter().any(|e| excluded(&e.peer))
-            || (follows && !m.excluded.iter().all(excluded))
             || !m.exclusions.iter().all(|x| self.exclusion_holds(x))
             || m.exclusions.len() > MAX_MANIFEST_ENTRIES
         {
