@@ -166,16 +166,18 @@ fn protocol_peer(
 /// last life's start by more than one life can count (2^32 hellos), kept in
 /// the run dir (`seq`) — a restarted peer's hellos must be newer than its
 /// last life's, or the others drop them as replays, even if the clock went
-/// back. Saved before any hello goes out.
+/// back. Saved before any hello goes out (a rising number on disk, as
+/// `signed` is).
 fn hello_counter_base(path: &Path) -> u64 {
     let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
     let clock = u64::try_from(micros).unwrap_or(u64::MAX / 4);
-    let last: Option<u64> = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
-    let base = last.map_or(clock, |l| clock.max(l.saturating_add(1 << 32))).min(u64::MAX / 2);
-    let tmp = path.with_extension("tmp");
-    if std::fs::write(&tmp, base.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    }
+    let mut last = Signed::load(path.to_path_buf());
+    let base = match last.round {
+        0 => clock,
+        l => clock.max(l.saturating_add(1 << 32)),
+    };
+    let base = base.min(u64::MAX / 2);
+    let _ = last.record(base);
     base
 }
 
