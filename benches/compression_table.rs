@@ -395,12 +395,27 @@ fn diloco(peers: &[Peer], spec: &RunSpec, codec: &Codec, setting: &Setting, run:
             .map(|(p, t)| {
                 // Model::apply reads only the peer and the sample count.
                 let h = Hash::of(&t.blob);
-                let contribution =
-                    Contribution { hash: h, samples: t.samples, base_state: h, raw: t.raw, residual: 0.0, chain: h };
+                let contribution = Contribution {
+                    hash: h,
+                    samples: t.samples,
+                    base_state: h,
+                    raw: t.raw,
+                    residual: 0.0,
+                    chain: h,
+                    payee: None,
+                    attest: None,
+                };
                 ManifestEntry { peer: p.id, contribution, signature: Signature([0; 64]) }
             })
             .collect();
-        let manifest = Manifest { state: state.hash(), entries, exclusions: vec![], excluded: vec![] };
+        let manifest = Manifest {
+            state: state.hash(),
+            entries,
+            exclusions: vec![],
+            excluded: vec![],
+            checks: vec![],
+            ledger: None,
+        };
         let blobs: Vec<Arc<Vec<u8>>> = trained.iter().map(|t| Arc::new(t.blob.clone())).collect();
         let bytes: usize = blobs.iter().map(|b| b.len()).sum();
         sent += bytes;

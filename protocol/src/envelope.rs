@@ -18,7 +18,7 @@ use crate::message::{Message, Signature};
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 /// The wire format version this build speaks (2: `Leave` carries a
 /// counter, `Manifest` the peers excluded before it).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 // Field offsets, in wire order.
 const RUN: usize = 1;
 const ROUND: usize = RUN + 32;

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod envelope;
 pub mod id;
+pub mod ledger;
 pub mod message;
 pub mod review;
 pub mod rng;

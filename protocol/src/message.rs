@@ -49,6 +49,51 @@ pub struct Contribution {
     /// BLAKE3 of the chain blob: the hashes of the inner states at steps 0,
     /// k, 2k, ..., H (`verify.checkpoint_every` = k), 32 bytes each.
     pub chain: Hash,
+    /// The EVM address the sender's credits are paid to (settlement): bound
+    /// to the peer id by this signed announcement. The ledger keeps the
+    /// latest one per peer.
+    pub payee: Option<Address>,
+    /// The sender's signature of the last ledger epoch root it computed
+    /// (for the settlement contract's quorum).
+    pub attest: Option<Attestation>,
+}
+
+/// A 20-byte EVM address.
+pub type Address = [u8; 20];
+
+/// A secp256k1 signature (r, s, v: 65 bytes) as the EVM's `ecrecover` takes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EthSignature(pub [u8; 65]);
+
+impl std::fmt::Debug for EthSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EthSignature({})", hex::encode(&self.0[..4]))
+    }
+}
+
+impl Serialize for EthSignature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EthSignature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EthSignature, D::Error> {
+        let v: Vec<u8> = Deserialize::deserialize(d)?;
+        v.try_into().map(EthSignature).map_err(|_| serde::de::Error::custom("an EVM signature is 65 bytes"))
+    }
+}
+
+/// A contributor's signature of an epoch's ledger root: the settlement
+/// address (its `payee`) signed [`crate::ledger::root_digest`] of that epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The epoch.
+    pub epoch: u64,
+    /// The root the sender computed.
+    pub root: [u8; 32],
+    /// Its signature of the epoch's root digest.
+    pub signature: EthSignature,
 }
 
 /// An ed25519 signature.
@@ -206,6 +251,32 @@ pub struct Manifest {
     /// Peers that apply the manifest do not check it (so a signer that
     /// lists an honest peer misleads only peers that sync to its manifest).
     pub excluded: Vec<PeerId>,
+    /// Passing findings of drawn verifiers about contributions of earlier
+    /// manifests (signed by the verifiers): the ledger credits the checks.
+    pub checks: Vec<CheckRecord>,
+    /// The root of the last ledger epoch its signer closed: a peer whose
+    /// own root differs finds out.
+    pub ledger: Option<EpochRoot>,
+}
+
+/// A verifier's passing finding, with the round of the contribution.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// The round of the checked contribution (its finding's envelope round).
+    pub round: u64,
+    /// The finding, signed by the verifier.
+    pub finding: SignedFinding,
+}
+
+/// An epoch's ledger root as its signer computed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRoot {
+    /// The epoch (0 = rounds 1..=epoch_rounds).
+    pub epoch: u64,
+    /// The Merkle root of its credits.
+    pub root: [u8; 32],
+    /// The sum of its credits.
+    pub total: u64,
 }
 
 /// The payload of an envelope.

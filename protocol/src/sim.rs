@@ -168,6 +168,10 @@ pub struct Sim {
     pub checks: BTreeMap<usize, u64>,
     /// The last round each node signed for (what its disk would keep).
     signed: BTreeMap<usize, u64>,
+    /// Per node, the epochs its ledger closed: epoch -> (root, total).
+    pub roots: BTreeMap<usize, BTreeMap<u64, ([u8; 32], u64)>>,
+    /// Applied manifests whose epoch root differed from the applier's.
+    pub ledger_mismatches: u64,
 }
 
 impl Sim {
@@ -200,6 +204,8 @@ impl Sim {
             excluded: BTreeMap::new(),
             checks: BTreeMap::new(),
             signed: BTreeMap::new(),
+            roots: BTreeMap::new(),
+            ledger_mismatches: 0,
         };
         for _ in 0..sim.cfg.peers {
             sim.add_node();
@@ -250,6 +256,7 @@ impl Sim {
             verify_rate: self.cfg.verify_rate,
             segments: self.cfg.segments,
             referees: self.cfg.referees,
+            ledger: crate::ledger::LedgerSpec { epoch_rounds: 3, settle_rounds: 2, ..Default::default() },
         }
     }
 
@@ -451,8 +458,16 @@ impl Sim {
                 self.blobs.entry(hash).or_default().insert(i);
                 let chain = self.make_chain(i, hash);
                 let d = self.rng.range(self.cfg.train_time.0, self.cfg.train_time.1);
-                let contribution =
-                    Contribution { hash, samples: 64, base_state, raw: Hash::of(&hash.0), residual: 0.0, chain };
+                let contribution = Contribution {
+                    hash,
+                    samples: 64,
+                    base_state,
+                    raw: Hash::of(&hash.0),
+                    residual: 0.0,
+                    chain,
+                    payee: None,
+                    attest: None,
+                };
                 self.schedule(d, i, Ev::In(InEvent::TrainingDone { round, contribution }));
             }
             OutEvent::LoadState { round, state } => {
@@ -478,6 +493,15 @@ impl Sim {
                 }
             }
             OutEvent::Finished => self.nodes[i].finished = true,
+            OutEvent::Record { .. } => {}
+            OutEvent::EpochsClosed(epochs) => {
+                for e in epochs {
+                    if let Some(ep) = self.nodes[i].peer.ledger().epoch(e) {
+                        self.roots.entry(i).or_default().insert(e, (ep.root, ep.total));
+                    }
+                }
+            }
+            OutEvent::LedgerDiffers { .. } => self.ledger_mismatches += 1,
         }
     }
 

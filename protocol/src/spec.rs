@@ -4,6 +4,7 @@
 
 use crate::codec::{Codec, CodecError};
 use crate::id::Hash;
+use crate::ledger::LedgerSpec;
 use serde::{Deserialize, Serialize};
 
 /// Errors reading or checking a run spec.
@@ -215,6 +216,9 @@ pub struct RunSpec {
     /// Peer review.
     #[serde(default)]
     pub verify: VerifySpec,
+    /// Credits and epochs.
+    #[serde(default)]
+    pub ledger: LedgerSpec,
 }
 
 impl RunSpec {
@@ -232,6 +236,7 @@ impl RunSpec {
             codec: CodecSpec::default(),
             aggregate: default_aggregate(),
             verify: VerifySpec::default(),
+            ledger: LedgerSpec::default(),
         }
     }
 
@@ -313,6 +318,18 @@ impl RunSpec {
         }
         if !(1..=16).contains(&self.verify.referees) {
             return bad("verify.referees", "must be between 1 and 16");
+        }
+        if !(1..=100_000).contains(&self.ledger.epoch_rounds) {
+            return bad("ledger.epoch_rounds", "must be between 1 and 100000");
+        }
+        if self.ledger.settle_rounds > 1_000 {
+            return bad("ledger.settle_rounds", "must be at most 1000");
+        }
+        if self.ledger.sample_credit > 1_000_000 {
+            return bad("ledger.sample_credit", "must be at most 1000000");
+        }
+        if self.ledger.check_permille > 1_000 {
+            return bad("ledger.check_permille", "must be at most 1000");
         }
         Ok(())
     }

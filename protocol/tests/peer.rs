@@ -33,7 +33,16 @@ fn gossip(key: u64, run: Hash, round: u64, msg: &Message) -> InEvent {
 
 /// A contribution of `samples` to blob `hash`, trained from `base`.
 fn contribution(hash: Hash, samples: u64, base: Hash) -> Contribution {
-    Contribution { hash, samples, base_state: base, raw: Hash::of(&hash.0), residual: 0.0, chain: Hash::of(&base.0) }
+    Contribution {
+        hash,
+        samples,
+        base_state: base,
+        raw: Hash::of(&hash.0),
+        residual: 0.0,
+        chain: Hash::of(&base.0),
+        payee: None,
+        attest: None,
+    }
 }
 
 /// A manifest entry: peer `key`'s signed announcement for `round`.
@@ -68,8 +77,14 @@ fn bad_messages_are_dropped_and_counted() {
     bad_sig[n - 1] ^= 0xff;
     let wrong_run = Envelope::seal(&other, Hash::of(b"other"), 1, &hi).unwrap();
     let oversize = vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1];
-    let empty_manifest =
-        Message::Manifest(Manifest { state: Hash::default(), entries: vec![], exclusions: vec![], excluded: vec![] });
+    let empty_manifest = Message::Manifest(Manifest {
+        state: Hash::default(),
+        entries: vec![],
+        exclusions: vec![],
+        excluded: vec![],
+        checks: vec![],
+        ledger: None,
+    });
     let invalid = Envelope::seal(&other, run, 1, &empty_manifest).unwrap();
     for b in [bad_sig, wrong_run, oversize, invalid, vec![0u8; 10]] {
         let out = p.handle(InEvent::Gossip(Gossip { bytes: b, source: Some(other.peer_id()) }), 0);
@@ -259,7 +274,19 @@ fn blobs_nobody_serves_and_nothing_needs_are_given_up_without_leaving_the_round(
         .collect();
     entries.sort_by_key(|e| e.peer);
     out.extend(p.handle(
-        gossip(2, run, 1, &Message::Manifest(Manifest { state: base, entries, exclusions: vec![], excluded: vec![] })),
+        gossip(
+            2,
+            run,
+            1,
+            &Message::Manifest(Manifest {
+                state: base,
+                entries,
+                exclusions: vec![],
+                excluded: vec![],
+                checks: vec![],
+                ledger: None,
+            }),
+        ),
         850,
     ));
     assert_eq!(p.phase(), Phase::Collecting(1));
@@ -327,6 +354,8 @@ fn announcements_for_made_up_rounds_do_not_crowd_out_the_manifest_to_sync_to() {
         entries: vec![entry(2, run, 4, Hash::of(b"g"), state)],
         exclusions: vec![],
         excluded: vec![],
+        checks: vec![],
+        ledger: None,
     });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let id = Hash::of(&envelope);
@@ -366,6 +395,8 @@ fn a_joiner_syncs_only_to_a_manifest_a_majority_confirms() {
         entries: vec![entry(2, run, 4, Hash::of(b"g"), state)],
         exclusions: vec![],
         excluded: vec![],
+        checks: vec![],
+        ledger: None,
     });
     let envelope = Envelope::seal(&Keypair::from_seed(2), run, 4, &m).unwrap();
     let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
@@ -399,6 +430,8 @@ fn a_restarted_peer_syncs_to_the_manifest_it_signed_in_its_last_life() {
         entries: vec![entry(1, run, 4, Hash::of(b"g"), state)],
         exclusions: vec![],
         excluded: vec![],
+        checks: vec![],
+        ledger: None,
     });
     let envelope = Envelope::seal(&Keypair::from_seed(1), run, 4, &m).unwrap();
     let confirm = vec![AppliedManifest { round: 4, id: Hash::of(&envelope) }];
@@ -425,6 +458,8 @@ fn a_manifest_without_its_signers_contribution_is_forged_and_bans_the_signer() {
         entries: vec![entry(2, run, 1, Hash::of(b"u2"), genesis)],
         exclusions: vec![],
         excluded: vec![],
+        checks: vec![],
+        ledger: None,
     };
     let out = p.handle(gossip(3, run, 1, &Message::Manifest(others.clone())), 0);
     assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::NotCandidate)]);
@@ -435,6 +470,8 @@ fn a_manifest_without_its_signers_contribution_is_forged_and_bans_the_signer() {
         entries: vec![entry(3, run, 1, Hash::of(b"u3"), genesis)],
         exclusions: vec![],
         excluded: vec![],
+        checks: vec![],
+        ledger: None,
     };
     let out = p.handle(gossip(3, run, 1, &Message::Manifest(own)), 1);
     assert!(matches!(verdicts(&out)[..], [Verdict::Reject(_)]), "{:?}", verdicts(&out));

@@ -64,6 +64,8 @@ fn main() {
                 raw: t.raw,
                 residual: t.residual,
                 chain: Hash::of(&t.chain),
+                payee: None,
+                attest: None,
             };
             let last = segments - 1;
             // Spread the drawn segment over the chain, never the last (that

@@ -3,6 +3,7 @@
 
 use super::members::PeerInfo;
 use super::*;
+use crate::message::EpochRoot;
 
 impl Peer {
     /// Whether the aggregator of `round` should wait for `peer`'s
@@ -139,6 +140,12 @@ impl Peer {
             entries: ready,
             exclusions: self.exclusions_to_publish(),
             excluded: self.reviews.excluded.iter().take(MAX_MANIFEST_ENTRIES).copied().collect(),
+            checks: self.reviews.passed.values().copied().collect(),
+            ledger: self.ledger.epochs().filter(|e| !e.is_unknown()).last().map(|e| EpochRoot {
+                epoch: e.epoch,
+                root: e.root,
+                total: e.total,
+            }),
         };
         let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
             return;

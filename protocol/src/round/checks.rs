@@ -6,7 +6,7 @@
 use super::reviews::{Check, Dispute, EARLY_FINDINGS, REVIEW_WINDOW, Reviewed};
 use super::*;
 use crate::message::Fault;
-use crate::message::{Evidence, Exclusion, Finding, SignedContribution, SignedFinding};
+use crate::message::{CheckRecord, Evidence, Exclusion, Finding, SignedContribution, SignedFinding};
 use crate::review;
 
 /// The inner states a check fetches: the start of each segment it
@@ -217,6 +217,9 @@ impl Peer {
                 return Err(DropReason::Invalid);
             }
             self.stats.verdicts_seen += 1;
+            if f.finding.fault.is_none() && self.reviews.passed.len() < MAX_MANIFEST_ENTRIES {
+                self.reviews.passed.insert(key, CheckRecord { round, finding: f });
+            }
             if f.finding.fault.is_some() && !self.reviews.disputes.contains_key(&key) {
                 self.open_dispute(&r, f);
                 self.retry_early_findings();
@@ -307,6 +310,22 @@ impl Peer {
                     && review::verdict(accusation, findings, committee.len()) == Some(x.peer)
             }
         }
+    }
+
+    /// Whether a passing finding a manifest credits holds: signed by its
+    /// checker and, where this peer applied the manifest it is about, by
+    /// that contribution's drawn verifier, for the drawn segment.
+    pub(super) fn check_holds(&self, c: &CheckRecord) -> bool {
+        let f = &c.finding;
+        if !review::finding_is_signed(f, self.cfg.run, c.round) {
+            return false;
+        }
+        let Some(r) = self.reviews.reviewed(&f.finding.manifest) else { return true };
+        let contributor = f.finding.contributor;
+        r.round == c.round
+            && r.entry(&contributor).is_some()
+            && review::verifier(&r.id, &contributor, &r.peers(), self.cfg.verify_rate) == Some(f.by)
+            && f.finding.segment == review::segment(&r.id, &contributor, self.segments())
     }
 
     /// A manifest with exclusions was applied: from here on these peers'

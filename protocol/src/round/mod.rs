@@ -44,6 +44,7 @@ pub use types::*;
 
 use crate::envelope::{DropReason, Envelope};
 use crate::id::{Hash, Keypair, PeerId};
+use crate::ledger::Ledger;
 use crate::message::{AppliedManifest, Contribution, Message, Signature, SignedFinding, Status};
 use crate::time::Time;
 use fetch::Fetcher;
@@ -124,6 +125,7 @@ pub struct Peer {
     fetcher: Fetcher,
     history: History,
     reviews: Reviews,
+    ledger: Ledger,
     rounds: BTreeMap<u64, RoundData>,
     /// The latest manifest seen from another history.
     foreign: Option<Foreign>,
@@ -156,6 +158,7 @@ impl Peer {
         let deadline = Deadline::new(cfg.min_round, cfg.round_timeout, cfg.deadline_k);
         let fetcher = Fetcher::new(me, cfg.fetch_retry, cfg.max_fetch_attempts, cfg.fetch_hedge);
         Peer {
+            ledger: Ledger::new(cfg.ledger.clone()),
             state: cfg.genesis,
             cfg,
             me,
@@ -181,6 +184,16 @@ impl Peer {
             out: Vec::new(),
             now: 0,
         }
+    }
+
+    /// The ledger of the manifests applied here.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Restores a ledger rebuilt from the manifests a node kept (on restart).
+    pub fn set_ledger(&mut self, ledger: Ledger) {
+        self.ledger = ledger;
     }
 
     /// This peer's id.
@@ -459,6 +472,8 @@ fn manifest_is_well_formed(run: Hash, round: u64, m: &Manifest) -> bool {
         && m.entries.windows(2).all(|w| w[0].peer < w[1].peer)
         && m.excluded.len() <= MAX_MANIFEST_ENTRIES
         && m.excluded.windows(2).all(|w| w[0] < w[1])
+        && m.checks.len() <= MAX_MANIFEST_ENTRIES
+        && m.checks.iter().all(|c| c.finding.finding.fault.is_none() && c.round < round)
         && m.entries.iter().all(|e| {
             e.samples() > 0
                 && e.contribution.base_state == m.state

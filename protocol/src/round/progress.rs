@@ -153,6 +153,7 @@ impl Peer {
             self.history.record(applied(round, k.id), contributors);
             self.apply_exclusions(&k.manifest.exclusions);
             self.review_applied(round, k.id, &k.manifest);
+            self.ledger_applied(round, &k);
         }
         if round >= self.cfg.last_round {
             self.phase = Phase::Finishing(round);
@@ -161,6 +162,29 @@ impl Peer {
             return;
         }
         self.start_round(round + 1, now);
+    }
+
+    /// The ledger takes the applied manifest; its root is compared with ours.
+    fn ledger_applied(&mut self, round: u64, k: &KnownManifest) {
+        for c in &k.manifest.checks {
+            self.reviews.passed.remove(&(c.finding.finding.manifest, c.finding.finding.contributor));
+        }
+        let oldest = self.reviews.applied.front().map_or(0, |r| r.round);
+        self.reviews.passed.retain(|_, c| c.round >= oldest);
+        let closed = self.ledger.apply(round, k.id, &k.manifest);
+        self.out.push(OutEvent::Record { round, id: k.id, manifest: Box::new(k.manifest.clone()) });
+        self.ledger.refresh_attestations();
+        if !closed.is_empty() {
+            self.out.push(OutEvent::EpochsClosed(closed));
+        }
+        if let Some(theirs) = k.manifest.ledger
+            && let Some(ours) = self.ledger.epoch(theirs.epoch).filter(|e| !e.is_unknown())
+            && (ours.root != theirs.root || ours.total != theirs.total)
+        {
+            self.stats.ledger_mismatches += 1;
+            let (epoch, ours) = (theirs.epoch, ours.root);
+            self.out.push(OutEvent::LedgerDiffers { epoch, ours, theirs: theirs.root, signer: k.aggregator });
+        }
     }
 
     pub(super) fn start_round(&mut self, round: u64, now: Time) {

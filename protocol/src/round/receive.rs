@@ -171,6 +171,7 @@ impl Peer {
         let excluded = |p: &PeerId| self.reviews.excluded.contains(p);
         if m.entries.iter().any(|e| excluded(&e.peer))
             || !m.exclusions.iter().all(|x| self.exclusion_holds(x))
+            || !m.checks.iter().all(|c| self.check_holds(c))
             || m.exclusions.len() > MAX_MANIFEST_ENTRIES
         {
             return Err(DropReason::Invalid);

@@ -4,7 +4,7 @@
 //! `checks.rs`.
 
 use crate::id::{Hash, PeerId};
-use crate::message::{Contribution, Exclusion, ManifestEntry, SignedFinding};
+use crate::message::{CheckRecord, Contribution, Exclusion, ManifestEntry, SignedFinding};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Applied manifests open to review.
@@ -71,6 +71,9 @@ pub(super) struct Reviews {
     pub(super) pending: BTreeMap<PeerId, Exclusion>,
     /// Findings that arrived before what they are about.
     pub(super) early: VecDeque<(u64, SignedFinding)>,
+    /// Passing findings of drawn verifiers, for the next manifest this peer
+    /// signs (the ledger credits them); by (manifest id, contributor).
+    pub(super) passed: BTreeMap<(Hash, PeerId), CheckRecord>,
     /// Chains read so far (two checks may name one chain: a copier's).
     pub(super) chains: VecDeque<(Hash, Vec<Hash>)>,
 }

@@ -76,6 +76,8 @@ pub struct Config {
     pub segments: u32,
     /// Referees of a dispute.
     pub referees: u32,
+    /// Epochs and credits.
+    pub ledger: crate::ledger::LedgerSpec,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
             verify_rate: spec.verify.rate,
             segments: spec.verify.segments(spec.train.inner_steps),
             referees: spec.verify.referees,
+            ledger: spec.ledger.clone(),
         }
     }
 }
@@ -288,6 +291,30 @@ pub enum OutEvent {
     },
     /// The run is already over for this peer: it resumed from the state
     /// after the run's last round. Followed by [`OutEvent::Finished`].
+    /// The ledger applied this manifest: a node keeps it, to rebuild the
+    /// ledger after a restart.
+    Record {
+        /// Its round.
+        round: u64,
+        /// Its id.
+        id: Hash,
+        /// The manifest.
+        manifest: Box<Manifest>,
+    },
+    /// The ledger closed these epochs (read them with [`crate::Peer::ledger`]).
+    EpochsClosed(Vec<u64>),
+    /// The signer of an applied manifest computed another root for an
+    /// epoch than this peer did.
+    LedgerDiffers {
+        /// The epoch.
+        epoch: u64,
+        /// This peer's root.
+        ours: [u8; 32],
+        /// The manifest's.
+        theirs: [u8; 32],
+        /// The manifest's signer.
+        signer: PeerId,
+    },
     RunOver {
         /// The last round, applied.
         round: u64,
@@ -383,4 +410,6 @@ pub struct Stats {
     /// Manifests dropped because their signer may not sign them in this
     /// peer's view (not a contributor of the round before).
     pub unauthorized_manifests: u64,
+    /// Applied manifests whose epoch root differed from ours.
+    pub ledger_mismatches: u64,
 }

@@ -32,8 +32,14 @@ impl EventLoop {
             // announcement seen, signed by a peer that may not sign it (it
             // trained nothing last round).
             let entry = ManifestEntry { peer: opened.sender, contribution: c, signature: opened.signature };
-            let m =
-                Manifest { state: c.base_state, entries: vec![entry], exclusions: Vec::new(), excluded: Vec::new() };
+            let m = Manifest {
+                state: c.base_state,
+                entries: vec![entry],
+                exclusions: Vec::new(),
+                excluded: Vec::new(),
+                checks: Vec::new(),
+                ledger: None,
+            };
             forged = Envelope::seal(&lies.key, opened.run, opened.round, &Message::Manifest(m)).ok();
         }
         // A held result of this round can now go out as a copy.

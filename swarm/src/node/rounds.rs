@@ -30,6 +30,8 @@ impl EventLoop {
             raw: t.raw,
             residual: t.residual,
             chain,
+            payee: self.payee,
+            attest: self.attestation,
         };
         if let Some(c) = self.copied(t.round) {
             (contribution.hash, contribution.chain) = (c.hash, c.chain);

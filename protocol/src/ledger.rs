@@ -1,0 +1,543 @@
+//! The ledger: who did what work, as a pure function of the applied
+//! manifests. Per round a receipt per contributor (samples, verified, later
+//! excluded); per epoch of `ledger.epoch_rounds` rounds, credits per peer by
+//! the spec's rule, and a Merkle root of them that an EVM contract can check
+//! (keccak256, OpenZeppelin-style sorted pairs). Every peer that applied the
+//! same manifests computes the same roots; the root rides in the manifests
+//! that follow, so a peer whose ledger differs finds out.
+//!
+//! Credit rule (per epoch e, rounds `e*E+1 ..= (e+1)*E`):
+//! - a contributor earns `sample_credit` per sample of each of its entries in
+//!   the epoch's manifests;
+//! - a checker earns `check_permille / 1000` of the checked contribution's
+//!   samples for each check a manifest of the epoch credits: a drawn
+//!   verifier's passing finding (`Manifest::checks`), and in a decided
+//!   dispute the verifier (if upheld) and each referee on the majority side;
+//! - a peer excluded with evidence by any manifest up to the epoch's close
+//!   (`settle_rounds` after its last round, so that reviews of its last
+//!   rounds can land) earns nothing, and what it would have earned is
+//!   recorded as its penalty.
+//!
+//! Each work item is credited once (a finding repeated by a later manifest
+//! counts once). An epoch is computed only from a complete history: a peer
+//! that synced past some of its rounds (or of the rounds before it that its
+//! checks refer to) leaves it open and takes the root from the manifests.
+
+use crate::id::{Hash, PeerId};
+use crate::message::{Address, EthSignature, Evidence, Manifest};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use tiny_keccak::{Hasher, Keccak};
+
+/// Manifests a check may refer back to (a finding lands a few rounds after
+/// the contribution it is about).
+const LOOKBACK: u64 = 8;
+
+/// How credits are counted and when epochs close (`[ledger]` in a run spec).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSpec {
+    /// Rounds per epoch.
+    pub epoch_rounds: u64,
+    /// Rounds after an epoch's last one before it closes (reviews land).
+    pub settle_rounds: u64,
+    /// Credits per training sample of an applied contribution.
+    pub sample_credit: u64,
+    /// A check earns this many thousandths of the checked contribution's
+    /// samples (as sample credits).
+    pub check_permille: u64,
+}
+
+impl Default for LedgerSpec {
+    fn default() -> Self {
+        LedgerSpec { epoch_rounds: 5, settle_rounds: 3, sample_credit: 1, check_permille: 100 }
+    }
+}
+
+impl LedgerSpec {
+    /// The epoch a round belongs to (round 0 has none).
+    pub fn epoch_of(&self, round: u64) -> u64 {
+        round.saturating_sub(1) / self.epoch_rounds.max(1)
+    }
+
+    /// First and last round of an epoch.
+    pub fn rounds_of(&self, epoch: u64) -> (u64, u64) {
+        let e = self.epoch_rounds.max(1);
+        (epoch.saturating_mul(e).saturating_add(1), epoch.saturating_add(1).saturating_mul(e))
+    }
+
+    /// The round whose manifest closes an epoch.
+    pub fn close_round(&self, epoch: u64) -> u64 {
+        self.rounds_of(epoch).1.saturating_add(self.settle_rounds)
+    }
+}
+
+/// One contributor's entry in one applied manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The manifest's round.
+    pub round: u64,
+    /// The contributor.
+    pub peer: PeerId,
+    /// Its samples.
+    pub samples: u64,
+    /// The verifier whose passing finding a later manifest carried.
+    pub verified_by: Option<PeerId>,
+    /// Excluded by a manifest (for this or another round's misbehaviour).
+    pub excluded: bool,
+}
+
+/// A check credited to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkKind {
+    /// A drawn verifier's passing finding.
+    Verifier,
+    /// A verifier whose accusation the referees upheld.
+    Accuser,
+    /// A referee on the majority side of a dispute.
+    Referee,
+}
+
+/// Checking work done, as credited by a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Work {
+    /// The round of the manifest that credited it.
+    pub round: u64,
+    /// Who checked.
+    pub peer: PeerId,
+    /// As what.
+    pub kind: WorkKind,
+    /// The contributor checked and the round of its contribution.
+    pub about: (PeerId, u64),
+    /// The checked contribution's samples.
+    pub samples: u64,
+}
+
+/// One peer's line in a closed epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    /// The peer.
+    pub peer: PeerId,
+    /// Where its credits are paid (the latest `payee` it announced).
+    pub payee: Option<Address>,
+    /// Samples of its applied contributions in the epoch.
+    pub samples: u64,
+    /// Checks credited to it in the epoch.
+    pub checks: u64,
+    /// Its credits (0 for an excluded peer).
+    pub credits: u64,
+    /// What an excluded peer would have earned.
+    pub penalty: u64,
+}
+
+/// A closed epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// The epoch number.
+    pub epoch: u64,
+    /// Its rounds.
+    pub first_round: u64,
+    /// Its rounds.
+    pub last_round: u64,
+    /// Receipts of its rounds.
+    pub receipts: Vec<Receipt>,
+    /// Checks credited in its rounds.
+    pub work: Vec<Work>,
+    /// Per peer, ascending by peer id.
+    pub credits: Vec<Credit>,
+    /// Sum of credits.
+    pub total: u64,
+    /// Merkle root over the leaves of peers with credits (see [`leaf`]).
+    pub root: [u8; 32],
+    /// Ascending distinct payees of peers with credits: who must sign the root.
+    pub committee: Vec<Address>,
+    /// Signatures of the root by committee members, as seen in manifests
+    /// (payee -> signature; checked by whoever posts them).
+    pub attestations: BTreeMap<String, EthSignature>,
+}
+
+impl Epoch {
+    /// The leaves in tree order (peers with credits, ascending by id).
+    pub fn leaves(&self) -> Vec<(PeerId, Address, u64)> {
+        self.credits.iter().filter(|c| c.credits > 0).map(|c| (c.peer, c.payee.unwrap_or([0; 20]), c.credits)).collect()
+    }
+
+    /// The Merkle proof of `peer`'s leaf, if it has one.
+    pub fn proof(&self, peer: &PeerId) -> Option<Vec<[u8; 32]>> {
+        let leaves = self.leaves();
+        let i = leaves.iter().position(|l| l.0 == *peer)?;
+        let hashed: Vec<[u8; 32]> = leaves.iter().map(|l| leaf(&l.0, &l.1, l.2)).collect();
+        Some(merkle_proof(&hashed, i))
+    }
+
+    /// What the committee signs for run `run`.
+    pub fn digest(&self, run: &Hash) -> [u8; 32] {
+        root_digest(run, self.epoch, &self.root, self.total, &self.committee)
+    }
+}
+
+/// The ledger of one peer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    spec: LedgerSpec,
+    /// The last manifest round applied.
+    last: u64,
+    /// Rounds from here on were all applied (1 for a peer that saw them all).
+    complete_from: u64,
+    receipts: Vec<Receipt>,
+    work: Vec<Work>,
+    /// Excluded peers and the round of the manifest that excluded them.
+    excluded: BTreeMap<PeerId, u64>,
+    payees: BTreeMap<PeerId, Address>,
+    /// (round, manifest id, entries' samples) of recent manifests.
+    recent: Vec<(u64, Hash, Vec<(PeerId, u64)>)>,
+    /// Checks credited: (manifest id checked, contributor, checker).
+    credited: BTreeSet<(Hash, PeerId, PeerId)>,
+    /// Attestations seen: (epoch, peer) -> (root, signature).
+    attested: BTreeMap<(u64, PeerId), ([u8; 32], EthSignature)>,
+    closed: BTreeMap<u64, Epoch>,
+}
+
+impl Ledger {
+    /// An empty ledger for a run's ledger spec.
+    pub fn new(spec: LedgerSpec) -> Ledger {
+        Ledger { spec, complete_from: 1, ..Ledger::default() }
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &LedgerSpec {
+        &self.spec
+    }
+
+    /// Closed epochs, in order.
+    pub fn epochs(&self) -> impl Iterator<Item = &Epoch> {
+        self.closed.values()
+    }
+
+    /// A closed epoch.
+    pub fn epoch(&self, e: u64) -> Option<&Epoch> {
+        self.closed.get(&e)
+    }
+
+    /// The last manifest round applied.
+    pub fn last_round(&self) -> u64 {
+        self.last
+    }
+
+    /// Applies the manifest of `round` (id: BLAKE3 of its envelope);
+    /// returns the epochs it closes. Rounds must come in increasing order; a
+    /// skipped round (the peer synced past it) makes the epochs it touches
+    /// uncomputable here.
+    pub fn apply(&mut self, round: u64, id: Hash, m: &Manifest) -> Vec<u64> {
+        if round <= self.last {
+            return Vec::new();
+        }
+        if round != self.last + 1 {
+            // A gap: epochs up to the one after the gap's lookback are lost.
+            self.complete_from = round;
+            self.receipts.clear();
+            self.work.clear();
+        }
+        self.last = round;
+        for e in &m.entries {
+            if let Some(p) = e.contribution.payee {
+                self.payees.insert(e.peer, p);
+            }
+            if let Some(a) = e.contribution.attest {
+                self.attested.insert((a.epoch, e.peer), (a.root, a.signature));
+            }
+            let samples = e.samples();
+            self.receipts.push(Receipt { round, peer: e.peer, samples, verified_by: None, excluded: false });
+        }
+        for c in &m.checks {
+            let f = &c.finding;
+            if f.finding.fault.is_some() {
+                continue;
+            }
+            let (contributor, manifest) = (f.finding.contributor, f.finding.manifest);
+            if let Some(samples) = self.samples_of(&manifest, &contributor) {
+                let about_round = c.round;
+                if self.credited.insert((manifest, contributor, f.by)) {
+                    self.work.push(Work {
+                        round,
+                        peer: f.by,
+                        kind: WorkKind::Verifier,
+                        about: (contributor, about_round),
+                        samples,
+                    });
+                    if let Some(r) = self.receipts.iter_mut().find(|r| r.round == about_round && r.peer == contributor)
+                    {
+                        r.verified_by = Some(f.by);
+                    }
+                }
+            }
+        }
+        for x in &m.exclusions {
+            self.excluded.entry(x.peer).or_insert(round);
+            if let Evidence::Dispute { accusation, findings } = &x.evidence {
+                let (contributor, manifest) = (accusation.finding.contributor, accusation.finding.manifest);
+                let Some(samples) = self.samples_of(&manifest, &contributor) else { continue };
+                let upheld = x.peer == contributor;
+                let mut credit = |peer: PeerId, kind: WorkKind| {
+                    if self.credited.insert((manifest, contributor, peer)) {
+                        self.work.push(Work { round, peer, kind, about: (contributor, x.round), samples });
+                    }
+                };
+                if upheld {
+                    credit(accusation.by, WorkKind::Accuser);
+                }
+                for f in findings.iter().filter(|f| f.finding.fault.is_some() == upheld) {
+                    credit(f.by, WorkKind::Referee);
+                }
+            }
+        }
+        for r in self.receipts.iter_mut() {
+            r.excluded = self.excluded.contains_key(&r.peer);
+        }
+        self.recent.push((round, id, m.entries.iter().map(|e| (e.peer, e.samples())).collect()));
+        self.recent.retain(|(r, _, _)| *r + LOOKBACK > round);
+        self.credited.retain(|(h, _, _)| self.recent.iter().any(|(_, id, _)| id == h));
+        self.close_due(round)
+    }
+
+    fn samples_of(&self, manifest: &Hash, contributor: &PeerId) -> Option<u64> {
+        let (_, _, entries) = self.recent.iter().find(|(_, id, _)| id == manifest)?;
+        entries.iter().find(|(p, _)| p == contributor).map(|(_, s)| *s)
+    }
+
+    fn close_due(&mut self, round: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        loop {
+            let next = self.closed.keys().next_back().map_or(0, |e| e + 1);
+            let (first, last) = self.spec.rounds_of(next);
+            if round < self.spec.close_round(next) {
+                break;
+            }
+            // Checks refer back up to LOOKBACK rounds: those must be here too.
+            let complete =
+                first >= self.complete_from.saturating_add(if self.complete_from > 1 { LOOKBACK } else { 0 });
+            if complete {
+                let epoch = self.compute(next, first, last);
+                self.closed.insert(next, epoch);
+                out.push(next);
+            } else {
+                // Not computable here: skip it (its root comes from others).
+                self.closed.insert(next, Epoch::unknown(next, first, last));
+            }
+            self.receipts.retain(|r| r.round > last);
+            self.work.retain(|w| w.round > last);
+        }
+        out
+    }
+
+    fn compute(&self, epoch: u64, first: u64, last: u64) -> Epoch {
+        let in_epoch = |r: u64| (first..=last).contains(&r);
+        let receipts: Vec<Receipt> = self.receipts.iter().filter(|r| in_epoch(r.round)).cloned().collect();
+        let work: Vec<Work> = self.work.iter().filter(|w| in_epoch(w.round)).cloned().collect();
+        let mut lines: BTreeMap<PeerId, Credit> = BTreeMap::new();
+        for r in &receipts {
+            let c = lines.entry(r.peer).or_insert_with(|| self.blank(r.peer));
+            c.samples = c.samples.saturating_add(r.samples);
+            c.credits = c.credits.saturating_add(r.samples.saturating_mul(self.spec.sample_credit));
+        }
+        for w in &work {
+            let c = lines.entry(w.peer).or_insert_with(|| self.blank(w.peer));
+            c.checks += 1;
+            let earned =
+                w.samples.saturating_mul(self.spec.sample_credit).saturating_mul(self.spec.check_permille) / 1000;
+            c.credits = c.credits.saturating_add(earned);
+        }
+        for c in lines.values_mut() {
+            if self.excluded.contains_key(&c.peer) {
+                c.penalty = c.credits;
+                c.credits = 0;
+            }
+        }
+        let credits: Vec<Credit> = lines.into_values().collect();
+        let total = credits.iter().map(|c| c.credits).fold(0u64, u64::saturating_add);
+        let hashed: Vec<[u8; 32]> = credits
+            .iter()
+            .filter(|c| c.credits > 0)
+            .map(|c| leaf(&c.peer, &c.payee.unwrap_or([0; 20]), c.credits))
+            .collect();
+        let committee: BTreeSet<Address> =
+            credits.iter().filter(|c| c.credits > 0).filter_map(|c| c.payee).filter(|a| *a != [0; 20]).collect();
+        let mut e = Epoch {
+            epoch,
+            first_round: first,
+            last_round: last,
+            receipts,
+            work,
+            credits,
+            total,
+            root: merkle_root(&hashed),
+            committee: committee.into_iter().collect(),
+            attestations: BTreeMap::new(),
+        };
+        self.fill_attestations(&mut e);
+        e
+    }
+
+    fn blank(&self, p: PeerId) -> Credit {
+        Credit { peer: p, payee: self.payees.get(&p).copied(), samples: 0, checks: 0, credits: 0, penalty: 0 }
+    }
+
+    fn fill_attestations(&self, e: &mut Epoch) {
+        for ((_, peer), (root, sig)) in self.attested.range((e.epoch, PeerId([0; 32]))..=(e.epoch, PeerId([255; 32]))) {
+            if *root != e.root {
+                continue;
+            }
+            if let Some(payee) = self.payees.get(peer).filter(|a| e.committee.contains(a)) {
+                e.attestations.insert(hex::encode(payee), *sig);
+            }
+        }
+    }
+
+    /// Attestations arrive in manifests after their epoch closed: folds the
+    /// ones seen so far into the closed epochs.
+    pub fn refresh_attestations(&mut self) {
+        let epochs: Vec<u64> = self.closed.keys().copied().collect();
+        for e in epochs {
+            let mut epoch = self.closed.remove(&e).expect("listed");
+            if !epoch.is_unknown() {
+                self.fill_attestations(&mut epoch);
+            }
+            self.closed.insert(e, epoch);
+        }
+        let oldest = self.closed.keys().next_back().map_or(0, |e| e.saturating_sub(16));
+        self.attested.retain(|(e, _), _| *e >= oldest);
+    }
+}
+
+impl Epoch {
+    fn unknown(epoch: u64, first_round: u64, last_round: u64) -> Epoch {
+        Epoch {
+            epoch,
+            first_round,
+            last_round,
+            receipts: Vec::new(),
+            work: Vec::new(),
+            credits: Vec::new(),
+            total: 0,
+            root: [0; 32],
+            committee: Vec::new(),
+            attestations: BTreeMap::new(),
+        }
+    }
+
+    /// Whether this peer could not compute the epoch (it synced past some
+    /// of its rounds).
+    pub fn is_unknown(&self) -> bool {
+        self.root == [0; 32]
+    }
+}
+
+/// keccak256.
+pub fn keccak(parts: &[&[u8]]) -> [u8; 32] {
+    let mut k = Keccak::v256();
+    for p in parts {
+        k.update(p);
+    }
+    let mut out = [0; 32];
+    k.finalize(&mut out);
+    out
+}
+
+fn word_u64(x: u64) -> [u8; 32] {
+    let mut w = [0; 32];
+    w[24..].copy_from_slice(&x.to_be_bytes());
+    w
+}
+
+fn word_address(a: &Address) -> [u8; 32] {
+    let mut w = [0; 32];
+    w[12..].copy_from_slice(a);
+    w
+}
+
+/// A leaf: keccak256(keccak256(abi.encode(bytes32 peer, address payee, uint256 credits))).
+pub fn leaf(peer: &PeerId, payee: &Address, credits: u64) -> [u8; 32] {
+    let inner = keccak(&[&peer.0, &word_address(payee), &word_u64(credits)]);
+    keccak(&[&inner])
+}
+
+fn pair(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    if a < b { keccak(&[a, b]) } else { keccak(&[b, a]) }
+}
+
+/// The root of hashed leaves: sorted pairs, an odd last node goes up as is.
+/// An empty tree's root is keccak256 of nothing.
+pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+    if leaves.is_empty() {
+        return keccak(&[]);
+    }
+    let mut level = leaves.to_vec();
+    while level.len() > 1 {
+        level = level.chunks(2).map(|c| if c.len() == 2 { pair(&c[0], &c[1]) } else { c[0] }).collect();
+    }
+    level[0]
+}
+
+/// The siblings from leaf `i` up to the root.
+pub fn merkle_proof(leaves: &[[u8; 32]], mut i: usize) -> Vec<[u8; 32]> {
+    let mut proof = Vec::new();
+    let mut level = leaves.to_vec();
+    while level.len() > 1 {
+        let sibling = i ^ 1;
+        if sibling < level.len() {
+            proof.push(level[sibling]);
+        }
+        level = level.chunks(2).map(|c| if c.len() == 2 { pair(&c[0], &c[1]) } else { c[0] }).collect();
+        i /= 2;
+    }
+    proof
+}
+
+/// Folds a proof as the contract does.
+pub fn verify_proof(leaf: [u8; 32], proof: &[[u8; 32]], root: &[u8; 32]) -> bool {
+    proof.iter().fold(leaf, |n, p| pair(&n, p)) == *root
+}
+
+/// What committee members sign: keccak256(abi.encode("swarm ledger root",
+/// run, epoch, root, total, keccak256(abi.encodePacked(committee)))).
+pub fn root_digest(run: &Hash, epoch: u64, root: &[u8; 32], total: u64, committee: &[Address]) -> [u8; 32] {
+    let packed: Vec<u8> = committee.iter().flat_map(|a| a.iter().copied()).collect();
+    let committee_hash = keccak(&[&packed]);
+    let tag = b"swarm ledger root";
+    let mut tag_word = [0u8; 32];
+    tag_word[..tag.len()].copy_from_slice(tag);
+    keccak(&[
+        &word_u64(6 * 32), // offset of the string
+        &run.0,
+        &word_u64(epoch),
+        root,
+        &word_u64(total),
+        &committee_hash,
+        &word_u64(tag.len() as u64),
+        &tag_word,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_leaf_proves_against_the_root() {
+        for n in 1..12usize {
+            let leaves: Vec<[u8; 32]> = (0..n).map(|i| leaf(&PeerId([i as u8; 32]), &[1; 20], i as u64 + 1)).collect();
+            let root = merkle_root(&leaves);
+            for (i, l) in leaves.iter().enumerate() {
+                assert!(verify_proof(*l, &merkle_proof(&leaves, i), &root), "n {n} leaf {i}");
+                let other = leaf(&PeerId([i as u8; 32]), &[2; 20], i as u64 + 1);
+                assert!(!verify_proof(other, &merkle_proof(&leaves, i), &root), "n {n} leaf {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn keccak_is_the_evm_one() {
+        // keccak256("") as every EVM tool prints it.
+        assert_eq!(hex::encode(keccak(&[])), "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
+    }
+}

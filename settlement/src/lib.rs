@@ -1,0 +1,6 @@
+//! placeholder
+alloy::sol!(
+    #[sol(rpc)]
+    SwarmSettlement,
+    "contract/out/SwarmSettlement.abi.json"
+);
