@@ -71,7 +71,7 @@ async fn liar(boot: String, spec: RunSpec, stop: tokio::sync::oneshot::Receiver<
                         // a hash that no bytes we will serve match.
                         round = round.max(r);
                         let hash = Hash::of(format!("forged {r}").as_bytes());
-                        let c = Message::Contribution(Contribution { hash, samples: 100, base_state, raw: hash, residual: 0.0, chain: hash });
+                        let c = Message::Contribution(Contribution { hash, samples: 100, base_state, raw: hash, residual: 0.0, chain: hash, payee: None, attest: None });
                         let bytes = Envelope::seal(&key, run, r, &c).unwrap();
                         let _ = gs.publish(topic.clone(), bytes);
                     }

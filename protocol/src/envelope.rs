@@ -17,7 +17,8 @@ use crate::message::{Message, Signature};
 /// Hard bound on one control message, checked before any decoding.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 /// The wire format version this build speaks (2: `Leave` carries a
-/// counter, `Manifest` the peers excluded before it).
+/// counter, `Manifest` the peers excluded before it; 3: contributions carry
+/// a payee and a ledger attestation, manifests credited checks and a root).
 pub const VERSION: u8 = 3;
 // Field offsets, in wire order.
 const RUN: usize = 1;

@@ -26,8 +26,8 @@
 use crate::id::{Hash, PeerId};
 use crate::message::{Address, EthSignature, Evidence, Manifest};
 use serde::{Deserialize, Serialize};
+use sha3::{Digest, Keccak256};
 use std::collections::{BTreeMap, BTreeSet};
-use tiny_keccak::{Hasher, Keccak};
 
 /// Manifests a check may refer back to (a finding lands a few rounds after
 /// the contribution it is about).
@@ -434,13 +434,11 @@ impl Epoch {
 
 /// keccak256.
 pub fn keccak(parts: &[&[u8]]) -> [u8; 32] {
-    let mut k = Keccak::v256();
+    let mut k = Keccak256::new();
     for p in parts {
         k.update(p);
     }
-    let mut out = [0; 32];
-    k.finalize(&mut out);
-    out
+    k.finalize().into()
 }
 
 fn word_u64(x: u64) -> [u8; 32] {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod ledger;
 mod lies;
 mod requests;
 mod rounds;
@@ -85,6 +86,14 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let (params, codec) = (init.params, init.codec.clone());
     let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
+    let settlement = crate::payee::SettlementKey::load_or_create(&cfg.data_dir.join("settlement.key"))?;
+    let (ledger, records) = crate::ledger_log::rebuild(&run_dir.join("manifests.log"), &cfg.spec.ledger);
+    if records > 0 {
+        let epochs = ledger.epochs().count();
+        events.send(NodeEvent::Info(format!("ledger: {records} applied manifests kept, {epochs} epochs closed"))).ok();
+    }
+    let mut peer = peer;
+    peer.set_ledger(ledger);
     let kept = crate::kept::load(&run_dir.join("review"), &mut blobs);
     if kept > 0 {
         events.send(NodeEvent::Info(format!("{kept} review blobs of recent rounds restored"))).ok();
@@ -126,7 +135,14 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         signed,
         adversary: cfg.adversary.map(|kind| Lies::new(kind, key.clone())),
         connections: HashMap::new(),
+        run,
+        run_dir,
+        payee: Some(settlement.address()),
+        settlement,
+        attestation: None,
     };
+    let mut lp = lp;
+    lp.attest();
     let handle = tokio::spawn(lp.run());
     Ok((Node { shutdown }, events_rx, handle))
 }
@@ -325,6 +341,13 @@ struct EventLoop {
     adversary: Option<Lies>,
     /// Open connections by peer, oldest first.
     connections: HashMap<libp2p::PeerId, Vec<libp2p::swarm::ConnectionId>>,
+    run: protocol::Hash,
+    run_dir: PathBuf,
+    /// Where this peer's credits are paid (the settlement key's address).
+    payee: Option<protocol::message::Address>,
+    settlement: crate::payee::SettlementKey,
+    /// This peer's signature of the last epoch root it computed.
+    attestation: Option<protocol::message::Attestation>,
 }
 
 impl EventLoop {
@@ -445,6 +468,11 @@ impl EventLoop {
             OutEvent::RunOver { round, state } => {
                 self.events.send(NodeEvent::RunOver { round, state_hash: state.to_hex() }).ok();
                 self.linger_until = Some(Instant::now());
+            }
+            OutEvent::Record { round, id, manifest } => self.on_record(round, id, &manifest),
+            OutEvent::EpochsClosed(epochs) => self.on_epochs_closed(epochs),
+            OutEvent::LedgerDiffers { epoch, ours, theirs, signer } => {
+                self.on_ledger_differs(epoch, ours, theirs, signer)
             }
             OutEvent::Finished => {
                 self.events.send(NodeEvent::Finished).ok();
