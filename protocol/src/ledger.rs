@@ -498,8 +498,9 @@ pub fn verify_proof(leaf: [u8; 32], proof: &[[u8; 32]], root: &[u8; 32]) -> bool
 
 /// What committee members sign: keccak256(abi.encode("swarm ledger root",
 /// run, epoch, root, total, keccak256(abi.encodePacked(committee)))).
+/// (`abi.encodePacked` pads the elements of an array to 32 bytes.)
 pub fn root_digest(run: &Hash, epoch: u64, root: &[u8; 32], total: u64, committee: &[Address]) -> [u8; 32] {
-    let packed: Vec<u8> = committee.iter().flat_map(|a| a.iter().copied()).collect();
+    let packed: Vec<u8> = committee.iter().flat_map(word_address).collect();
     let committee_hash = keccak(&[&packed]);
     let tag = b"swarm ledger root";
     let mut tag_word = [0u8; 32];
