@@ -11,7 +11,7 @@
 //! package); a test compiles it again and compares.
 
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 pub mod anvil;
 mod settle;
+pub use alloy::primitives::U256;
 pub use settle::{Report, settle};
 
 alloy::sol!(

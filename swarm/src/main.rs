@@ -1,5 +1,6 @@
 //! The `swarm` command.
 
+mod ledger_cli;
 mod local;
 
 use anyhow::{Context, Result, bail};
@@ -41,6 +42,25 @@ enum Cmd {
     },
     /// Start a bootstrap node and N peers on 127.0.0.1 and show their progress.
     Local(local::LocalArgs),
+    /// Show a run's ledger: receipts, credits per epoch, roots.
+    Ledger(ledger_cli::LedgerArgs),
+    /// Publish a run: print its id and, with --bounty-per-epoch, escrow a
+    /// bounty for it on the settlement contract.
+    #[cfg(feature = "settlement")]
+    Launch(ledger_cli::chain::LaunchArgs),
+    /// Post the epoch roots this peer can post and claim its credits
+    /// (idempotent: safe to run again at any time).
+    #[cfg(feature = "settlement")]
+    Settle(ledger_cli::chain::SettleArgs),
+    /// Deploy the settlement contract; prints its address.
+    #[cfg(feature = "settlement")]
+    DeployContract {
+        #[command(flatten)]
+        chain: ledger_cli::chain::ChainArgs,
+        /// Key file (hex secp256k1 secret) that pays for the deployment.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Is a node reachable? Dials ADDR (`/ip4/../udp/../quic-v1/p2p/<id>`) and
     /// reports the round-trip time; exits non-zero if it does not answer.
     Ping {
@@ -221,6 +241,19 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Local(args) => local::run(args).await,
+        Cmd::Ledger(args) => {
+            let dir = data_dir(&args.data_dir);
+            ledger_cli::show(args, &dir)
+        }
+        #[cfg(feature = "settlement")]
+        Cmd::Launch(args) => ledger_cli::chain::launch(args).await,
+        #[cfg(feature = "settlement")]
+        Cmd::Settle(args) => {
+            let dir = data_dir(&args.ledger.data_dir);
+            ledger_cli::chain::settle(args, &dir).await
+        }
+        #[cfg(feature = "settlement")]
+        Cmd::DeployContract { chain, key } => ledger_cli::chain::deploy(chain, key).await,
         Cmd::Ping { addr, timeout } => {
             let rtt = swarm::net::ping(&addr, std::time::Duration::from_secs(timeout)).await?;
             println!("{addr} is reachable, round trip {:.1} ms", rtt.as_secs_f64() * 1000.0);
