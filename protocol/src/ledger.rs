@@ -176,6 +176,9 @@ impl Epoch {
     }
 }
 
+/// A recent manifest's round, id and (contributor, samples) entries.
+type RecentManifest = (u64, Hash, Vec<(PeerId, u64)>);
+
 /// The ledger of one peer.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Ledger {
@@ -190,7 +193,7 @@ pub struct Ledger {
     excluded: BTreeMap<PeerId, u64>,
     payees: BTreeMap<PeerId, Address>,
     /// (round, manifest id, entries' samples) of recent manifests.
-    recent: Vec<(u64, Hash, Vec<(PeerId, u64)>)>,
+    recent: Vec<RecentManifest>,
     /// Checks credited: (manifest id checked, contributor, checker).
     credited: BTreeSet<(Hash, PeerId, PeerId)>,
     /// Attestations seen: (epoch, peer) -> (root, signature).
@@ -396,7 +399,10 @@ impl Ledger {
     /// Attestations arrive in manifests after their epoch closed: folds the
     /// ones seen so far into the closed epochs.
     pub fn refresh_attestations(&mut self) {
-        let epochs: Vec<u64> = self.closed.keys().copied().collect();
+        // Signatures come within a few rounds of an epoch's close: only the
+        // last 16 epochs are still looked at.
+        let newest = self.closed.keys().next_back().copied().unwrap_or(0);
+        let epochs: Vec<u64> = self.closed.range(newest.saturating_sub(16)..).map(|(e, _)| *e).collect();
         for e in epochs {
             let mut epoch = self.closed.remove(&e).expect("listed");
             if !epoch.is_unknown() {

@@ -95,6 +95,7 @@ impl SimConfig {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Ev {
     /// A gossip message from a peer (or, `None`, a fetched envelope).

@@ -18,7 +18,7 @@ pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/blob/1.0.0
 pub const IDENTIFY_VERSION: &str = "/swarm/1.0.0";
 /// Blob requests served (and made) at once on one connection.
 pub const MAX_BLOB_STREAMS: usize = 16;
-/// Gossipsub's limit on one message (our envelopes are bounded at 64 KiB).
+/// Gossipsub's limit on one message (our envelopes are bounded at 120 KiB).
 pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
 
 /// The node's libp2p behaviour.

@@ -140,15 +140,24 @@ impl Peer {
             entries: ready,
             exclusions: self.exclusions_to_publish(),
             excluded: self.reviews.excluded.iter().take(MAX_MANIFEST_ENTRIES).copied().collect(),
-            checks: self.reviews.passed.values().copied().collect(),
+            checks: self.reviews.passed.values().take(super::checks::MAX_CHECKS).copied().collect(),
             ledger: self.ledger.epochs().filter(|e| !e.is_unknown()).last().map(|e| EpochRoot {
                 epoch: e.epoch,
                 root: e.root,
                 total: e.total,
             }),
         };
-        let Ok(bytes) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
-            return;
+        let mut manifest = manifest;
+        let bytes = match Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) {
+            Ok(b) => b,
+            Err(_) => {
+                // Too big: the credited checks wait for a later manifest.
+                manifest.checks.clear();
+                let Ok(b) = Envelope::seal(&self.key, self.cfg.run, round, &Message::Manifest(manifest.clone())) else {
+                    return;
+                };
+                b
+            }
         };
         let id = Hash::of(&bytes);
         self.keep(&bytes);

@@ -9,6 +9,9 @@ use crate::message::Fault;
 use crate::message::{CheckRecord, Evidence, Exclusion, Finding, SignedContribution, SignedFinding};
 use crate::review;
 
+/// Passing findings a manifest credits at most (the rest wait for the next).
+pub(super) const MAX_CHECKS: usize = 64;
+
 /// The inner states a check fetches: the start of each segment it
 /// re-executes (the first is computed, not fetched) and the last state.
 fn needed_states(leaves: &[Hash], replay: &[u32]) -> Vec<Hash> {
@@ -217,7 +220,7 @@ impl Peer {
                 return Err(DropReason::Invalid);
             }
             self.stats.verdicts_seen += 1;
-            if f.finding.fault.is_none() && self.reviews.passed.len() < MAX_MANIFEST_ENTRIES {
+            if f.finding.fault.is_none() && self.reviews.passed.len() < MAX_CHECKS {
                 self.reviews.passed.insert(key, CheckRecord { round, finding: f });
             }
             if f.finding.fault.is_some() && !self.reviews.disputes.contains_key(&key) {

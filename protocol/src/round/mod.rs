@@ -472,7 +472,7 @@ fn manifest_is_well_formed(run: Hash, round: u64, m: &Manifest) -> bool {
         && m.entries.windows(2).all(|w| w[0].peer < w[1].peer)
         && m.excluded.len() <= MAX_MANIFEST_ENTRIES
         && m.excluded.windows(2).all(|w| w[0] < w[1])
-        && m.checks.len() <= MAX_MANIFEST_ENTRIES
+        && m.checks.len() <= checks::MAX_CHECKS
         && m.checks.iter().all(|c| c.finding.finding.fault.is_none() && c.round < round)
         && m.entries.iter().all(|e| {
             e.samples() > 0

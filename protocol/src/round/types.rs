@@ -133,6 +133,9 @@ pub enum FetchFailure {
 }
 
 /// Inputs to the state machine.
+// A contribution (with its attestation) is about 300 bytes; events are
+// moved once from the node into the machine, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum InEvent {
     /// The time [`Peer::next_timeout`](super::Peer::next_timeout) asked for
@@ -213,6 +216,7 @@ pub enum Verdict {
 }
 
 /// What the node must do.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutEvent {
     /// Publish these envelope bytes to the run's topic.
