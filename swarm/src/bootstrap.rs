@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Swarm, identify};
+use libp2p::{Swarm, identify, kad, request_response};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub enum BootstrapEvent {
     Listening(String),
     /// The number of connected peers changed.
     Peers(usize),
+    /// A run was announced to this node for the first time (its id).
+    Run(String),
 }
 
 /// Starts a bootstrap node and runs it until `stop` resolves.
@@ -29,6 +31,7 @@ pub async fn run(
     let mut swarm: Swarm<Behaviour> = net::build(&key, 1024)?;
     swarm.listen_on(net::parse_addr(listen)?).map_err(|e| Error::Net(e.to_string()))?;
     let mut peers = 0usize;
+    let mut runs = std::collections::BTreeSet::new();
     let mut report_interval = tokio::time::interval(Duration::from_secs(30));
     tokio::pin!(stop);
     loop {
@@ -44,6 +47,23 @@ pub async fn run(
                     for addr in info.listen_addrs {
                         swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                    request: kad::InboundRequest::AddProvider { record: Some(r) },
+                })) => {
+                    if let Some(run) = crate::runs::take_provider(&mut swarm.behaviour_mut().kad, r)
+                        && runs.len() < crate::runs::MAX_RUN_KEYS
+                        && runs.insert(run)
+                    {
+                        report(BootstrapEvent::Run(run.to_hex()));
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
+                    message: request_response::Message::Request { request, channel, .. }, ..
+                })) => {
+                    let answer = (request == crate::runs::list_request())
+                        .then(|| bytes::Bytes::from(crate::runs::encode_list(&runs)));
+                    let _ = swarm.behaviour_mut().blobs.send_response(channel, answer);
                 }
                 SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
                     let n = swarm.connected_peers().count();
@@ -66,6 +86,7 @@ impl std::fmt::Display for BootstrapEvent {
         match self {
             BootstrapEvent::Listening(a) => write!(f, "bootstrap: listening on {a}"),
             BootstrapEvent::Peers(n) => write!(f, "bootstrap: {n} peers connected"),
+            BootstrapEvent::Run(id) => write!(f, "bootstrap: run {id} announced"),
         }
     }
 }

@@ -147,30 +147,6 @@ pub mod chain {
         pub gas_key: Option<PathBuf>,
     }
 
-    #[derive(clap::Args, Debug)]
-    pub struct LaunchArgs {
-        /// The run spec (TOML; `swarm spec <model>` prints one).
-        pub spec: PathBuf,
-        /// Escrow this many wei per epoch (needs --epochs, --rpc, --contract, --key).
-        #[arg(long)]
-        pub bounty_per_epoch: Option<u128>,
-        /// Epochs the bounty pays for.
-        #[arg(long, default_value_t = 1)]
-        pub epochs: u64,
-        /// The settlement contract's address.
-        #[arg(long)]
-        pub contract: Option<String>,
-        /// The submitter's key file (hex secp256k1 secret), which pays the bounty.
-        #[arg(long)]
-        pub key: Option<PathBuf>,
-        /// The chain's JSON-RPC endpoint.
-        #[arg(long)]
-        pub rpc: Option<String>,
-        /// Seconds to wait for any one RPC answer.
-        #[arg(long, default_value_t = 30)]
-        pub timeout: u64,
-    }
-
     fn read_key(path: &Path) -> Result<String> {
         Ok(std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?.trim().to_string())
     }
@@ -182,26 +158,20 @@ pub mod chain {
         Ok(())
     }
 
-    pub async fn launch(args: LaunchArgs) -> Result<()> {
-        let text = std::fs::read_to_string(&args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
-        let spec = RunSpec::from_toml(&text).with_context(|| format!("in {}", args.spec.display()))?;
-        let run = spec.run_id();
-        println!("run {run}");
-        println!("peers join it with: swarm join --spec {}", args.spec.display());
-        let Some(per_epoch) = args.bounty_per_epoch else { return Ok(()) };
-        let (Some(rpc), Some(contract), Some(key)) = (args.rpc, args.contract, args.key) else {
+    /// Escrows `per_epoch x epochs` wei for `run` (what `swarm launch --bounty-per-epoch` does).
+    pub async fn bounty(run: &protocol::Hash, b: &crate::runs_cli::Bounty, per_epoch: u128) -> Result<()> {
+        let (Some(rpc), Some(contract), Some(key)) = (&b.rpc, &b.contract, &b.key) else {
             bail!("a bounty needs --rpc, --contract and --key");
         };
         let c = settlement::Chain::connect(
-            &rpc,
-            settlement::parse_address(&contract)?,
-            &read_key(&key)?,
-            Duration::from_secs(args.timeout),
+            rpc,
+            settlement::parse_address(contract)?,
+            &read_key(key)?,
+            Duration::from_secs(b.timeout),
         )?;
-        let per = alloy_u256(per_epoch);
-        match c.register(&run, per, args.epochs).await? {
+        match c.register(run, alloy_u256(per_epoch), b.epochs).await? {
             settlement::Outcome::Done { gas, tx } => {
-                println!("bounty escrowed: {per_epoch} wei per epoch for {} epochs ({gas} gas, {tx})", args.epochs)
+                println!("bounty escrowed: {per_epoch} wei per epoch for {} epochs ({gas} gas, {tx})", b.epochs)
             }
             settlement::Outcome::AlreadyDone => println!("a bounty for this run is already escrowed"),
         }

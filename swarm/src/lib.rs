@@ -20,6 +20,7 @@ pub mod node;
 pub mod payee;
 pub mod peer_store;
 pub mod report;
+pub mod runs;
 pub mod worker;
 
 pub use error::Error;

@@ -119,7 +119,7 @@ async fn start_bootstrap(dir: &Path) -> Result<(String, oneshot::Sender<()>)> {
     loop {
         match boot_rx.recv().await {
             Some(BootstrapEvent::Listening(a)) => return Ok((a, stop)),
-            Some(BootstrapEvent::Peers(_)) => {}
+            Some(BootstrapEvent::Peers(_) | BootstrapEvent::Run(_)) => {}
             None => {
                 boot.await.context("bootstrap node")??;
                 bail!("the bootstrap node stopped before listening");

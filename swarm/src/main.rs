@@ -2,6 +2,7 @@
 
 mod ledger_cli;
 mod local;
+mod runs_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -44,10 +45,19 @@ enum Cmd {
     Local(local::LocalArgs),
     /// Show a run's ledger: receipts, credits per epoch, roots.
     Ledger(ledger_cli::LedgerArgs),
-    /// Publish a run: print its id and, with --bounty-per-epoch, escrow a
-    /// bounty for it on the settlement contract.
-    #[cfg(feature = "settlement")]
-    Launch(ledger_cli::chain::LaunchArgs),
+    /// Publish a run: print its id, escrow a bounty for it (with
+    /// --bounty-per-epoch) and, with --bootstrap, announce it in the DHT and
+    /// serve its spec until stopped.
+    Launch(runs_cli::LaunchArgs),
+    /// List the runs a bootstrap node knows.
+    Runs {
+        /// The bootstrap node's address.
+        #[arg(long)]
+        bootstrap: String,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Post the epoch roots this peer can post and claim its credits
     /// (idempotent: safe to run again at any time).
     #[cfg(feature = "settlement")]
@@ -79,6 +89,10 @@ struct JoinArgs {
     /// Join the run described by this TOML file instead of the default run.
     #[arg(long)]
     spec: Option<PathBuf>,
+    /// Join the run with this id: its spec is fetched from the run's
+    /// providers found through --bootstrap, and checked against the id.
+    #[arg(long, conflicts_with = "spec")]
+    run: Option<String>,
     /// Bootstrap node address, e.g. /ip4/1.2.3.4/udp/4001/quic-v1/p2p/12D3Koo... (repeatable).
     #[arg(long)]
     bootstrap: Vec<String>,
@@ -119,7 +133,29 @@ fn default_spec(model: &str) -> Result<RunSpec> {
     ))
 }
 
-fn resolve_spec(args: &JoinArgs) -> Result<RunSpec> {
+async fn resolve_spec(args: &JoinArgs) -> Result<RunSpec> {
+    if let Some(id) = &args.run {
+        let run = protocol::Hash::from_hex(id.trim().trim_start_matches("0x"))
+            .with_context(|| format!("--run {id}: a run id is 64 hex characters"))?;
+        if args.bootstrap.is_empty() {
+            bail!("--run needs --bootstrap: the run's spec is found through a bootstrap node");
+        }
+        let mut last = None;
+        for b in &args.bootstrap {
+            match swarm::runs::fetch_spec(b, &run, std::time::Duration::from_secs(20)).await {
+                Ok(spec) => {
+                    trainer::model_info(&spec.model)?;
+                    if args.model.as_ref().is_some_and(|m| *m != spec.model) {
+                        bail!("run {} trains `{}`, not the model named", &id[..16.min(id.len())], spec.model);
+                    }
+                    eprintln!("fetched the spec of run {} ({}) and checked its hash", run.short(), spec.model);
+                    return Ok(spec);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        return Err(last.expect("a bootstrap was tried").into());
+    }
     let mut spec = match (&args.spec, &args.model) {
         (Some(path), model) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -133,7 +169,7 @@ fn resolve_spec(args: &JoinArgs) -> Result<RunSpec> {
             spec
         }
         (None, Some(model)) => default_spec(model)?,
-        (None, None) => bail!("name a model (see `swarm models`) or pass --spec FILE"),
+        (None, None) => bail!("name a model (see `swarm models`), or pass --spec FILE or --run ID"),
     };
     if let Some(n) = args.min_peers {
         spec.min_peers = n;
@@ -154,7 +190,7 @@ fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
 }
 
 async fn join(args: JoinArgs) -> Result<()> {
-    let spec = resolve_spec(&args)?;
+    let spec = resolve_spec(&args).await?;
     let cfg = NodeConfig {
         spec: spec.clone(),
         data_dir: data_dir(&args.data_dir),
@@ -245,8 +281,8 @@ async fn run(cli: Cli) -> Result<()> {
             let dir = data_dir(&args.data_dir);
             ledger_cli::show(args, &dir)
         }
-        #[cfg(feature = "settlement")]
-        Cmd::Launch(args) => ledger_cli::chain::launch(args).await,
+        Cmd::Launch(args) => runs_cli::launch(args).await,
+        Cmd::Runs { bootstrap, timeout } => runs_cli::list(&bootstrap, timeout).await,
         #[cfg(feature = "settlement")]
         Cmd::Settle(args) => {
             let dir = data_dir(&args.ledger.data_dir);

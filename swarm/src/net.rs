@@ -126,6 +126,9 @@ pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour
         .map_err(|e| Error::Net(e.to_string()))?;
     let mut kcfg = kad::Config::new(KAD_PROTOCOL);
     kcfg.set_query_timeout(Duration::from_secs(10));
+    // Inbound records reach the application, which keeps only provider
+    // records of runs (`runs::take_provider`) and no value records.
+    kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
     let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kcfg);
     kad.set_mode(Some(kad::Mode::Server));
     let identify = identify::Behaviour::new(

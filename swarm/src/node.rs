@@ -102,6 +102,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let peer_store = PeerStore::load(&peer_store_path);
     if !peer.resumed_after_the_end() {
         crate::dial::reach_bootstrap(&mut swarm, &cfg.bootstrap, cfg.bootstrap_attempts, &peer_store, &events).await?;
+        // Joiners that know only the run id find us (and its spec) here.
+        let _ = swarm.behaviour_mut().kad.start_providing(crate::runs::run_key(&run));
     }
     events
         .send(NodeEvent::Info(format!(
@@ -140,6 +142,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         payee: Some(settlement.address()),
         settlement,
         attestation: None,
+        spec_bytes: bytes::Bytes::from(crate::runs::spec_bytes(&cfg.spec)),
     };
     let mut lp = lp;
     lp.attest();
@@ -348,6 +351,8 @@ struct EventLoop {
     settlement: crate::payee::SettlementKey,
     /// This peer's signature of the last epoch root it computed.
     attestation: Option<protocol::message::Attestation>,
+    /// The run's spec as served to joiners that know only its id.
+    spec_bytes: bytes::Bytes,
 }
 
 impl EventLoop {

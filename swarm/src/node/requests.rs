@@ -32,6 +32,10 @@ impl EventLoop {
     pub(super) fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<bytes::Bytes>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } if request == self.run.0 => {
+                    // The run's spec (its hash is the run id): for joiners that know only the id.
+                    let _ = self.swarm.behaviour_mut().blobs.send_response(channel, Some(self.spec_bytes.clone()));
+                }
                 request_response::Message::Request { request, channel, .. } => {
                     let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
                     let hide = self.lies(crate::adversary::Adversary::IgnoreDispute)

@@ -69,6 +69,11 @@ impl EventLoop {
             {
                 let _ = self.swarm.dial(peer);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(r) },
+            })) => {
+                crate::runs::take_provider(&mut self.swarm.behaviour_mut().kad, r);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(ev)) => self.on_blob_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => tracing::debug!(?ev, "gossipsub"),
             _ => {}
