@@ -300,6 +300,9 @@ fn run(kills: bool, seed: u64) -> (Outcome, tempfile::TempDir) {
     for (i, s) in h.slots.iter().enumerate() {
         let log = std::fs::read_to_string(&s.log).unwrap_or_default();
         assert!(!log.contains("panicked"), "peer {i} panicked:\n{log}");
+        // Kills and restarts cost a peer the epochs it missed rounds of,
+        // never a root that differs from the others'.
+        assert!(!log.contains("our ledgers differ"), "peer {i}'s ledger differs:\n{log}");
     }
     drop(h);
     (Outcome { reports, first_seen, restarts, restarted_at: restart_rounds, damaged, aggregator_kills }, dir)

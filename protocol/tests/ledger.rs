@@ -65,3 +65,25 @@ fn every_peer_computes_the_same_roots_and_liars_earn_nothing() {
         .count();
     assert!(disputes > 0, "no referee or accuser credited");
 }
+
+#[test]
+fn a_peer_whose_ledger_differs_finds_out_from_the_manifests() {
+    let mut cfg = SimConfig::new(4, 7);
+    cfg.min_peers = 4;
+    cfg.rounds = 10;
+    cfg.verify_rate = 0.8;
+    let mut sim = Sim::new(cfg);
+    // Node 3 counts credits by another rule: its roots differ from everyone's.
+    let mut other = sim.nodes[3].peer.ledger().spec().clone();
+    other.sample_credit += 1;
+    sim.nodes[3].peer.set_ledger(protocol::ledger::Ledger::new(other));
+    sim.run_until(200_000);
+    assert!(sim.all_finished());
+    assert_ne!(sim.roots[&3], sim.roots[&0]);
+    assert_eq!(sim.roots[&1], sim.roots[&0]);
+    assert!(sim.ledger_mismatches > 0, "nobody noticed a differing root");
+    // Who noticed: node 3 about the others' roots, the others about node 3's.
+    let noticed: Vec<u64> = sim.nodes.iter().map(|n| n.peer.stats().ledger_mismatches).collect();
+    eprintln!("ledger mismatches noticed per node: {noticed:?}");
+    assert!(noticed[3] > 0 || noticed[..3].iter().any(|&n| n > 0));
+}

@@ -506,3 +506,117 @@ fn rounds_after_the_runs_last_are_rejected_before_any_arithmetic() {
     let out = p.handle(gossip(4, run, spec().rounds, &hello(Status::Waiting, 2, vec![])), 4);
     assert_eq!(verdicts(&out), vec![Verdict::Accept]);
 }
+
+#[test]
+fn one_peer_claiming_a_later_round_does_not_keep_waiting_peers_from_starting() {
+    // Issue 13 item 1: a hello "active in round 2" kept every waiting peer
+    // waiting for ever. With no manifest to show, the claim is ignored at
+    // once; with a made-up one, once nobody serves it.
+    for made_up in [false, true] {
+        let (mut p, run) = peer();
+        for s in [2, 3] {
+            p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0);
+        }
+        let recent = if made_up { vec![AppliedManifest { round: 1, id: Hash::of(b"made up") }] } else { vec![] };
+        let mut started = None;
+        for (t, seq) in (100..60_000).step_by(100).zip(1..) {
+            let mut out = p.handle(gossip(9, run, 2, &hello(Status::Active, seq, recent.clone())), t);
+            for s in [2, 3] {
+                out.extend(p.handle(gossip(s, run, 0, &hello(Status::Waiting, seq + 1, vec![])), t));
+            }
+            out.extend(p.handle(InEvent::Tick, t + 1));
+            // Nobody has the made-up manifest.
+            let mut queue = out;
+            while let Some(o) = queue.pop() {
+                if let OutEvent::Request { hash, from, .. } = o {
+                    queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::NotFound }, t + 50));
+                }
+            }
+            if p.phase() == Phase::Training(1) {
+                started = Some(t);
+                break;
+            }
+        }
+        eprintln!("made-up manifest {made_up}: round 1 started at {started:?} ms");
+        assert!(started.is_some(), "the three waiting peers start round 1 (made-up manifest: {made_up})");
+    }
+}
+
+/// Round 1 gathered and applied by `me` and `others` (the manifest signed
+/// by the round's first candidate); returns the state after it.
+fn round_one_applied(p: &mut Peer, me: u64, others: &[u64], run: Hash) -> Hash {
+    let mut out = Vec::new();
+    for s in others {
+        out.extend(p.handle(gossip(*s, run, 0, &hello(Status::Waiting, 1, vec![])), 0));
+    }
+    out.extend(p.handle(InEvent::Tick, 600));
+    assert_eq!(p.phase(), Phase::Training(1));
+    let base = p.state();
+    let grad = |s: u64| if s == me { Hash::of(b"mine") } else { Hash::of(format!("grad-{s}").as_bytes()) };
+    out.extend(p.handle(InEvent::TrainingDone { round: 1, contribution: contribution(grad(me), 8, base) }, 700));
+    for s in others {
+        out.extend(p.handle(gossip(*s, run, 1, &Message::Contribution(contribution(grad(*s), 8, base))), 800));
+        out.extend(p.handle(InEvent::BlobReady(grad(*s)), 810));
+    }
+    if published_manifest(&out).is_none() {
+        let all: Vec<u64> = std::iter::once(me).chain(others.iter().copied()).collect();
+        let first = *all.iter().min_by_key(|s| rank_key(&run, 1, &Keypair::from_seed(**s).peer_id())).unwrap();
+        let mut entries: Vec<ManifestEntry> = all.iter().map(|s| entry(*s, run, 1, grad(*s), base)).collect();
+        entries.sort_by_key(|e| e.peer);
+        let m = Manifest { state: base, entries, exclusions: vec![], excluded: vec![], checks: vec![], ledger: None };
+        p.handle(gossip(first, run, 1, &Message::Manifest(m)), 900);
+    }
+    assert_eq!(p.phase(), Phase::Applying(1));
+    let state = Hash::of(b"state after round 1");
+    p.handle(InEvent::Applied { round: 1, state }, 950);
+    assert_eq!(p.phase(), Phase::Training(2));
+    state
+}
+
+#[test]
+fn fresh_keys_outnumbering_the_peers_with_standing_cannot_stop_a_round() {
+    // Issue 13 item 2: "the round is over" and "who we wait for" counted
+    // every head that said it was active. Five fresh keys claim round 3 (a
+    // majority of the active peers), a sixth says it is active in round 2
+    // and never contributes: the aggregator of round 2 must publish the
+    // moment the peers with standing (round 1's contributors) are in.
+    let run = spec().run_id();
+    let me = [1u64, 2, 3, 4].into_iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(*s).peer_id())).unwrap();
+    let others: Vec<u64> = [1u64, 2, 3, 4].into_iter().filter(|s| *s != me).collect();
+    let (mut p, _) = peer_with(me, 10);
+    let state = round_one_applied(&mut p, me, &others, run);
+    let sybils: Vec<u64> = (100..106).collect();
+    let claim = |s: u64, seq: u64| {
+        if s == 105 {
+            (2, hello(Status::Active, seq, vec![]))
+        } else {
+            (3, hello(Status::Active, seq, vec![AppliedManifest { round: 2, id: Hash::of(b"made up 2") }]))
+        }
+    };
+    let mut out = Vec::new();
+    for s in &sybils {
+        let (r, m) = claim(*s, 1);
+        out.extend(p.handle(gossip(*s, run, r, &m), 1_000));
+    }
+    for s in &others {
+        out.extend(p.handle(gossip(*s, run, 2, &hello(Status::Active, 3, vec![])), 1_010));
+    }
+    out.extend(
+        p.handle(InEvent::TrainingDone { round: 2, contribution: contribution(Hash::of(b"mine 2"), 8, state) }, 1_100),
+    );
+    let mut published_at = None;
+    for (t, s) in (1_200..).step_by(10).zip(&others) {
+        for x in &sybils {
+            let (r, m) = claim(*x, t);
+            out.extend(p.handle(gossip(*x, run, r, &m), t));
+        }
+        let h = Hash::of(format!("grad2-{s}").as_bytes());
+        out.extend(p.handle(gossip(*s, run, 2, &Message::Contribution(contribution(h, 8, state))), t));
+        out.extend(p.handle(InEvent::BlobReady(h), t + 5));
+        if published_at.is_none() && published_manifest(&out).is_some() {
+            published_at = Some(t + 5);
+        }
+    }
+    assert_eq!(published_at, Some(1_225), "published when the last peer with standing was in");
+    assert_eq!(published_manifest(&out).unwrap().entries.len(), 4);
+}

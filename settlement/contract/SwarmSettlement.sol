@@ -59,6 +59,7 @@ contract SwarmSettlement {
     error UnknownEpoch();
     error AlreadyClaimed();
     error BadProof();
+    error NoPayee();
     error BeyondEscrow();
     error TransferFailed();
 
@@ -124,6 +125,8 @@ contract SwarmSettlement {
         Root storage r = roots[run][epoch];
         if (r.root == bytes32(0)) revert UnknownEpoch();
         if (claimed[run][epoch][peer]) revert AlreadyClaimed();
+        // A peer that named no payee cannot be paid (its share stays in escrow).
+        if (payee == address(0)) revert NoPayee();
         bytes32 node = keccak256(bytes.concat(keccak256(abi.encode(peer, payee, credits))));
         for (uint256 i = 0; i < proof.length; i++) {
             bytes32 p = proof[i];

@@ -116,6 +116,7 @@ async fn the_contract_pays_by_the_ledger_and_refuses_bad_input() {
     refused(submitter.claim_raw(&run, 0, &p1, key(1).address(), 101, e0.proof(&p1).unwrap()).await, "BadProof");
     refused(submitter.claim_raw(&run, 1, &p1, key(1).address(), 100, e0.proof(&p1).unwrap()).await, "UnknownEpoch");
     refused(submitter.claim_raw(&Hash::of(b"x"), 0, &p1, key(1).address(), 100, vec![]).await, "UnknownTask");
+    refused(submitter.claim_raw(&run, 0, &p1, Address::ZERO, 100, e0.proof(&p1).unwrap()).await, "NoPayee");
     // Someone else may send the claim: the money goes to the leaf's payee.
     let g = gas(submitter.claim(&run, &e0, &p1).await.unwrap());
     eprintln!("gas: claim (proof of 2 hashes) {g}");

@@ -109,6 +109,26 @@ pub fn blob_timeout(max_blob: usize) -> Duration {
     Duration::from_secs(10) + Duration::from_micros(max_blob as u64)
 }
 
+/// A gossip message's id: BLAKE3 of its author (the signed `source`) and its
+/// data. With the data alone, a peer that republished X's envelope as its
+/// own got its copy rejected (signer is not author) and the id cached, so
+/// X's real copy was then dropped as a duplicate: X silenced (issue 13
+/// item 7). Relays keep the author, so duplicates are still recognised.
+pub fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut h = blake3::Hasher::new();
+    match &m.source {
+        Some(p) => {
+            h.update(&[1]);
+            h.update(&p.to_bytes());
+        }
+        None => {
+            h.update(&[0]);
+        }
+    }
+    h.update(&m.data);
+    gossipsub::MessageId::from(h.finalize().as_bytes().to_vec())
+}
+
 /// Builds the swarm. `max_blob` bounds a blob response.
 pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour>, Error> {
     let keypair = crate::identity::to_libp2p(key);
@@ -117,7 +137,7 @@ pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_GOSSIP_BYTES)
-        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .message_id_fn(message_id)
         .heartbeat_interval(Duration::from_millis(500))
         .flood_publish(true)
         .build()
@@ -206,4 +226,24 @@ pub async fn ping(addr: &str, timeout: Duration) -> Result<Duration, Error> {
 /// Parses a listen address.
 pub fn parse_addr(addr: &str) -> Result<Multiaddr, Error> {
     addr.parse().map_err(|e: libp2p::multiaddr::Error| Error::BadAddr { addr: addr.to_string(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_envelope_from_another_author_has_another_message_id() {
+        let msg = |source: Option<PeerId>| gossipsub::Message {
+            source,
+            data: b"an envelope".to_vec(),
+            sequence_number: Some(1),
+            topic: gossipsub::TopicHash::from_raw("t"),
+        };
+        let (x, attacker) = (PeerId::random(), PeerId::random());
+        assert_ne!(message_id(&msg(Some(x))), message_id(&msg(Some(attacker))));
+        assert_ne!(message_id(&msg(Some(x))), message_id(&msg(None)));
+        // A relayed copy keeps its author: still a duplicate.
+        assert_eq!(message_id(&msg(Some(x))), message_id(&msg(Some(x))));
+    }
 }

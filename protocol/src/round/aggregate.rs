@@ -13,8 +13,14 @@ impl Peer {
         if self.reviews.excluded.contains(peer) {
             return false;
         }
+        // Only peers with standing are waited for: a fresh key that says it
+        // is active and never contributes must not hold every round to its
+        // deadline (a newcomer's contribution is taken if it comes in time).
         (self.history.last_contributors().contains(peer) && *peer != self.me)
-            || (info.is_active() && info.round.saturating_add(1) >= round && info.round <= round)
+            || (info.is_active()
+                && info.round.saturating_add(1) >= round
+                && info.round <= round
+                && self.history.counts(peer))
             || (info.status == Status::Waiting && round == 1)
     }
 
@@ -113,7 +119,10 @@ impl Peer {
     /// missed it. Publishing another would split the swarm; wait for the
     /// next manifest and sync from it instead.
     fn round_is_closed(&self, round: u64) -> bool {
-        let active: Vec<&PeerInfo> = self.members.active_with_departed().collect();
+        // Heads with standing only: fresh keys claiming a later round must
+        // not outvote the peers that did the work.
+        let active: Vec<&PeerInfo> =
+            self.members.active_with_departed_ids().filter(|(p, _)| self.history.counts(p)).map(|(_, i)| i).collect();
         let past = active.iter().filter(|i| i.round > round || i.recent.iter().any(|m| m.round >= round)).count();
         quorum::round_is_over(past, active.len())
     }

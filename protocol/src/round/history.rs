@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub const RECENT: usize = 4;
 /// Applied manifests a peer remembers to recognise another history.
 const LONG: usize = 64;
+/// A peer has standing while it contributed to one of the manifests of the
+/// last this many rounds applied here.
+pub const STANDING_ROUNDS: u64 = 8;
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct History {
@@ -20,11 +23,18 @@ pub(super) struct History {
     applied: BTreeMap<u64, Hash>,
     /// Contributors of the last manifest applied.
     last_contributors: BTreeSet<PeerId>,
+    /// Peers with standing: contributors of the manifests of the last
+    /// [`STANDING_ROUNDS`] rounds applied here, with their last round.
+    standing: BTreeMap<PeerId, u64>,
 }
 
 impl History {
     /// Records an applied manifest.
     pub(super) fn record(&mut self, applied: AppliedManifest, contributors: BTreeSet<PeerId>) {
+        for p in &contributors {
+            self.standing.insert(*p, applied.round);
+        }
+        self.standing.retain(|_, r| r.saturating_add(STANDING_ROUNDS) > applied.round);
         self.last_contributors = contributors;
         self.recent.retain(|m| m.round != applied.round);
         self.applied.insert(applied.round, applied.id);
@@ -67,6 +77,17 @@ impl History {
 
     pub(super) fn lists_id(&self, id: &Hash) -> bool {
         self.recent.iter().any(|m| m.id == *id)
+    }
+
+    /// Whether any peer's standing is known here.
+    pub(super) fn has_standing(&self) -> bool {
+        !self.standing.is_empty()
+    }
+
+    /// Whether `p` counts in the rules that count heads: it has standing,
+    /// or nobody has yet (round 1, a joiner), and everyone counts.
+    pub(super) fn counts(&self, p: &PeerId) -> bool {
+        self.standing.is_empty() || self.standing.contains_key(p)
     }
 
     pub(super) fn last_contributors(&self) -> &BTreeSet<PeerId> {

@@ -129,6 +129,11 @@ impl Members {
         self.peers.iter()
     }
 
+    /// Active members and active peers that left recently, with their ids.
+    pub(super) fn active_with_departed_ids(&self) -> impl Iterator<Item = (&PeerId, &PeerInfo)> {
+        self.peers.iter().chain(self.departed.iter()).filter(|(_, i)| i.is_active())
+    }
+
     /// Active members and active peers that left recently.
     pub(super) fn active_with_departed(&self) -> impl Iterator<Item = &PeerInfo> {
         self.peers.values().chain(self.departed.values()).filter(|i| i.is_active())

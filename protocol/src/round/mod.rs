@@ -446,8 +446,20 @@ impl Peer {
             _ => None,
         };
         let Some(r) = behind else { return };
-        let active = self.members.iter().filter(|(_, i)| i.is_active()).count();
-        let ahead = self.members.iter().filter(|(_, i)| i.is_active() && i.round > r).count();
+        // Heads with standing only (see `round_is_closed`). With nobody's
+        // standing known (round 1, just synced), every peer present counts,
+        // and a peer counts as ahead only with a manifest to show that we
+        // have not given up on: one peer claiming a later round must not
+        // send everyone back to waiting (issue 13 item 1).
+        let (active, ahead) = if self.history.has_standing() {
+            let counted = |p: &PeerId, i: &members::PeerInfo| i.is_active() && self.history.counts(p);
+            let active = self.members.iter().filter(|(p, i)| counted(p, i)).count();
+            (active, self.members.iter().filter(|(p, i)| counted(p, i) && i.round > r).count())
+        } else {
+            let shows = |i: &members::PeerInfo| i.recent.iter().any(|m| !self.fetcher.is_unavailable(&m.id));
+            let present = self.members.iter().filter(|(_, i)| i.status != Status::Syncing).count();
+            (present, self.members.iter().filter(|(_, i)| i.is_active() && i.round > r && shows(i)).count())
+        };
         if quorum::is_behind(ahead, active) {
             self.stats.resyncs += 1;
             self.phase = Phase::Waiting;

@@ -41,6 +41,18 @@ pub fn is_behind(ahead: usize, active: usize) -> bool {
     active > 0 && ahead * 2 > active
 }
 
+/// A waiting peer takes the run as under way (and waits for a manifest to
+/// sync to rather than start round 1) when at least half of the `present`
+/// peers (itself counted) are active past round 1 with manifests to show
+/// (half: a swarm of one running peer and one joiner is under way).
+///
+/// Why: a run that started is joined, not restarted; but one peer (or a
+/// minority) claiming a later round must not keep every waiting peer from
+/// starting.
+pub fn run_is_under_way(past: usize, present: usize) -> bool {
+    past > 0 && past * 2 >= present
+}
+
 /// After a partition heals, the side with more supporters wins; on a tie,
 /// the side with the lowest peer id (a rule every peer evaluates the same
 /// way). Returns whether `theirs` wins over `ours`.
@@ -62,5 +74,6 @@ mod tests {
         assert!(!is_majority(2, 4) && is_majority(3, 4));
         assert!(!round_is_over(1, 3) && round_is_over(2, 5) && !round_is_over(0, 0));
         assert!(!is_behind(0, 0) && !is_behind(1, 2) && is_behind(2, 3));
+        assert!(run_is_under_way(1, 2) && !run_is_under_way(1, 3) && !run_is_under_way(0, 1));
     }
 }

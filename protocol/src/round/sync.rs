@@ -181,10 +181,23 @@ impl Peer {
         if self.members.run_is_over() {
             return self.leave();
         }
-        // Someone is past round 1: the run is under way, wait for a manifest.
-        if self.members.iter().any(|(_, i)| i.is_active() && i.round > 1) {
+        // At least half of the peers present are past round 1 (and do not
+        // list only manifests nobody could serve): the run is under way, wait
+        // for a manifest. (One peer saying so, with made-up manifests or
+        // none, must not keep everyone waiting for ever: issue 13 item 1.)
+        let past = self
+            .members
+            .iter()
+            .filter(|(_, i)| {
+                i.is_active()
+                    && i.round > 1
+                    && (i.recent.is_empty() || i.recent.iter().any(|m| !self.fetcher.is_unavailable(&m.id)))
+            })
+            .count();
+        if quorum::run_is_under_way(past, self.members.iter().count() + 1) {
             return;
         }
+
         let present = 1 + self.members.iter().filter(|(_, i)| i.status != Status::Syncing).count();
         if present as u64 >= u64::from(self.cfg.min_peers) {
             self.state = self.cfg.genesis;
