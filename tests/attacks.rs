@@ -41,6 +41,10 @@ fn key_of(dir: &std::path::Path, i: usize) -> String {
     std::fs::create_dir_all(&d).unwrap();
     let secret = *blake3::hash(format!("attack-peer-{i}").as_bytes()).as_bytes();
     std::fs::write(d.join("key"), secret).unwrap();
+    // A fixed payee too: contributions name it, so the review draws (seeded
+    // by the signed entries) are the same in every run of the suite.
+    let payee = blake3::hash(format!("attack-settlement-{i}").as_bytes());
+    std::fs::write(d.join("settlement.key"), hex::encode(payee.as_bytes())).unwrap();
     protocol::Keypair::from_secret(secret).peer_id().short()
 }
 

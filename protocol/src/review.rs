@@ -28,6 +28,23 @@ fn unit(bytes: [u8; 32]) -> f64 {
     (u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The randomness of a manifest's review draws: BLAKE3 of its round and its
+/// entries (each contributor and its signature), not of the whole manifest.
+/// What else a manifest carries (exclusions, credited checks, the ledger
+/// root) is the aggregator's to choose, and must not let it grind the draws
+/// (e.g. to give its own contribution a friendly verifier) at no cost; the
+/// entries it can only leave out, at the cost of the work it drops.
+pub fn draw_seed(round: u64, entries: &[crate::message::ManifestEntry]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"swarm/review/seed/");
+    h.update(&round.to_le_bytes());
+    for e in entries {
+        h.update(&e.peer.0);
+        h.update(&e.signature.0);
+    }
+    Hash(*h.finalize().as_bytes())
+}
+
 /// The verifier of `contributor`'s entry in manifest `manifest` (whose
 /// contributors are `peers`): drawn with probability `rate`, then the
 /// other contributor ranked first by the manifest's id.

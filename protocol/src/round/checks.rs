@@ -33,11 +33,12 @@ impl Peer {
     /// A manifest was applied: remember it, and start the checks this peer
     /// was drawn for.
     pub(super) fn review_applied(&mut self, round: u64, id: Hash, manifest: &Manifest) {
-        let r = Reviewed { round, id, state: manifest.state, entries: manifest.entries.clone() };
+        let seed = review::draw_seed(round, &manifest.entries);
+        let r = Reviewed { round, id, seed, state: manifest.state, entries: manifest.entries.clone() };
         let peers = r.peers();
         for e in &r.entries {
-            if review::verifier(&id, &e.peer, &peers, self.cfg.verify_rate) == Some(self.me) {
-                let drawn = review::segment(&id, &e.peer, self.segments());
+            if review::verifier(&seed, &e.peer, &peers, self.cfg.verify_rate) == Some(self.me) {
+                let drawn = review::segment(&seed, &e.peer, self.segments());
                 let last = self.segments() - 1;
                 let replay = if drawn == last { vec![drawn] } else { vec![drawn, last] };
                 self.start_check(&r, e.peer, replay);
@@ -74,7 +75,7 @@ impl Peer {
         if self.reviews.checks.contains_key(&key) {
             return;
         }
-        let segment = review::segment(&r.id, &contributor, self.segments());
+        let segment = review::segment(&r.seed, &contributor, self.segments());
         let check = Check {
             round: r.round,
             contribution: e.contribution,
@@ -214,9 +215,9 @@ impl Peer {
             return Err(DropReason::Invalid);
         }
         let peers = r.peers();
-        let verifier = review::verifier(&r.id, &key.1, &peers, self.cfg.verify_rate);
+        let verifier = review::verifier(&r.seed, &key.1, &peers, self.cfg.verify_rate);
         if verifier == Some(f.by) {
-            if f.finding.segment != review::segment(&r.id, &key.1, self.segments()) {
+            if f.finding.segment != review::segment(&r.seed, &key.1, self.segments()) {
                 return Err(DropReason::Invalid);
             }
             self.stats.verdicts_seen += 1;
@@ -249,7 +250,7 @@ impl Peer {
 
     fn open_dispute(&mut self, r: &Reviewed, accusation: SignedFinding) {
         let contributor = accusation.finding.contributor;
-        let committee = review::referees(&r.id, &contributor, &accusation.by, &r.peers(), self.cfg.referees as usize);
+        let committee = review::referees(&r.seed, &contributor, &accusation.by, &r.peers(), self.cfg.referees as usize);
         self.stats.disputes += 1;
         let d = Dispute { round: r.round, accusation, committee: committee.clone(), findings: BTreeMap::new() };
         self.reviews.disputes.insert((r.id, contributor), d);
@@ -306,9 +307,9 @@ impl Peer {
                 let Some(r) = self.reviews.reviewed(&accusation.finding.manifest) else { return signed };
                 let c = accusation.finding.contributor;
                 let peers = r.peers();
-                let committee = review::referees(&r.id, &c, &accusation.by, &peers, self.cfg.referees as usize);
+                let committee = review::referees(&r.seed, &c, &accusation.by, &peers, self.cfg.referees as usize);
                 signed
-                    && review::verifier(&r.id, &c, &peers, self.cfg.verify_rate) == Some(accusation.by)
+                    && review::verifier(&r.seed, &c, &peers, self.cfg.verify_rate) == Some(accusation.by)
                     && findings.iter().all(|f| committee.contains(&f.by) && f.finding.manifest == r.id)
                     && review::verdict(accusation, findings, committee.len()) == Some(x.peer)
             }
@@ -327,8 +328,8 @@ impl Peer {
         let contributor = f.finding.contributor;
         r.round == c.round
             && r.entry(&contributor).is_some()
-            && review::verifier(&r.id, &contributor, &r.peers(), self.cfg.verify_rate) == Some(f.by)
-            && f.finding.segment == review::segment(&r.id, &contributor, self.segments())
+            && review::verifier(&r.seed, &contributor, &r.peers(), self.cfg.verify_rate) == Some(f.by)
+            && f.finding.segment == review::segment(&r.seed, &contributor, self.segments())
     }
 
     /// A manifest with exclusions was applied: from here on these peers'

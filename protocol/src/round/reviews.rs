@@ -18,6 +18,8 @@ pub(super) const EARLY_FINDINGS: usize = 256;
 pub(super) struct Reviewed {
     pub(super) round: u64,
     pub(super) id: Hash,
+    /// The randomness of its review draws ([`crate::review::draw_seed`]).
+    pub(super) seed: Hash,
     pub(super) state: Hash,
     pub(super) entries: Vec<ManifestEntry>,
 }
