@@ -144,9 +144,26 @@ fn a_bounty_is_paid_by_the_ledger_and_the_liar_gets_nothing() {
     let text = swarm_ok(&["ledger", "--data-dir", dir.path().join("peer-0").to_str().unwrap()]);
     eprintln!("{text}");
 
-    // Each honest peer settles; the first posts both roots.
+    // Each honest peer settles. Epoch 0's root is the submitter's to post
+    // (it vouches for the first committee): a peer that tries first is told
+    // so; the submitter then settles from peer 0's ledger (as an observer of
+    // the run would), which posts both roots.
+    let first = dir.path().join("peer-1");
+    let early = swarm_ok(&[
+        "settle",
+        "--rpc",
+        &rpc,
+        "--contract",
+        &contract,
+        "--gas-key",
+        &relayer,
+        "--data-dir",
+        first.to_str().unwrap(),
+    ]);
+    assert!(early.contains("posted by the submitter") && !early.contains("claimed ("), "{early}");
     for i in 0..HONEST {
         let data = dir.path().join(format!("peer-{i}"));
+        let gas_key = if i == 0 { &submitter } else { &relayer };
         let out = swarm_ok(&[
             "settle",
             "--rpc",
@@ -154,7 +171,7 @@ fn a_bounty_is_paid_by_the_ledger_and_the_liar_gets_nothing() {
             "--contract",
             &contract,
             "--gas-key",
-            &relayer,
+            gas_key,
             "--data-dir",
             data.to_str().unwrap(),
         ]);

@@ -151,9 +151,10 @@ pub struct Epoch {
     pub root: [u8; 32],
     /// Ascending distinct payees of peers with credits: who must sign the root.
     pub committee: Vec<Address>,
-    /// Signatures of the root by committee members, as seen in manifests
-    /// (payee -> signature; checked by whoever posts them).
-    pub attestations: BTreeMap<String, EthSignature>,
+    /// Signatures of the root naming committee members' payees, as seen in
+    /// manifests (every candidate: a peer may name another's payee, so
+    /// whoever posts them keeps those that recover to their payee).
+    pub attestations: Vec<(Address, EthSignature)>,
 }
 
 impl Epoch {
@@ -176,13 +177,18 @@ impl Epoch {
     }
 }
 
-/// A recent manifest's round, id and (contributor, samples) entries.
-type RecentManifest = (u64, Hash, Vec<(PeerId, u64)>);
+/// A recent manifest's round, id, review draw seed and (contributor,
+/// samples) entries.
+type RecentManifest = (u64, Hash, Hash, Vec<(PeerId, u64)>);
 
 /// The ledger of one peer.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Ledger {
     spec: LedgerSpec,
+    /// The run's review rate and referee count: a check is credited only to
+    /// the peer the draw names (so nobody mints credit with made-up keys).
+    verify_rate: f64,
+    referees: u32,
     /// The last manifest round applied.
     last: u64,
     /// Rounds from here on were all applied (1 for a peer that saw them all).
@@ -204,7 +210,15 @@ pub struct Ledger {
 impl Ledger {
     /// An empty ledger for a run's ledger spec.
     pub fn new(spec: LedgerSpec) -> Ledger {
-        Ledger { spec, complete_from: 1, ..Ledger::default() }
+        Ledger { spec, complete_from: 1, verify_rate: 0.0, referees: 0, ..Ledger::default() }
+    }
+
+    /// The run's review settings (`verify.rate`, `verify.referees`): checks
+    /// are credited only to the verifiers and referees they draw.
+    pub fn with_review(mut self, rate: f64, referees: u32) -> Ledger {
+        self.verify_rate = rate;
+        self.referees = referees;
+        self
     }
 
     /// The spec.
@@ -246,7 +260,10 @@ impl Ledger {
             if let Some(p) = e.contribution.payee {
                 self.payees.insert(e.peer, p);
             }
-            if let Some(a) = e.contribution.attest {
+            // Only for epochs that can still be closed or were just closed
+            // (the epoch number is the sender's: bound what it can fill).
+            let newest = self.closed.keys().next_back().copied().unwrap_or(0);
+            if let Some(a) = e.contribution.attest.filter(|a| a.epoch <= newest.saturating_add(2)) {
                 self.attested.insert((a.epoch, e.peer), (a.root, a.signature));
             }
             let samples = e.samples();
@@ -258,6 +275,9 @@ impl Ledger {
                 continue;
             }
             let (contributor, manifest) = (f.finding.contributor, f.finding.manifest);
+            if self.drawn_verifier(&manifest, &contributor) != Some(f.by) {
+                continue;
+            }
             if let Some(samples) = self.samples_of(&manifest, &contributor) {
                 let about_round = c.round;
                 if self.credited.insert((manifest, contributor, f.by)) {
@@ -280,6 +300,10 @@ impl Ledger {
             if let Evidence::Dispute { accusation, findings } = &x.evidence {
                 let (contributor, manifest) = (accusation.finding.contributor, accusation.finding.manifest);
                 let Some(samples) = self.samples_of(&manifest, &contributor) else { continue };
+                if self.drawn_verifier(&manifest, &contributor) != Some(accusation.by) {
+                    continue;
+                }
+                let committee = self.committee_of(&manifest, &contributor, &accusation.by);
                 let upheld = x.peer == contributor;
                 let mut credit = |peer: PeerId, kind: WorkKind| {
                     if self.credited.insert((manifest, contributor, peer)) {
@@ -289,7 +313,7 @@ impl Ledger {
                 if upheld {
                     credit(accusation.by, WorkKind::Accuser);
                 }
-                for f in findings.iter().filter(|f| f.finding.fault.is_some() == upheld) {
+                for f in findings.iter().filter(|f| f.finding.fault.is_some() == upheld && committee.contains(&f.by)) {
                     credit(f.by, WorkKind::Referee);
                 }
             }
@@ -297,15 +321,30 @@ impl Ledger {
         for r in self.receipts.iter_mut() {
             r.excluded = self.excluded.contains_key(&r.peer);
         }
-        self.recent.push((round, id, m.entries.iter().map(|e| (e.peer, e.samples())).collect()));
-        self.recent.retain(|(r, _, _)| *r + LOOKBACK > round);
-        self.credited.retain(|(h, _, _)| self.recent.iter().any(|(_, id, _)| id == h));
+        let seed = crate::review::draw_seed(round, &m.entries);
+        self.recent.push((round, id, seed, m.entries.iter().map(|e| (e.peer, e.samples())).collect()));
+        self.recent.retain(|(r, _, _, _)| *r + LOOKBACK > round);
+        self.credited.retain(|(h, _, _)| self.recent.iter().any(|(_, id, _, _)| id == h));
         self.close_due(round)
     }
 
     fn samples_of(&self, manifest: &Hash, contributor: &PeerId) -> Option<u64> {
-        let (_, _, entries) = self.recent.iter().find(|(_, id, _)| id == manifest)?;
+        let (_, _, _, entries) = self.recent.iter().find(|(_, id, _, _)| id == manifest)?;
         entries.iter().find(|(p, _)| p == contributor).map(|(_, s)| *s)
+    }
+
+    fn drawn_verifier(&self, manifest: &Hash, contributor: &PeerId) -> Option<PeerId> {
+        let (_, _, seed, entries) = self.recent.iter().find(|(_, id, _, _)| id == manifest)?;
+        let peers: Vec<PeerId> = entries.iter().map(|(p, _)| *p).collect();
+        crate::review::verifier(seed, contributor, &peers, self.verify_rate)
+    }
+
+    fn committee_of(&self, manifest: &Hash, contributor: &PeerId, accuser: &PeerId) -> Vec<PeerId> {
+        let Some((_, _, seed, entries)) = self.recent.iter().find(|(_, id, _, _)| id == manifest) else {
+            return Vec::new();
+        };
+        let peers: Vec<PeerId> = entries.iter().map(|(p, _)| *p).collect();
+        crate::review::referees(seed, contributor, accuser, &peers, self.referees as usize)
     }
 
     fn close_due(&mut self, round: u64) -> Vec<u64> {
@@ -375,7 +414,7 @@ impl Ledger {
             total,
             root: merkle_root(&hashed),
             committee: committee.into_iter().collect(),
-            attestations: BTreeMap::new(),
+            attestations: Vec::new(),
         };
         self.fill_attestations(&mut e);
         e
@@ -390,8 +429,11 @@ impl Ledger {
             if *root != e.root {
                 continue;
             }
-            if let Some(payee) = self.payees.get(peer).filter(|a| e.committee.contains(a)) {
-                e.attestations.insert(hex::encode(payee), *sig);
+            if let Some(payee) = self.payees.get(peer).filter(|a| e.committee.contains(a))
+                && !e.attestations.contains(&(*payee, *sig))
+                && e.attestations.len() < 4 * e.committee.len()
+            {
+                e.attestations.push((*payee, *sig));
             }
         }
     }
@@ -427,7 +469,7 @@ impl Epoch {
             total: 0,
             root: [0; 32],
             committee: Vec::new(),
-            attestations: BTreeMap::new(),
+            attestations: Vec::new(),
         }
     }
 
@@ -538,6 +580,60 @@ mod tests {
                 assert!(!verify_proof(other, &merkle_proof(&leaves, i), &root), "n {n} leaf {i}");
             }
         }
+    }
+
+    #[test]
+    fn checks_are_credited_only_to_the_drawn_verifier() {
+        use crate::message::{CheckRecord, Contribution, Finding, Manifest, ManifestEntry, Signature, SignedFinding};
+        let peer = |i: u8| PeerId([i; 32]);
+        let entry = |i: u8| {
+            let h = Hash::of(&[i]);
+            let c = Contribution {
+                hash: h,
+                samples: 100,
+                base_state: h,
+                raw: h,
+                residual: 0.0,
+                chain: h,
+                payee: None,
+                attest: None,
+            };
+            ManifestEntry { peer: peer(i), contribution: c, signature: Signature([i; 64]) }
+        };
+        let manifest = |entries: Vec<ManifestEntry>, checks: Vec<CheckRecord>| Manifest {
+            state: Hash::of(b"s"),
+            entries,
+            exclusions: vec![],
+            excluded: vec![],
+            checks,
+            ledger: None,
+        };
+        let spec = LedgerSpec { epoch_rounds: 2, settle_rounds: 0, ..Default::default() };
+        let mut l = Ledger::new(spec).with_review(1.0, 3);
+        let m1 = manifest(vec![entry(1), entry(2), entry(3)], vec![]);
+        let id1 = Hash::of(b"m1");
+        l.apply(1, id1, &m1);
+        let seed = crate::review::draw_seed(1, &m1.entries);
+        let peers = [peer(1), peer(2), peer(3)];
+        let drawn = crate::review::verifier(&seed, &peer(1), &peers, 1.0).unwrap();
+        let check = |by: PeerId| CheckRecord {
+            round: 1,
+            finding: SignedFinding {
+                by,
+                finding: Finding { manifest: id1, contributor: peer(1), segment: 0, fault: None },
+                signature: Signature([0; 64]),
+            },
+        };
+        // A made-up key, a contributor that was not drawn, and the drawn verifier.
+        let other = peers.iter().copied().find(|p| *p != drawn && *p != peer(1)).unwrap();
+        let m2 = manifest(vec![entry(1), entry(2), entry(3)], vec![check(peer(9)), check(other), check(drawn)]);
+        let closed = l.apply(2, Hash::of(b"m2"), &m2);
+        assert_eq!(closed, vec![0]);
+        let e = l.epoch(0).unwrap();
+        assert_eq!(e.work.iter().map(|w| w.peer).collect::<Vec<_>>(), vec![drawn]);
+        let credits = |p: PeerId| e.credits.iter().find(|c| c.peer == p).map_or(0, |c| c.credits);
+        assert_eq!(credits(drawn), 200 + 10, "two rounds of 100 samples and one check of a tenth of 100");
+        assert_eq!(credits(peer(9)), 0);
     }
 
     #[test]

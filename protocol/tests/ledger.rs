@@ -76,7 +76,7 @@ fn a_peer_whose_ledger_differs_finds_out_from_the_manifests() {
     // Node 3 counts credits by another rule: its roots differ from everyone's.
     let mut other = sim.nodes[3].peer.ledger().spec().clone();
     other.sample_credit += 1;
-    sim.nodes[3].peer.set_ledger(protocol::ledger::Ledger::new(other));
+    sim.nodes[3].peer.set_ledger(protocol::ledger::Ledger::new(other).with_review(0.8, 3));
     sim.run_until(200_000);
     assert!(sim.all_finished());
     assert_ne!(sim.roots[&3], sim.roots[&0]);

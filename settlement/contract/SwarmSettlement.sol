@@ -13,7 +13,9 @@ pragma solidity 0.8.37;
 ///  - for e > 0, more than half of the committee of epoch e - 1 is among the
 ///    signers (a group of fresh keys cannot post a root that lists only
 ///    itself: it needs the peers that were already trusted). Epoch 0 has no
-///    earlier committee: its root is trusted on first post.
+///    earlier committee: its root is posted by the submitter, who vouches
+///    for the first committee (anyone else could front-run it with a
+///    committee of its own keys and, by continuity, hold every later epoch).
 /// Roots are posted in epoch order, once each.
 ///
 /// Leaves: keccak256(bytes.concat(keccak256(abi.encode(peer, payee, credits))))
@@ -49,6 +51,7 @@ contract SwarmSettlement {
     error BadTask();
     error UnknownTask();
     error WrongEpoch(uint64 expected);
+    error NotSubmitter();
     error EmptyRoot();
     error CommitteeNotAscending();
     error SignersNotAscending();
@@ -95,6 +98,7 @@ contract SwarmSettlement {
         Task storage t = tasks[run];
         if (t.submitter == address(0)) revert UnknownTask();
         if (epoch != t.nextEpoch || epoch >= t.epochs) revert WrongEpoch(t.nextEpoch);
+        if (epoch == 0 && msg.sender != t.submitter) revert NotSubmitter();
         if (root == bytes32(0) || totalCredits == 0 || committee.length == 0) revert EmptyRoot();
         for (uint256 i = 1; i < committee.length; i++) {
             if (committee[i] <= committee[i - 1]) revert CommitteeNotAscending();

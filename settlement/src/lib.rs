@@ -332,17 +332,20 @@ impl Chain {
     }
 }
 
-/// The signatures of `e`'s digest that recover to a committee member,
-/// ordered by ascending signer (as the contract wants them).
+/// The signatures of `e`'s digest that recover to the committee member
+/// they were announced for, one per signer, ordered by ascending signer (as
+/// the contract wants them), each re-encoded as the contract checks it
+/// (low s, v = 27 or 28): one odd encoding must not block every post.
 pub fn quorum_signatures(run: &Hash, e: &Epoch) -> Vec<Bytes> {
     let digest = B256::from(e.digest(run));
     let mut by_signer: Vec<(Address, Bytes)> = e
         .attestations
-        .values()
-        .filter_map(|sig| {
+        .iter()
+        .filter_map(|(payee, sig)| {
             let s = alloy::primitives::Signature::try_from(&sig.0[..]).ok()?;
+            let s = s.normalize_s().unwrap_or(s);
             let a = s.recover_address_from_prehash(&digest).ok()?;
-            e.committee.contains(&a.0.0).then(|| (a, Bytes::from(sig.0.to_vec())))
+            (a.0.0 == *payee && e.committee.contains(payee)).then(|| (a, Bytes::from(s.as_bytes().to_vec())))
         })
         .collect();
     by_signer.sort_by_key(|(a, _)| *a);

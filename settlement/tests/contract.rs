@@ -11,7 +11,6 @@ use protocol::ledger::{Credit, Epoch, leaf, merkle_root};
 use protocol::{Hash, PeerId};
 use settlement::anvil::{Anvil, DEV_KEYS};
 use settlement::{Chain, Error, Outcome};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -46,7 +45,7 @@ fn epoch(n: u64, lines: &[(usize, u64)], total: Option<u64>) -> Epoch {
         root: merkle_root(&leaves),
         credits,
         committee,
-        attestations: BTreeMap::new(),
+        attestations: Vec::new(),
     }
 }
 
@@ -103,6 +102,10 @@ async fn the_contract_pays_by_the_ledger_and_refuses_bad_input() {
     // Two of three is not more than two thirds.
     refused(submitter.post_raw(&run, &e0, committee(&e0), sign(&run, &e0, &[1, 2])).await, "NoQuorum");
 
+    // Epoch 0's root comes from the submitter alone (anyone else could
+    // front-run it with a committee of its own keys).
+    let stranger = Chain::connect(&anvil.url, address, DEV_KEYS[7], T).unwrap();
+    refused(stranger.post_raw(&run, &e0, committee(&e0), sign(&run, &e0, &[1, 2, 3])).await, "NotSubmitter");
     let g = gas(submitter.post_raw(&run, &e0, committee(&e0), sign(&run, &e0, &[1, 2, 3])).await.unwrap());
     eprintln!("gas: post a root (3 signatures, committee of 3) {g}");
     assert_eq!(submitter.post_root(&run, &e0, vec![]).await.unwrap(), Outcome::AlreadyDone);

@@ -55,7 +55,7 @@ pub fn open(data_dir: &Path, run: Option<&str>) -> Result<RunLedger> {
     let text = std::fs::read_to_string(&spec_path)
         .with_context(|| format!("{}: not a run this data dir took part in", spec_path.display()))?;
     let spec = RunSpec::from_toml(&text).with_context(|| format!("in {}", spec_path.display()))?;
-    let (ledger, records) = swarm::ledger_log::rebuild(&dir.join("manifests.log"), &spec.ledger);
+    let (ledger, records) = swarm::ledger_log::rebuild(&dir.join("manifests.log"), &spec);
     Ok(RunLedger { spec, ledger, records })
 }
 
@@ -95,7 +95,7 @@ pub fn show(args: LedgerArgs, data_dir: &Path) -> Result<()> {
             e.last_round,
             e.total,
             hex::encode(e.root),
-            e.attestations.len(),
+            e.attestations.iter().map(|(a, _)| *a).collect::<std::collections::BTreeSet<_>>().len(),
             e.committee.len()
         );
         println!(

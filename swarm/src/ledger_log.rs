@@ -7,7 +7,7 @@
 //! log, with or without a running node.
 
 use protocol::Hash;
-use protocol::ledger::{Epoch, Ledger, LedgerSpec};
+use protocol::ledger::{Epoch, Ledger};
 use protocol::message::Manifest;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -34,8 +34,8 @@ pub fn append(path: &Path, round: u64, id: Hash, manifest: &Manifest) -> std::io
 /// Rebuilds the ledger from the log (an empty ledger if there is none);
 /// returns it and the number of manifests read. A torn or unreadable tail
 /// is cut off so that later appends stay readable.
-pub fn rebuild(path: &Path, spec: &LedgerSpec) -> (Ledger, usize) {
-    let mut ledger = Ledger::new(spec.clone());
+pub fn rebuild(path: &Path, spec: &protocol::RunSpec) -> (Ledger, usize) {
+    let mut ledger = Ledger::new(spec.ledger.clone()).with_review(spec.verify.rate, spec.verify.referees);
     let Ok(mut f) = std::fs::File::open(path) else { return (ledger, 0) };
     let mut bytes = Vec::new();
     if f.read_to_end(&mut bytes).is_err() {
@@ -121,6 +121,7 @@ pub fn epoch_json(run: &Hash, e: &Epoch) -> Value {
         "digest": format!("0x{}", hex::encode(e.digest(run))),
         "committee": e.committee.iter().map(|a| format!("0x{}", hex::encode(a))).collect::<Vec<_>>(),
         "attestations": e.attestations.len(),
+        "signers": e.attestations.iter().map(|(a, _)| *a).collect::<std::collections::BTreeSet<_>>().len(),
         "credits": credits,
         "receipts": receipts,
         "work": work,
@@ -161,8 +162,13 @@ mod tests {
     fn the_ledger_is_rebuilt_from_the_log_and_a_torn_tail_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manifests.log");
-        let spec = LedgerSpec { epoch_rounds: 2, settle_rounds: 0, ..Default::default() };
-        let mut live = Ledger::new(spec.clone());
+        let mut run = protocol::RunSpec::new(
+            "digits-mlp",
+            protocol::spec::TrainSpec { inner_steps: 5, inner_lr: 0.01, batch_size: 8, weight_decay: 0.0 },
+        );
+        run.ledger = protocol::ledger::LedgerSpec { epoch_rounds: 2, settle_rounds: 0, ..Default::default() };
+        let spec = run.clone();
+        let mut live = Ledger::new(run.ledger.clone()).with_review(run.verify.rate, run.verify.referees);
         for r in 1..=4u64 {
             let m = manifest(r as u8);
             append(&path, r, Hash::of(&r.to_le_bytes()), &m).unwrap();

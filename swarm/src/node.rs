@@ -87,7 +87,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let (params, codec) = (init.params, init.codec.clone());
     let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
     let settlement = crate::payee::SettlementKey::load_or_create(&cfg.data_dir.join("settlement.key"))?;
-    let (ledger, records) = crate::ledger_log::rebuild(&run_dir.join("manifests.log"), &cfg.spec.ledger);
+    let (ledger, records) = crate::ledger_log::rebuild(&run_dir.join("manifests.log"), &cfg.spec);
     if records > 0 {
         let epochs = ledger.epochs().count();
         events.send(NodeEvent::Info(format!("ledger: {records} applied manifests kept, {epochs} epochs closed"))).ok();

@@ -158,7 +158,7 @@ impl Peer {
         let deadline = Deadline::new(cfg.min_round, cfg.round_timeout, cfg.deadline_k);
         let fetcher = Fetcher::new(me, cfg.fetch_retry, cfg.max_fetch_attempts, cfg.fetch_hedge);
         Peer {
-            ledger: Ledger::new(cfg.ledger.clone()),
+            ledger: Ledger::new(cfg.ledger.clone()).with_review(cfg.verify_rate, cfg.referees),
             state: cfg.genesis,
             cfg,
             me,
