@@ -222,8 +222,20 @@ impl Chain {
 
     /// Escrows `per_epoch * epochs` wei for run `run`.
     pub async fn register(&self, run: &Hash, per_epoch: U256, epochs: u64) -> Result<Outcome, Error> {
-        if self.task(run).await?.is_some() {
-            return Ok(Outcome::AlreadyDone);
+        if let Some(t) = self.task(run).await? {
+            // Ours, as asked: a retry after a lost reply. Anyone else's (a run
+            // id is public, and tasks are keyed by it alone): say so.
+            let want = per_epoch.checked_mul(U256::from(epochs));
+            if t.submitter == self.from && t.payout_per_epoch == per_epoch && Some(t.escrow) == want {
+                return Ok(Outcome::AlreadyDone);
+            }
+            return Err(Error::Refused(format!(
+                "TaskExists: run {} is already registered by {} ({} wei per epoch for {} epochs)",
+                run.short(),
+                t.submitter,
+                t.payout_per_epoch,
+                t.epochs
+            )));
         }
         let value =
             per_epoch.checked_mul(U256::from(epochs)).ok_or(Error::Bad { what: "bounty", value: "overflow".into() })?;

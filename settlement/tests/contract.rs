@@ -92,6 +92,9 @@ async fn the_contract_pays_by_the_ledger_and_refuses_bad_input() {
     let g = gas(submitter.register(&run, per_epoch, 2).await.unwrap());
     eprintln!("gas: register a task {g}");
     assert_eq!(submitter.register(&run, per_epoch, 2).await.unwrap(), Outcome::AlreadyDone);
+    // Someone else's task for the run (run ids are public) is not "done" for us.
+    let other = Chain::connect(&anvil.url, address, DEV_KEYS[8], T).unwrap();
+    refused(other.register(&run, per_epoch, 2).await, "TaskExists");
 
     // Forged signatures: a key outside the committee, and a signature of another root.
     refused(submitter.post_raw(&run, &e0, committee(&e0), sign(&run, &e0, &[1, 2, 4])).await, "NotInCommittee");

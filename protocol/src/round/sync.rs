@@ -181,10 +181,12 @@ impl Peer {
         if self.members.run_is_over() {
             return self.leave();
         }
-        // At least half of the peers present are past round 1 (and do not
-        // list only manifests nobody could serve): the run is under way, wait
-        // for a manifest. (One peer saying so, with made-up manifests or
-        // none, must not keep everyone waiting for ever: issue 13 item 1.)
+        // At least half of the peers present (syncing ones included) are past
+        // round 1 and do not list only manifests nobody could serve (an empty
+        // list counts: a peer that just synced lists nothing yet): the run is
+        // under way, wait for a manifest. One peer saying so, with made-up
+        // manifests or none, must not keep everyone waiting for ever (issue
+        // 13 item 1): it is a minority of those present.
         let past = self
             .members
             .iter()
