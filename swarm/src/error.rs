@@ -49,6 +49,14 @@ pub enum Error {
     /// The run spec is not valid.
     #[error(transparent)]
     Spec(#[from] protocol::SpecError),
+    /// `swarm pull` could not fetch, check or extract a package.
+    #[error("pull {package}: {reason}")]
+    Pull {
+        /// Our name of the package.
+        package: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The node's event loop is gone.
     #[error("the node has stopped")]
     Stopped,

