@@ -104,6 +104,7 @@ impl Split {
 }
 
 /// An IDX array of unsigned bytes.
+#[derive(Debug)]
 struct Idx {
     dims: Vec<usize>,
     data: Vec<u8>,
