@@ -78,6 +78,20 @@ enum Cmd {
         /// A package or a model name (a model pulls every package it needs).
         name: Option<String>,
     },
+    /// Generate text with a pretrained model (greedy decoding): a quick look at
+    /// what it knows.
+    Generate {
+        /// The model (`smollm2-135m`; `swarm pull smollm2-135m` first).
+        model: String,
+        /// The prompt (a user message, wrapped in the model's chat template).
+        prompt: String,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// Continue the prompt as plain text instead of answering it as a chat message.
+        #[arg(long)]
+        raw: bool,
+    },
     /// Is a node reachable? Dials ADDR (`/ip4/../udp/../quic-v1/p2p/<id>`) and
     /// reports the round-trip time; exits non-zero if it does not answer.
     Ping {
@@ -194,6 +208,27 @@ fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".swarm")
+}
+
+fn generate(model: &str, prompt: &str, max_tokens: usize, raw: bool) -> Result<()> {
+    use std::io::Write;
+    if model != trainer::packages::SMOLLM2 {
+        bail!("`swarm generate` runs `{}` (the pretrained model of the zoo), not `{model}`", trainer::packages::SMOLLM2);
+    }
+    let dir = trainer::packages::pulled(&trainer::packages::default_root(), model)?;
+    let started = std::time::Instant::now();
+    let llm = trainer::Llm::load(&dir.join(trainer::packages::SMOLLM2_GGUF))?;
+    eprintln!("loaded {model}: {} parameters, {} layers, in {:.1} s", llm.num_params(), llm.config.layers, started.elapsed().as_secs_f64());
+    let started = std::time::Instant::now();
+    let mut stdout = std::io::stdout();
+    let tokens = llm.generate(prompt, !raw, max_tokens, &mut |piece| {
+        let _ = write!(stdout, "{piece}");
+        let _ = stdout.flush();
+    });
+    println!();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("{} tokens in {secs:.1} s ({:.1} tokens/s, greedy, CPU)", tokens.len(), tokens.len() as f64 / secs.max(1e-9));
+    Ok(())
 }
 
 fn pull(name: Option<&str>) -> Result<()> {
@@ -333,6 +368,7 @@ async fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "settlement")]
         Cmd::DeployContract { chain, key } => ledger_cli::chain::deploy(chain, key).await,
         Cmd::Pull { name } => pull(name.as_deref()),
+        Cmd::Generate { model, prompt, max_tokens, raw } => generate(&model, &prompt, max_tokens, raw),
         Cmd::Ping { addr, timeout } => {
             let rtt = swarm::net::ping(&addr, std::time::Duration::from_secs(timeout)).await?;
             println!("{addr} is reachable, round trip {:.1} ms", rtt.as_secs_f64() * 1000.0);

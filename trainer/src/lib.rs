@@ -20,14 +20,17 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod bpe;
 pub mod checkpoint;
 mod config;
 mod data;
 mod error;
 mod fashion;
 mod flat;
+pub mod gguf;
 mod gpt;
 mod inner;
+pub mod llama;
 mod mlp;
 mod outer;
 pub mod packages;
@@ -40,6 +43,7 @@ use config::check_config;
 pub use config::{InnerResult, TrainConfig};
 pub use error::TrainerError;
 pub use inner::InnerState;
+pub use llama::Llm;
 pub use outer::{OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
 pub use task::Eval;
 
