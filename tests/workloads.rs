@@ -103,10 +103,28 @@ fn fashion_cnn_learns_from_the_pulled_images() {
     let cfg = trainer::TrainConfig { inner_steps: 30, ..trainer::default_train_config("fashion-cnn") };
     let out = t.inner_loop(&start, &cfg, [3; 32], &mut |_, _| {}).unwrap();
     let after = t.evaluate(&out.params).unwrap();
-    eprintln!("fashion-cnn: 30 steps: test loss {} -> {}, accuracy {:?} -> {:?}", before.loss, after.loss, before.accuracy, after.accuracy);
+    eprintln!(
+        "fashion-cnn: 30 steps: test loss {} -> {}, accuracy {:?} -> {:?}",
+        before.loss, after.loss, before.accuracy, after.accuracy
+    );
     assert!(after.loss < before.loss * 0.8, "{before:?} -> {after:?}");
     assert!(after.accuracy.unwrap() > 0.5, "{after:?}");
     // Bit-reproducible, as peer review needs.
     let again = t.inner_loop(&start, &cfg, [3; 32], &mut |_, _| {}).unwrap();
     assert_eq!(again.params, out.params);
+}
+
+#[test]
+fn brown_gpt_learns_english_from_the_pulled_corpus() {
+    let t = trainer::Trainer::open("brown-gpt", packages()).unwrap();
+    assert!((10_000_000..=30_000_000).contains(&t.num_params()), "{}", t.num_params());
+    let start = t.init_params(7);
+    let before = t.evaluate(&start).unwrap();
+    let cfg = trainer::TrainConfig { inner_steps: 5, ..trainer::default_train_config("brown-gpt") };
+    let out = t.inner_loop(&start, &cfg, [3; 32], &mut |_, _| {}).unwrap();
+    let after = t.evaluate(&out.params).unwrap();
+    eprintln!("brown-gpt: 5 steps: held-out perplexity {:.0} -> {:.0}", before.loss.exp(), after.loss.exp());
+    // An untrained model is near uniform over GPT-2's 50 257 tokens (ln = 10.8).
+    assert!(before.loss > 10.0, "{before:?}");
+    assert!(after.loss < before.loss - 0.5, "{before:?} -> {after:?}");
 }

@@ -240,6 +240,7 @@ mod tests {
             state_hash: hash.repeat(64),
             eval_loss: 0.5,
             eval_accuracy: Some(0.9),
+            eval_perplexity: None,
             bytes_sent: 1,
             bytes_received: 1,
             traffic: Default::default(),

@@ -213,12 +213,20 @@ fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
 fn generate(model: &str, prompt: &str, max_tokens: usize, raw: bool) -> Result<()> {
     use std::io::Write;
     if model != trainer::packages::SMOLLM2 {
-        bail!("`swarm generate` runs `{}` (the pretrained model of the zoo), not `{model}`", trainer::packages::SMOLLM2);
+        bail!(
+            "`swarm generate` runs `{}` (the pretrained model of the zoo), not `{model}`",
+            trainer::packages::SMOLLM2
+        );
     }
     let dir = trainer::packages::pulled(&trainer::packages::default_root(), model)?;
     let started = std::time::Instant::now();
     let llm = trainer::Llm::load(&dir.join(trainer::packages::SMOLLM2_GGUF))?;
-    eprintln!("loaded {model}: {} parameters, {} layers, in {:.1} s", llm.num_params(), llm.config.layers, started.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {model}: {} parameters, {} layers, in {:.1} s",
+        llm.num_params(),
+        llm.config.layers,
+        started.elapsed().as_secs_f64()
+    );
     let started = std::time::Instant::now();
     let mut stdout = std::io::stdout();
     let tokens = llm.generate(prompt, !raw, max_tokens, &mut |piece| {
@@ -227,7 +235,11 @@ fn generate(model: &str, prompt: &str, max_tokens: usize, raw: bool) -> Result<(
     });
     println!();
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("{} tokens in {secs:.1} s ({:.1} tokens/s, greedy, CPU)", tokens.len(), tokens.len() as f64 / secs.max(1e-9));
+    eprintln!(
+        "{} tokens in {secs:.1} s ({:.1} tokens/s, greedy, CPU)",
+        tokens.len(),
+        tokens.len() as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

@@ -129,7 +129,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         started: Instant::now(),
         linger_until: None,
         traffic: Meter::default(),
-        model: ModelInfo { params, codec },
+        model: ModelInfo { params, codec, language: trainer::is_language_model(&cfg.spec.model) },
         rounds: BTreeMap::new(),
         banned: HashSet::new(),
         peers: PeerBook { store: peer_store, path: peer_store_path },
@@ -211,6 +211,8 @@ struct Request {
 struct ModelInfo {
     params: usize,
     codec: String,
+    /// A language model: rounds report the held-out perplexity too.
+    language: bool,
 }
 
 /// Bytes moved: the running total and where the current round started.

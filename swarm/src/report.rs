@@ -55,6 +55,9 @@ pub struct RoundReport {
     pub eval_loss: f32,
     /// Held-out accuracy, where the model has one.
     pub eval_accuracy: Option<f32>,
+    /// Held-out perplexity (exp of the loss), for language models.
+    #[serde(default)]
+    pub eval_perplexity: Option<f32>,
     /// Bytes this peer sent during the round (control + blobs).
     pub bytes_sent: u64,
     /// Bytes this peer received during the round.
@@ -123,7 +126,10 @@ pub fn human_bytes(b: u64) -> String {
 impl RoundReport {
     /// One line for a person.
     pub fn line(&self) -> String {
-        let acc = self.eval_accuracy.map(|a| format!(" acc {:.3}", a)).unwrap_or_default();
+        let mut acc = self.eval_accuracy.map(|a| format!(" acc {:.3}", a)).unwrap_or_default();
+        if let Some(p) = self.eval_perplexity {
+            acc += &format!(" ppl {p:.1}");
+        }
         let mut review = if self.verified + self.disputes + self.excluded > 0 {
             format!(" | checked {} disputes {} excluded {}", self.verified, self.disputes, self.excluded)
         } else {
@@ -165,6 +171,7 @@ mod tests {
             state_hash: "ab".repeat(32),
             eval_loss: 0.5,
             eval_accuracy: Some(0.9),
+            eval_perplexity: None,
             bytes_sent: 1,
             bytes_received: 2,
             traffic: Traffic::default(),

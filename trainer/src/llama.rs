@@ -159,7 +159,8 @@ impl Llama {
             } else {
                 cache.layers.push((k.clone(), v.clone()));
             }
-            let group = |y: Tensor<4>| y.reshape([b, kvh, 1, total, dh]).repeat_dim(2, h / kvh).reshape([b, h, total, dh]);
+            let group =
+                |y: Tensor<4>| y.reshape([b, kvh, 1, total, dh]).repeat_dim(2, h / kvh).reshape([b, h, total, dh]);
             let scores = q.matmul(group(k).swap_dims(2, 3)).mul_scalar(1.0 / (dh as f32).sqrt()) + mask.clone();
             let y = softmax(scores, 3).matmul(group(v)); // [b, h, t, dh]
             x = x + blk.o.forward(y.swap_dims(1, 2).reshape([b, t, c.dim]));

@@ -154,6 +154,7 @@ impl EventLoop {
             state_hash: a.hash.to_hex(),
             eval_loss: a.stepped.eval.map_or(f32::NAN, |e| e.loss),
             eval_accuracy: a.stepped.eval.and_then(|e| e.accuracy),
+            eval_perplexity: a.stepped.eval.filter(|_| self.model.language).map(|e| e.loss.exp()),
             bytes_sent: traffic.total().sent,
             bytes_received: traffic.total().received,
             traffic,
