@@ -128,3 +128,24 @@ fn brown_gpt_learns_english_from_the_pulled_corpus() {
     assert!(before.loss > 10.0, "{before:?}");
     assert!(after.loss < before.loss - 0.5, "{before:?} -> {after:?}");
 }
+
+#[test]
+fn smollm2_starts_from_its_pretrained_weights_and_fine_tunes_in_full() {
+    let t = trainer::Trainer::open("smollm2-135m", packages()).unwrap();
+    assert_eq!(t.num_params(), 134_515_008);
+    let pretrained = t.init_params(0);
+    assert_eq!(pretrained, t.init_params(1), "the seed does not matter: the weights are the pretrained ones");
+    let eval = t.evaluate(&pretrained).unwrap();
+    eprintln!(
+        "smollm2-135m: held-out Brown perplexity {:.1}, next-token accuracy {:?}",
+        eval.loss.exp(),
+        eval.accuracy
+    );
+    // A model that knows English: far below the 49 152 of a uniform guess.
+    assert!(eval.loss.exp() < 200.0, "{eval:?}");
+    let cfg = trainer::TrainConfig { inner_steps: 1, ..trainer::default_train_config("smollm2-135m") };
+    let out = t.inner_loop(&pretrained, &cfg, [5; 32], &mut |_, _| {}).unwrap();
+    assert!(out.mean_loss.is_finite());
+    let moved = out.params.iter().zip(&pretrained).filter(|(a, b)| a != b).count();
+    assert!(moved > pretrained.len() / 2, "a full fine-tuning step moves most parameters ({moved})");
+}

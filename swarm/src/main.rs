@@ -143,7 +143,7 @@ struct JoinArgs {
 fn default_spec(model: &str) -> Result<RunSpec> {
     trainer::model_info(model)?;
     let t = trainer::default_train_config(model);
-    Ok(RunSpec::new(
+    let mut spec = RunSpec::new(
         model,
         TrainSpec {
             inner_steps: t.inner_steps,
@@ -151,7 +151,9 @@ fn default_spec(model: &str) -> Result<RunSpec> {
             batch_size: t.batch_size as u32,
             weight_decay: t.weight_decay,
         },
-    ))
+    );
+    spec.timing.round_timeout_ms = trainer::default_round_timeout_ms(model);
+    Ok(spec)
 }
 
 async fn resolve_spec(args: &JoinArgs) -> Result<RunSpec> {

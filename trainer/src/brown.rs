@@ -43,6 +43,29 @@ pub(crate) fn untag(sample: &str) -> String {
     out
 }
 
+/// The corpus's samples (`dir/texts/c??[0-9][0-9]`, tagged), in name order.
+pub(crate) fn samples(dir: &Path) -> Result<Vec<String>, TrainerError> {
+    let texts = dir.join("texts");
+    let io = |source| TrainerError::Io { path: texts.clone(), source };
+    let mut names: Vec<String> = std::fs::read_dir(&texts)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.len() == 4 && n.starts_with('c') && n[2..].bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    names.sort();
+    if names.len() < 20 {
+        return Err(TrainerError::Data(format!("brown: {} samples in {}", names.len(), texts.display())));
+    }
+    names
+        .iter()
+        .map(|name| {
+            let path = texts.join(name);
+            let raw = std::fs::read(&path).map_err(|source| TrainerError::Io { path: path.clone(), source })?;
+            Ok(String::from_utf8_lossy(&raw).into_owned())
+        })
+        .collect()
+}
+
 /// The tokenised corpus.
 pub(crate) struct Brown {
     train: Vec<u16>,
@@ -52,23 +75,10 @@ pub(crate) struct Brown {
 impl Brown {
     /// Reads and tokenises the samples under `dir/texts`.
     pub fn load(dir: &Path) -> Result<Self, TrainerError> {
-        let texts = dir.join("texts");
-        let io = |source| TrainerError::Io { path: texts.clone(), source };
-        let mut names: Vec<String> = std::fs::read_dir(&texts)
-            .map_err(io)?
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .filter(|n| n.len() == 4 && n.starts_with('c') && n[2..].bytes().all(|b| b.is_ascii_digit()))
-            .collect();
-        names.sort();
-        if names.len() < 20 {
-            return Err(TrainerError::Data(format!("brown: {} samples in {}", names.len(), texts.display())));
-        }
         let bpe = tiktoken_rs::r50k_base().map_err(|e| TrainerError::Data(format!("GPT-2 BPE: {e}")))?;
         let (mut train, mut heldout) = (Vec::new(), Vec::new());
-        for (i, name) in names.iter().enumerate() {
-            let path = texts.join(name);
-            let raw = std::fs::read(&path).map_err(|source| TrainerError::Io { path: path.clone(), source })?;
-            let text = untag(&String::from_utf8_lossy(&raw));
+        for (i, sample) in samples(dir)?.iter().enumerate() {
+            let text = untag(sample);
             let into = if i % 10 == 9 { &mut heldout } else { &mut train };
             into.extend(bpe.encode_ordinary(&text).into_iter().map(|t| t as u16));
             into.push(END_OF_TEXT);

