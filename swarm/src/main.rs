@@ -138,6 +138,10 @@ struct JoinArgs {
     /// Misbehave this way (for the attack suite; not for real runs).
     #[arg(long, value_enum, hide = true)]
     adversary: Option<swarm::adversary::Adversary>,
+    /// Where the model computes: `cpu` (bit-reproducible, what verifiers
+    /// re-execute on) or `wgpu` (a GPU through Vulkan/Metal/DX12).
+    #[arg(long, default_value = "cpu")]
+    device: swarm::worker::Backend,
 }
 
 fn default_spec(model: &str) -> Result<RunSpec> {
@@ -300,6 +304,7 @@ async fn join(args: JoinArgs) -> Result<()> {
         last_round: args.rounds,
         bootstrap_attempts: args.bootstrap_attempts,
         adversary: args.adversary,
+        device: args.device,
     };
     let (node, mut events, task) = swarm::node::start(cfg).await?;
     let stopper = node.clone();

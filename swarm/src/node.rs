@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub bootstrap_attempts: u32,
     /// Misbehave this way (the attack suite; `None` for an honest peer).
     pub adversary: Option<Adversary>,
+    /// Where the model computes (CPU or wgpu).
+    pub device: crate::worker::Backend,
 }
 
 /// A handle to a running node.
@@ -74,7 +76,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let run_dir = cfg.data_dir.join("runs").join(&run.to_hex()[..16]);
     let _ = std::fs::create_dir_all(&run_dir);
     let _ = std::fs::write(run_dir.join("spec.toml"), cfg.spec.to_toml());
-    let (worker, worker_rx, init) = worker::start(&cfg.spec, key.peer_id(), Some(run_dir.clone()), cfg.adversary)?;
+    let (worker, worker_rx, init) =
+        worker::start(&cfg.spec, key.peer_id(), Some(run_dir.clone()), cfg.adversary, cfg.device)?;
     // The largest blob: an inner state (parameters and two moments).
     let max_blob = init.params * 12 + (1 << 20);
     let mut swarm = net::build(&key, max_blob)?;
@@ -84,7 +87,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     let (events, events_rx) = mpsc::unbounded_channel();
     let mut blobs = BlobStore::default();
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
-    let (params, codec) = (init.params, init.codec.clone());
+    let (params, codec, language) = (init.params, init.codec.clone(), init.language);
     let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
     let settlement = crate::payee::SettlementKey::load_or_create(&cfg.data_dir.join("settlement.key"))?;
     let (ledger, records) = crate::ledger_log::rebuild(&run_dir.join("manifests.log"), &cfg.spec);
@@ -129,7 +132,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         started: Instant::now(),
         linger_until: None,
         traffic: Meter::default(),
-        model: ModelInfo { params, codec, language: trainer::is_language_model(&cfg.spec.model) },
+        model: ModelInfo { params, codec, language },
         rounds: BTreeMap::new(),
         banned: HashSet::new(),
         peers: PeerBook { store: peer_store, path: peer_store_path },

@@ -147,8 +147,9 @@ pub(crate) fn run_steps<T: Task>(
     task: &T,
     mut state: InnerState,
     s: Steps<'_>,
+    device: &Device,
 ) -> Result<(InnerState, f64), TrainerError> {
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     // Nothing here draws from burn's generator; seed it anyway so that nothing could differ.
     device.seed(Rng::from_bytes(s.batch_seed).next_u64());
     let mut rng = Rng::from_bytes(s.batch_seed);

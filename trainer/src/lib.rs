@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+mod backend;
 pub mod bpe;
 mod brown;
 pub mod checkpoint;
@@ -41,6 +42,7 @@ mod task;
 
 use burn::tensor::Device;
 
+pub use backend::Backend;
 use config::check_config;
 pub use config::{InnerResult, TrainConfig};
 pub use error::TrainerError;
@@ -190,6 +192,7 @@ macro_rules! with_task {
 ///
 /// Holds no burn state between calls (each call builds its module), so it is `Send + Sync`.
 pub struct Trainer {
+    backend: Backend,
     info: ModelInfo,
     kind: Kind,
     layout: Vec<(String, Vec<usize>)>,
@@ -224,7 +227,20 @@ impl Trainer {
         };
         let layout = with_task!(&kind, task => flat::layout(&task.build(&device)));
         let info = ModelInfo { name, description, params: flat::layout_len(&layout) };
-        Ok(Trainer { info, kind, layout })
+        Ok(Trainer { backend: Backend::Cpu, info, kind, layout })
+    }
+
+    /// Computes on `backend` from now on (loss and gradients; AdamW and the outer step stay
+    /// on the host). Checks that the backend comes up.
+    pub fn with_backend(mut self, backend: Backend) -> Result<Self, TrainerError> {
+        backend.check()?;
+        self.backend = backend;
+        Ok(self)
+    }
+
+    /// Where this trainer computes.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The zoo entry of this model.
@@ -337,7 +353,7 @@ impl Trainer {
     }
 
     fn run(&self, state: InnerState, steps: inner::Steps<'_>) -> Result<(InnerState, f64), TrainerError> {
-        with_task!(&self.kind, task => inner::run_steps(task, state, steps))
+        with_task!(&self.kind, task => inner::run_steps(task, state, steps, &self.backend.device()))
     }
 
     /// Mean cross-entropy and accuracy on the held-out split (all 360 test digits; all 10 000
@@ -345,7 +361,7 @@ impl Trainer {
     /// lipsum-gpt up to 64 fixed non-overlapping windows from the held-out 10 %).
     pub fn evaluate(&self, params: &[f32]) -> Result<Eval, TrainerError> {
         self.check_len(params)?;
-        let device = Device::flex();
+        let device = self.backend.device();
         with_task!(&self.kind, task => task.evaluate(&flat::load(task.build(&device), params)?, &device))
     }
 

@@ -18,6 +18,7 @@ pub use check::CheckBlobs;
 pub use checkpoints::Checkpoints;
 pub use error::WorkerError;
 pub use model::{Evaluation, Model, ModelState, Stepped, Trained, batch_seed, hash_f32};
+pub use trainer::Backend;
 
 use protocol::codec::ErrorFeedback;
 use protocol::round::{CheckJob, Fault};
@@ -109,6 +110,8 @@ pub struct WorkerInit {
     pub params: usize,
     /// The codec's short name.
     pub codec: String,
+    /// A language model: rounds report the held-out perplexity too.
+    pub language: bool,
     /// The genesis state blob.
     pub genesis: Vec<u8>,
     /// The newest good checkpoint's round and state blob.
@@ -161,8 +164,9 @@ pub fn start(
     me: PeerId,
     run_dir: Option<PathBuf>,
     adversary: Option<crate::adversary::Adversary>,
+    backend: Backend,
 ) -> Result<(Worker, mpsc::UnboundedReceiver<WorkerEvent>, WorkerInit), WorkerError> {
-    let model = Arc::new(Model::new(spec)?.with_adversary(adversary));
+    let model = Arc::new(Model::new(spec)?.with_backend(backend)?.with_adversary(adversary));
     let review_dir = run_dir.as_ref().map(|d| d.join("review"));
     let checkpoints = run_dir.map(|d| Checkpoints::new(d, &model));
     let (restored, notes) = match &checkpoints {
@@ -173,6 +177,7 @@ pub fn start(
     let init = WorkerInit {
         params: model.params(),
         codec: model.codec().label(),
+        language: trainer::is_language_model(&spec.model),
         genesis: state.encode(),
         restored: restored.map(|(r, s)| (r, s.encode())),
         notes,

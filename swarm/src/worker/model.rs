@@ -179,6 +179,12 @@ impl Model {
         Ok(Model { trainer: Trainer::new(&spec.model)?, spec: spec.clone(), train, codec, rule, adversary: None })
     }
 
+    /// The same model computing on `backend` (checked to come up).
+    pub fn with_backend(mut self, backend: trainer::Backend) -> Result<Model, WorkerError> {
+        self.trainer = self.trainer.with_backend(backend)?;
+        Ok(self)
+    }
+
     /// The same model, lying in training the way `adversary` says.
     pub fn with_adversary(mut self, adversary: Option<Adversary>) -> Model {
         self.adversary = adversary;
