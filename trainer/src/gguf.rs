@@ -365,7 +365,7 @@ mod tests {
         b.extend(4u64.to_le_bytes());
         b.extend(0u32.to_le_bytes()); // F32
         b.extend(0u64.to_le_bytes());
-        while b.len() % 8 != 0 {
+        while !b.len().is_multiple_of(8) {
             b.push(0);
         }
         let mut ok = b.clone();

@@ -64,9 +64,9 @@ impl LlamaConfig {
         };
         let ok = cfg.heads > 0
             && cfg.kv_heads > 0
-            && cfg.heads % cfg.kv_heads == 0
-            && cfg.dim % cfg.heads == 0
-            && cfg.head_dim() % 2 == 0
+            && cfg.heads.is_multiple_of(cfg.kv_heads)
+            && cfg.dim.is_multiple_of(cfg.heads)
+            && cfg.head_dim().is_multiple_of(2)
             && cfg.layers <= 1024
             && cfg.dim <= 1 << 16
             && cfg.ffn <= 1 << 18;
