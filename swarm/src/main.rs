@@ -157,6 +157,7 @@ fn default_spec(model: &str) -> Result<RunSpec> {
         },
     );
     spec.timing.round_timeout_ms = trainer::default_round_timeout_ms(model);
+    spec.verify.checkpoint_every = trainer::default_checkpoint_every(model);
     Ok(spec)
 }
 

@@ -167,6 +167,16 @@ pub fn default_round_timeout_ms(model: &str) -> u64 {
     }
 }
 
+/// The suggested `verify.checkpoint_every` (inner steps between the states a peer keeps for
+/// its reviewers; 0 = the protocol's default of ceil(H/25)). Each kept state is 12 bytes per
+/// parameter, so big models keep few: brown-gpt's 21 states of H = 20 would be 5.3 GB.
+pub fn default_checkpoint_every(model: &str) -> u32 {
+    match model {
+        BROWN_GPT | SMOLLM2_135M => 10,
+        _ => 0,
+    }
+}
+
 enum Kind {
     Digits(DigitsTask),
     Lipsum(LipsumTask),
