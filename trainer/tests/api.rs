@@ -1,6 +1,10 @@
 //! Model zoo, parameter layout and initialisation.
 
-use trainer::{DIGITS_MLP, LIPSUM_GPT, Trainer, TrainerError, model_info, models};
+use trainer::{
+    BROWN_GPT, DIGITS_MLP, FASHION_CNN, LIPSUM_GPT, SMOLLM2_135M, Trainer, TrainerError, model_info, models,
+};
+
+const ZOO: [&str; 5] = [DIGITS_MLP, LIPSUM_GPT, FASHION_CNN, BROWN_GPT, SMOLLM2_135M];
 
 #[test]
 fn unknown_model_lists_known_names() {
@@ -8,7 +12,7 @@ fn unknown_model_lists_known_names() {
     match &err {
         TrainerError::UnknownModel { name, known } => {
             assert_eq!(name, "resnet-9000");
-            assert_eq!(known, &vec![DIGITS_MLP.to_string(), LIPSUM_GPT.to_string()]);
+            assert_eq!(known, &ZOO.map(String::from).to_vec());
         }
         other => panic!("wrong error: {other:?}"),
     }
@@ -21,8 +25,18 @@ fn unknown_model_lists_known_names() {
 fn zoo_counts_match_trainers() {
     let zoo = models();
     let names: Vec<&str> = zoo.iter().map(|m| m.name).collect();
-    assert_eq!(names, [DIGITS_MLP, LIPSUM_GPT]);
+    assert_eq!(names, ZOO);
+    let empty = tempfile::tempdir().unwrap();
     for info in zoo {
+        assert!(!info.description.is_empty());
+        assert_eq!(model_info(info.name).unwrap(), info.clone());
+        if trainer::model_packages(info.name) != Some(&[]) {
+            // Its data is pulled: from an empty packages root it names the pull to run (the
+            // pulled models are trained in the swarm package's tests/workloads.rs).
+            let err = Trainer::open(info.name, empty.path()).expect_err("nothing pulled");
+            assert!(matches!(err, TrainerError::NotPulled { .. }), "{err}");
+            continue;
+        }
         let t = Trainer::new(info.name).unwrap();
         assert_eq!(t.info(), info);
         assert_eq!(t.num_params(), info.params);
@@ -45,6 +59,19 @@ fn zoo_counts_match_trainers() {
     let expected = v * d + ctx * d + 2 * block + 2 * d + (d * v + v);
     assert_eq!(model_info(LIPSUM_GPT).unwrap().params, expected);
     assert_eq!(expected, 111_545, "the README's figure");
+    // fashion-cnn: conv 1->16 and 16->32 (3x3, bias), dense 32*7*7 -> 128 -> 10.
+    let fashion = (16 * 9 + 16) + (32 * 16 * 9 + 32) + (1568 * 128 + 128) + (128 * 10 + 10);
+    assert_eq!(model_info(FASHION_CNN).unwrap().params, fashion);
+    // brown-gpt: GPT-2's 50 257 tokens, context 256, width 192, 4 blocks, untied head.
+    let (v, d, ctx, ff) = (50_257, 192, 256, 768);
+    let block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * ff + ff) + (ff * d + d);
+    assert_eq!(model_info(BROWN_GPT).unwrap().params, v * d + ctx * d + 4 * block + 2 * d + (d * v + v));
+    // SmolLM2-135M: 30 llama blocks of width 576 (9 query, 3 key/value heads of 64), SwiGLU
+    // 1536, RMSNorm weights, tied embedding of 49 152 tokens.
+    let (v, d, kv, ff) = (49_152, 576, 192, 1536);
+    let block = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * ff;
+    assert_eq!(model_info(SMOLLM2_135M).unwrap().params, v * d + 30 * block + d);
+    assert_eq!(model_info(SMOLLM2_135M).unwrap().params, 134_515_008);
 }
 
 #[test]
