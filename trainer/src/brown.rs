@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use crate::error::TrainerError;
 use crate::gpt::{EVAL_WINDOWS, Gpt, Shape, flat_logits, windows};
 use crate::rng::Rng;
-use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor};
+use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor, mean_eval};
 
 /// GPT-2's vocabulary (50 256 BPE tokens and `<|endoftext|>`).
 pub(crate) const VOCAB: usize = 50_257;
@@ -123,15 +123,13 @@ impl Task for BrownTask {
     /// non-overlapping held-out windows (4 096 tokens).
     /// Evaluated 4 windows at a time: the logits of one window are 51 MB.
     fn evaluate(&self, model: &Gpt, device: &Device) -> Result<Eval, TrainerError> {
-        let (mut loss, mut correct) = (0f64, 0f64);
+        let mut parts = Vec::new();
         for chunk in (0..EVAL).collect::<Vec<_>>().chunks(4) {
             let starts: Vec<usize> = chunk.iter().map(|i| i * SHAPE.context).collect();
             let (x, y) = windows(&self.corpus.heldout, SHAPE.context, &starts, device);
-            let e = eval_logits(flat_logits(model, x), &y, device)?;
-            loss += f64::from(e.loss) * chunk.len() as f64;
-            correct += f64::from(e.accuracy.unwrap_or(0.0)) * chunk.len() as f64;
+            parts.push((eval_logits(flat_logits(model, x), &y, device)?, chunk.len()));
         }
-        Ok(Eval { loss: (loss / EVAL as f64) as f32, accuracy: Some((correct / EVAL as f64) as f32) })
+        Ok(mean_eval(&parts))
     }
 }
 

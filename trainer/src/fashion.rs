@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::TrainerError;
 use crate::rng::Rng;
-use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor};
+use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor, mean_eval};
 
 /// Image side in pixels.
 pub(crate) const SIDE: usize = 28;
@@ -171,17 +171,13 @@ impl Task for FashionTask {
     /// Loss and accuracy over all 10 000 test images.
     fn evaluate(&self, model: &Cnn, device: &Device) -> Result<Eval, TrainerError> {
         let n = self.test.len();
-        let (mut loss, mut correct) = (0f64, 0f64);
+        let mut parts = Vec::new();
         for start in (0..n).step_by(EVAL_CHUNK) {
             let end = (start + EVAL_CHUNK).min(n);
             let logits = model.forward(self.test.images(start..end, device));
-            let e = eval_logits(logits, &self.test.labels[start..end], device)?;
-            let k = (end - start) as f64;
-            loss += f64::from(e.loss) * k;
-            correct += f64::from(e.accuracy.unwrap_or(0.0)) * k;
+            parts.push((eval_logits(logits, &self.test.labels[start..end], device)?, end - start));
         }
-        let n = n.max(1) as f64;
-        Ok(Eval { loss: (loss / n) as f32, accuracy: Some((correct / n) as f32) })
+        Ok(mean_eval(&parts))
     }
 }
 

@@ -19,7 +19,7 @@ use crate::flat;
 use crate::gguf::Gguf;
 use crate::llama::{KvCache, Llama, LlamaConfig, flat_from_gguf};
 use crate::rng::Rng;
-use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor};
+use crate::task::{Eval, Task, cross_entropy, eval_logits, int_tensor, mean_eval};
 
 /// SmolLM2-135M's shape (checked against the GGUF at load).
 pub(crate) fn config() -> LlamaConfig {
@@ -120,13 +120,11 @@ impl Task for SmolTask {
     /// Loss (exp: perplexity) and next-token accuracy over the first 8 held-out windows of 128
     /// tokens, one window at a time.
     fn evaluate(&self, model: &Llama, device: &Device) -> Result<Eval, TrainerError> {
-        let (mut loss, mut correct) = (0f64, 0f64);
+        let mut parts = Vec::new();
         for i in 0..EVAL {
             let (logits, y) = self.loss_and_logits(model, &self.heldout, &[i * CONTEXT], device);
-            let e = eval_logits(logits, &y, device)?;
-            loss += f64::from(e.loss);
-            correct += f64::from(e.accuracy.unwrap_or(0.0));
+            parts.push((eval_logits(logits, &y, device)?, 1));
         }
-        Ok(Eval { loss: (loss / EVAL as f64) as f32, accuracy: Some((correct / EVAL as f64) as f32) })
+        Ok(mean_eval(&parts))
     }
 }

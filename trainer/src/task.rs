@@ -63,3 +63,10 @@ pub(crate) fn eval_logits(logits: Tensor<2>, targets: &[i64], device: &Device) -
     let accuracy = if targets.is_empty() { None } else { Some(correct as f32 / targets.len() as f32) };
     Ok(Eval { loss, accuracy })
 }
+
+/// The example-weighted mean of evaluations of chunks of a held-out split (`(eval, examples)`).
+pub(crate) fn mean_eval(parts: &[(Eval, usize)]) -> Eval {
+    let n = parts.iter().map(|(_, k)| *k).sum::<usize>().max(1) as f64;
+    let mean = |f: &dyn Fn(&Eval) -> f32| parts.iter().map(|(e, k)| f64::from(f(e)) * *k as f64).sum::<f64>() / n;
+    Eval { loss: mean(&|e| e.loss) as f32, accuracy: Some(mean(&|e| e.accuracy.unwrap_or(0.0)) as f32) }
+}
