@@ -29,6 +29,9 @@ pub enum Adversary {
     Frame,
     /// Serves nobody its chain and inner states (ignores checks and disputes).
     IgnoreDispute,
+    /// Serves corrupted bytes for every blob, on libp2p and on the data
+    /// plane (where the sizes are right and every chunk is wrong).
+    WrongBytes,
 }
 
 impl Adversary {

@@ -35,9 +35,23 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct BlobStore {
     blobs: BTreeMap<Hash, Entry>,
+    /// Where states, inner states and contributions are served too (the
+    /// data plane, for models whose state is big): the same bytes, shared.
+    plane: Option<crate::dataplane::DataPlane>,
+}
+
+/// Whether blobs of this kind go through the data plane (of a model that
+/// uses it): the big ones. Manifests and chains stay on libp2p.
+pub fn plane_kind(kind: BlobKind) -> bool {
+    matches!(kind, BlobKind::State | BlobKind::InnerState | BlobKind::Contribution)
 }
 
 impl BlobStore {
+    /// A store that also serves its big blobs through `plane`.
+    pub fn with_plane(plane: Option<crate::dataplane::DataPlane>) -> BlobStore {
+        BlobStore { blobs: BTreeMap::new(), plane }
+    }
+
     /// Adds bytes (tagged with the round, for eviction); returns their hash.
     pub fn add(&mut self, round: u64, kind: BlobKind, bytes: Vec<u8>) -> Hash {
         let h = Hash::of(&bytes);
@@ -48,6 +62,12 @@ impl BlobStore {
     /// Adds bytes whose hash the caller has checked.
     pub fn insert_verified(&mut self, round: u64, hash: Hash, kind: BlobKind, bytes: Arc<Vec<u8>>) {
         let added = Instant::now();
+        if let Some(p) = &self.plane
+            && plane_kind(kind)
+            && !p.holds(&hash.0)
+        {
+            p.serve(hash.0, bytes.clone());
+        }
         let e = self.blobs.entry(hash).or_insert(Entry { round, added, kind, bytes });
         e.round = e.round.max(round);
         e.added = added;
@@ -80,7 +100,14 @@ impl BlobStore {
 
     fn evict(&mut self, round: u64, now: Instant) {
         let min = round.saturating_sub(KEEP_ROUNDS);
-        self.blobs.retain(|_, e| e.round >= min || now.duration_since(e.added) < KEEP_AT_LEAST);
+        let plane = &self.plane;
+        self.blobs.retain(|h, e| {
+            let keep = e.round >= min || now.duration_since(e.added) < KEEP_AT_LEAST;
+            if !keep && let Some(p) = plane {
+                p.forget(&h.0);
+            }
+            keep
+        });
     }
 
     /// Number of blobs held.

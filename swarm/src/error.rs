@@ -49,6 +49,9 @@ pub enum Error {
     /// The run spec is not valid.
     #[error(transparent)]
     Spec(#[from] protocol::SpecError),
+
+    #[error(transparent)]
+    DataPlane(#[from] crate::dataplane::Error),
     /// `swarm pull` could not fetch, check or extract a package.
     #[error("pull {package}: {reason}")]
     Pull {

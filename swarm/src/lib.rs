@@ -9,6 +9,7 @@
 pub mod adversary;
 pub mod blobs;
 pub mod bootstrap;
+pub mod dataplane;
 mod dial;
 mod error;
 pub mod events;

@@ -92,6 +92,23 @@ enum Cmd {
         #[arg(long)]
         raw: bool,
     },
+    /// Serves one generated blob on the data plane and on libp2p until
+    /// stopped, printing where as one JSON line (the data-plane test and
+    /// bench run these as providers).
+    #[command(hide = true)]
+    ServeBlob {
+        /// Size of the blob in bytes.
+        #[arg(long)]
+        bytes: usize,
+        /// Providers of one seed serve the same blob.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Serve it corrupted.
+        #[arg(long)]
+        lie: bool,
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+    },
     /// Is a node reachable? Dials ADDR (`/ip4/../udp/../quic-v1/p2p/<id>`) and
     /// reports the round-trip time; exits non-zero if it does not answer.
     Ping {
@@ -142,6 +159,12 @@ struct JoinArgs {
     /// re-execute on) or `wgpu` (a GPU through Vulkan/Metal/DX12).
     #[arg(long, default_value = "cpu")]
     device: swarm::worker::Backend,
+    /// Models whose parameters take at least this many bytes move states,
+    /// inner states and contributions over the data plane (iroh-blobs:
+    /// verified ranges from several peers at once); smaller ones over
+    /// libp2p only. 0 puts every model on the data plane.
+    #[arg(long, default_value_t = swarm::dataplane::DEFAULT_MIN_BYTES)]
+    data_plane_min_bytes: usize,
 }
 
 fn default_spec(model: &str) -> Result<RunSpec> {
@@ -306,6 +329,7 @@ async fn join(args: JoinArgs) -> Result<()> {
         bootstrap_attempts: args.bootstrap_attempts,
         adversary: args.adversary,
         device: args.device,
+        data_plane_min: args.data_plane_min_bytes,
     };
     let (node, mut events, task) = swarm::node::start(cfg).await?;
     let stopper = node.clone();
@@ -399,6 +423,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::DeployContract { chain, key } => ledger_cli::chain::deploy(chain, key).await,
         Cmd::Pull { name } => pull(name.as_deref()),
         Cmd::Generate { model, prompt, max_tokens, raw } => generate(&model, &prompt, max_tokens, raw),
+        Cmd::ServeBlob { bytes, seed, lie, ip } => Ok(swarm::dataplane::serve::serve(bytes, seed, ip, lie).await?),
         Cmd::Ping { addr, timeout } => {
             let rtt = swarm::net::ping(&addr, std::time::Duration::from_secs(timeout)).await?;
             println!("{addr} is reachable, round trip {:.1} ms", rtt.as_secs_f64() * 1000.0);

@@ -131,6 +131,46 @@ pub fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
 
 /// Builds the swarm. `max_blob` bounds a blob response.
 pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour>, Error> {
+    build_with(key, max_blob, None)
+}
+
+/// The identify agent version of a node whose data plane listens on `port`.
+pub fn agent_version(plane_port: Option<u16>) -> String {
+    let base = format!("swarm/{}", env!("CARGO_PKG_VERSION"));
+    match plane_port {
+        Some(p) => format!("{base} {PLANE_TAG}{p}"),
+        None => base,
+    }
+}
+
+const PLANE_TAG: &str = "iroh-blobs/";
+
+/// The data-plane port a peer's agent version announces.
+pub fn plane_port(agent: &str) -> Option<u16> {
+    agent.split(' ').find_map(|w| w.strip_prefix(PLANE_TAG)).and_then(|p| p.parse().ok()).filter(|p| *p != 0)
+}
+
+/// The IP address of a multiaddr (`/ip4/..` or `/ip6/..`).
+pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(a) => Some(a.into()),
+        Protocol::Ip6(a) => Some(a.into()),
+        _ => None,
+    })
+}
+
+/// The IP address of a listen address (the data plane binds there too).
+pub fn listen_ip(listen: &str) -> Result<std::net::IpAddr, Error> {
+    ip_of(&parse_addr(listen)?)
+        .ok_or_else(|| Error::BadAddr { addr: listen.to_string(), reason: "has no /ip4/ or /ip6/ part".to_string() })
+}
+
+/// Builds the swarm; identify announces the data plane's port, if any.
+pub fn build_with(
+    key: &protocol::Keypair,
+    max_blob: usize,
+    plane_port: Option<u16>,
+) -> Result<Swarm<Behaviour>, Error> {
     let keypair = crate::identity::to_libp2p(key);
     let peer_id = keypair.public().to_peer_id();
     let gs_cfg = gossipsub::ConfigBuilder::default()
@@ -153,7 +193,7 @@ pub fn build(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour
     kad.set_mode(Some(kad::Mode::Server));
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_VERSION.to_string(), keypair.public())
-            .with_agent_version(format!("swarm/{}", env!("CARGO_PKG_VERSION"))),
+            .with_agent_version(agent_version(plane_port)),
     );
     let blobs = request_response::Behaviour::with_codec(
         BlobCodec { max_response: max_blob },

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 mod ledger;
 mod lies;
+mod plane;
 mod requests;
 mod rounds;
 mod swarm_events;
@@ -45,6 +46,10 @@ pub struct NodeConfig {
     pub adversary: Option<Adversary>,
     /// Where the model computes (CPU or wgpu).
     pub device: crate::worker::Backend,
+    /// Models whose parameters take at least this many bytes move their
+    /// states, inner states and contributions over the data plane
+    /// (iroh-blobs); smaller ones over libp2p only.
+    pub data_plane_min: usize,
 }
 
 /// A handle to a running node.
@@ -80,12 +85,26 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         worker::start(&cfg.spec, key.peer_id(), Some(run_dir.clone()), cfg.adversary, cfg.device)?;
     // The largest blob: an inner state (parameters and two moments).
     let max_blob = init.params * 12 + (1 << 20);
-    let mut swarm = net::build(&key, max_blob)?;
+    let dp = if init.params.saturating_mul(4) >= cfg.data_plane_min {
+        let ip = net::listen_ip(&cfg.listen)?;
+        let lie = cfg.adversary == Some(Adversary::WrongBytes);
+        Some(crate::dataplane::DataPlane::bind(key.secret(), ip, lie).await?)
+    } else {
+        None
+    };
+    let mut swarm = net::build_with(&key, max_blob, dp.as_ref().map(|d| d.port()))?;
     swarm.listen_on(net::parse_addr(&cfg.listen)?).map_err(|e| Error::Net(e.to_string()))?;
     let topic = gossipsub::IdentTopic::new(format!("swarm/run/{}", run.to_hex()));
     swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
     let (events, events_rx) = mpsc::unbounded_channel();
-    let mut blobs = BlobStore::default();
+    let mut blobs = BlobStore::with_plane(dp.clone());
+    let (plane, plane_rx) = match dp {
+        Some(dp) => {
+            let (p, rx) = plane::Plane::new(dp, max_blob);
+            (Some(p), Some(rx))
+        }
+        None => (None, None),
+    };
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let (params, codec, language) = (init.params, init.codec.clone(), init.language);
     let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
@@ -146,6 +165,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         settlement,
         attestation: None,
         spec_bytes: bytes::Bytes::from(crate::runs::spec_bytes(&cfg.spec)),
+        plane,
+        plane_rx,
     };
     let mut lp = lp;
     lp.attest();
@@ -358,6 +379,9 @@ struct EventLoop {
     attestation: Option<protocol::message::Attestation>,
     /// The run's spec as served to joiners that know only its id.
     spec_bytes: bytes::Bytes,
+    /// The data plane, for a model with big states.
+    plane: Option<plane::Plane>,
+    plane_rx: Option<mpsc::UnboundedReceiver<plane::Done>>,
 }
 
 impl EventLoop {
@@ -385,6 +409,7 @@ impl EventLoop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(ev) = self.worker_rx.recv() => self.on_worker(ev),
+                done = plane::next_done(&mut self.plane_rx) => self.on_plane_done(done),
                 () = shutdown(&mut self.shutdown_rx) => self.drive(InEvent::Shutdown),
                 _ = tokio::time::sleep_until(wake) => self.drive(InEvent::Tick),
                 _ = discover.tick() => {

@@ -112,3 +112,20 @@ pub fn run_swarm(args: &[&str], timeout: Duration) -> (bool, String, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Starts `swarm serve-blob` (a generated blob of `bytes`, the same for
+/// every provider of `seed`, corrupted if `lie`) on 127.0.0.1; returns where
+/// it serves. The process is the last of `procs`.
+pub fn start_blob_provider(procs: &mut Procs, bytes: usize, seed: u64, lie: bool) -> swarm::dataplane::serve::Serving {
+    let mut cmd = Command::new(swarm_bin());
+    cmd.args(["serve-blob", "--bytes", &bytes.to_string(), "--seed", &seed.to_string()]);
+    if lie {
+        cmd.arg("--lie");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start serve-blob");
+    let out = child.stdout.take().unwrap();
+    procs.0.push(child);
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).expect("serve-blob printed where it serves");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve-blob's line {line:?}: {e}"))
+}

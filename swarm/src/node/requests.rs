@@ -19,6 +19,9 @@ impl EventLoop {
             }
             return;
         }
+        if self.plane_request(hash, kind, from) {
+            return;
+        }
         let target = crate::identity::libp2p_peer(&from).filter(|lp| !self.banned.contains(lp));
         let Some(lp) = target else {
             return self.queue.push_back(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable });
@@ -44,7 +47,8 @@ impl EventLoop {
                         .blobs
                         .get(&Hash(request))
                         .filter(|_| !hide)
-                        .map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)));
+                        .map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)))
+                        .map(|b| if self.lies(crate::adversary::Adversary::WrongBytes) { flipped(&b) } else { b });
                     let flow = self.flow(kind);
                     flow.received += 32;
                     flow.sent += blob.as_ref().map(|b| b.len() as u64 + 1).unwrap_or(1);
@@ -95,6 +99,11 @@ impl EventLoop {
             self.drive(ev);
         }
     }
+}
+
+/// The bytes with every one flipped (what a lying provider serves).
+fn flipped(b: &[u8]) -> bytes::Bytes {
+    b.iter().map(|x| !x).collect::<Vec<u8>>().into()
 }
 
 /// A chain blob's entries for the protocol (it checks them against the

@@ -17,6 +17,11 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 tracing::debug!(%peer_id, ?connection_id, dialer = endpoint.is_dialer(), "connection established");
+                if let Some(plane) = self.plane.as_mut()
+                    && let Some(ip) = crate::net::ip_of(endpoint.get_remote_address())
+                {
+                    plane.ips.insert(peer_id, ip);
+                }
                 self.on_connected(peer_id, connection_id);
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
@@ -55,6 +60,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&net::KAD_PROTOCOL) =>
             {
+                self.on_plane_port(peer_id, &info.agent_version);
                 let addrs: Vec<String> = info.listen_addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
                 if self.peers.store.peers.get(&peer_id.to_string()) != Some(&addrs) {
                     self.peers.store.remember(peer_id.to_string(), addrs);

@@ -1,0 +1,149 @@
+//! The data plane (iroh-blobs) with real processes on 127.0.0.1.
+//!
+//! 1. A joiner fetches a 128 MiB blob (a state of 16 M parameters with its
+//!    outer momentum) from three `swarm serve-blob` providers, one of which
+//!    lies: the bytes are right, the liar is named, the honest providers
+//!    share the ranges, and the joiner serves the blob on to the next.
+//! 2. A swarm run with the data plane on for a small model
+//!    (`--data-plane-min-bytes 0`): a peer serving corrupted bytes is caught
+//!    on the data plane by the honest peers, a late joiner syncs the state
+//!    through it, and everyone ends on the same state.
+
+mod common;
+
+use common::*;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use swarm::RoundReport;
+use swarm::dataplane::serve::{Serving, blob};
+use swarm::dataplane::{DataPlane, FetchError};
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn secret(name: &str) -> [u8; 32] {
+    *blake3::hash(name.as_bytes()).as_bytes()
+}
+
+#[test]
+fn a_joiner_fetches_a_128_mib_state_from_three_providers_and_catches_the_liar() {
+    let bytes = 128 << 20;
+    let mut procs = Procs::default();
+    let liar = start_blob_provider(&mut procs, bytes, 7, true);
+    let a = start_blob_provider(&mut procs, bytes, 7, false);
+    let b = start_blob_provider(&mut procs, bytes, 7, false);
+    assert!(liar.hash == a.hash && a.hash == b.hash, "one seed, one blob");
+    let hash = protocol::Hash::from_hex(&a.hash).unwrap();
+    let id = |s: &Serving| s.addr(LO).unwrap().id;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let joiner = DataPlane::bind(secret("joiner"), LO, false).await.unwrap();
+        // The liar first: it is asked for the size and the first range.
+        let providers = vec![liar.addr(LO).unwrap(), a.addr(LO).unwrap(), b.addr(LO).unwrap()];
+        let f = joiner.fetch(hash.0, providers.clone(), bytes as u64).await.expect("fetched from the honest two");
+        assert_eq!(f.bytes.len(), bytes);
+        assert!(f.bytes == blob(bytes, 7), "the fetched bytes are the blob");
+        assert_eq!(f.book.liars, vec![id(&liar)], "the liar is named: {:?}", f.book);
+        assert_eq!(f.book.served.get(&id(&liar)).copied().unwrap_or(0), 0, "nothing of the liar's was kept");
+        let (sa, sb) = (f.book.served[&id(&a)], f.book.served[&id(&b)]);
+        assert!(sa > 0 && sb > 0, "both honest providers delivered ranges: {sa} + {sb}");
+        eprintln!("128 MiB: {sa} bytes from a, {sb} from b; liar caught");
+
+        // The joiner serves what it fetched (as a node does once the blob
+        // is in its store): a second joiner gets it from the first alone.
+        let fetched = std::sync::Arc::new(f.bytes);
+        joiner.serve_now(hash.0, fetched.clone()).await.unwrap();
+        let second = DataPlane::bind(secret("second"), LO, false).await.unwrap();
+        let me = iroh::EndpointAddr::new(joiner.id()).with_ip_addr(std::net::SocketAddr::new(LO, joiner.port()));
+        let g = second.fetch(hash.0, vec![me], bytes as u64).await.expect("fetched from the first joiner");
+        assert!(g.bytes == *fetched);
+
+        // Only the liar: nothing is accepted, and it is named.
+        let third = DataPlane::bind(secret("third"), LO, false).await.unwrap();
+        match third.fetch(hash.0, vec![liar.addr(LO).unwrap()], bytes as u64).await {
+            Err(FetchError::NoProvider(book)) => assert_eq!(book.liars, vec![id(&liar)]),
+            other => panic!("a lone liar delivers nothing: {:?}", other.map(|f| f.book)),
+        }
+        // A blob bigger than allowed is refused once its size is verified.
+        match third.fetch(hash.0, vec![a.addr(LO).unwrap()], (bytes / 2) as u64).await {
+            Err(FetchError::TooBig { size, .. }) => assert_eq!(size, bytes as u64),
+            other => panic!("too big: {:?}", other.map(|f| f.book)),
+        }
+    });
+}
+
+const ROUNDS: u64 = 6;
+
+fn spec_file(dir: &std::path::Path) -> String {
+    let mut s = protocol::RunSpec::new(
+        "digits-mlp",
+        protocol::spec::TrainSpec { inner_steps: 100, inner_lr: 0.002, batch_size: 32, weight_decay: 0.0 },
+    );
+    s.rounds = ROUNDS;
+    s.min_peers = 3;
+    s.timing.min_round_ms = 1_000;
+    s.timing.aggregator_timeout_ms = 1_000;
+    s.timing.round_timeout_ms = 10_000;
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, s.to_toml()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn reports(lines: &[String]) -> Vec<RoundReport> {
+    lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn a_swarm_on_the_data_plane_catches_a_peer_serving_wrong_bytes_and_a_late_joiner_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs::default();
+    let boot = start_bootstrap(&mut procs, dir.path());
+    let spec = spec_file(dir.path());
+    let base = ["--spec", spec.as_str(), "--bootstrap", boot.as_str(), "--data-plane-min-bytes", "0"];
+    let honest: Vec<Peer> = (0..2).map(|i| start_peer(&mut procs, dir.path(), &format!("peer-{i}"), &base)).collect();
+    // The liar's key is fixed, so its libp2p id is known.
+    std::fs::create_dir_all(dir.path().join("liar")).unwrap();
+    std::fs::write(dir.path().join("liar/key"), secret("data-plane-liar")).unwrap();
+    let liar_id =
+        swarm::identity::to_libp2p(&protocol::Keypair::from_secret(secret("data-plane-liar"))).public().to_peer_id();
+    let mut lying = base.to_vec();
+    lying.extend(["--adversary", "wrong-bytes"]);
+    let _liar = start_peer(&mut procs, dir.path(), "liar", &lying);
+    // The joiner starts once peer-0 has applied round 2.
+    let mut first: Vec<String> = Vec::new();
+    while !reports(&first).iter().any(|r| r.round >= 2) {
+        let line = honest[0].lines.recv_timeout(Duration::from_secs(120)).expect("peer-0 applies round 2");
+        first.push(line);
+    }
+    let joiner = start_peer(&mut procs, dir.path(), "joiner", &base);
+    first.extend(collect(&honest[0], Duration::from_secs(180)));
+    let outs = [reports(&first), reports(&collect(&honest[1], Duration::from_secs(180)))];
+    let late = reports(&collect(&joiner, Duration::from_secs(120)));
+    let logs: Vec<String> = ["peer-0", "peer-1", "joiner"]
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap())
+        .collect();
+    for (i, rs) in outs.iter().enumerate() {
+        assert_eq!(rs.last().map(|r| r.round), Some(ROUNDS), "honest peer {i} finished:\n{}", logs[i]);
+        assert!(
+            logs[i].contains("do not verify (data plane)"),
+            "honest peer {i} caught the liar on the data plane:\n{}",
+            logs[i]
+        );
+        for line in logs[i].lines().filter(|l| l.contains("do not verify")) {
+            assert!(line.contains(&liar_id.to_string()), "honest peer {i} dropped only the liar: {line}");
+        }
+    }
+    for round in 1..=ROUNDS {
+        let hashes: Vec<&String> =
+            outs.iter().flat_map(|rs| rs.iter().filter(|r| r.round == round).map(|r| &r.state_hash)).collect();
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "honest peers agree in round {round}");
+    }
+    for line in logs[2].lines().filter(|l| l.contains("do not verify")) {
+        assert!(line.contains(&liar_id.to_string()), "the joiner dropped only the liar: {line}");
+    }
+    assert!(logs[2].contains("synced to the state of round"), "the joiner synced:\n{}", logs[2]);
+    let last = late.last().unwrap_or_else(|| panic!("the joiner applied rounds:\n{}", logs[2]));
+    assert_eq!(last.round, ROUNDS, "the joiner reached the end:\n{}", logs[2]);
+    let end = outs[0].last().unwrap();
+    assert_eq!(last.state_hash, end.state_hash, "the joiner ends on the swarm's state");
+}
