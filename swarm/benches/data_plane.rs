@@ -125,8 +125,10 @@ fn main() {
             let (secs, book) = rt.block_on(async {
                 let joiner = DataPlane::bind(secret, LO, false).await.unwrap();
                 let t = Instant::now();
-                let f =
-                    joiner.fetch_counted(hash.0, providers, bytes as u64, delivered).await.expect("data-plane fetch");
+                let f = joiner
+                    .fetch_counted(hash.0, providers, bytes as u64, Duration::ZERO, delivered)
+                    .await
+                    .expect("data-plane fetch");
                 let secs = t.elapsed().as_secs_f64();
                 assert_eq!(protocol::Hash::of(&f.bytes), hash);
                 joiner.close().await;

@@ -30,7 +30,8 @@ pub enum Adversary {
     /// Serves nobody its chain and inner states (ignores checks and disputes).
     IgnoreDispute,
     /// Serves corrupted bytes for every blob, on libp2p and on the data
-    /// plane (where the sizes are right and every chunk is wrong).
+    /// plane (where the sizes are right and every chunk is wrong); trains
+    /// and contributes, but publishes no manifest of its own.
     WrongBytes,
 }
 

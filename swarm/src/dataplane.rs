@@ -175,19 +175,23 @@ impl DataPlane {
         providers: Vec<EndpointAddr>,
         max_size: u64,
     ) -> Result<Fetched, FetchError> {
-        self.fetch_counted(hash, providers, max_size, Arc::default()).await
+        self.fetch_counted(hash, providers, max_size, Duration::ZERO, Arc::default()).await
     }
 
-    /// [`DataPlane::fetch`], adding the verified bytes of each range to
-    /// `delivered` as it completes (progress, for a bar or a bench).
+    /// [`DataPlane::fetch`], giving the first provider `first_wait` to hold
+    /// the whole blob (one that has just made it may still be hashing it),
+    /// and adding the verified bytes of each range to `delivered` as it
+    /// completes (progress, for a bar or a bench).
     pub async fn fetch_counted(
         &self,
         hash: Hash32,
         providers: Vec<EndpointAddr>,
         max_size: u64,
+        first_wait: Duration,
         delivered: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Fetched, FetchError> {
-        fetch::fetch(&self.endpoint, &self.store, IrohHash::from(hash), providers, max_size, &delivered).await
+        let h = IrohHash::from(hash);
+        fetch::fetch(&self.endpoint, &self.store, h, providers, max_size, first_wait, &delivered).await
     }
 
     /// Closes the endpoint.
@@ -223,7 +227,9 @@ pub struct ProviderBook {
     pub served: HashMap<EndpointId, u64>,
     /// Providers caught sending bytes that do not verify.
     pub liars: Vec<EndpointId>,
-    /// Providers that failed otherwise (gone, silent, did not have it).
+    /// Providers that said they do not hold the whole blob.
+    pub missing: Vec<EndpointId>,
+    /// Providers that failed otherwise (unreachable, gone, silent).
     pub failed: Vec<EndpointId>,
 }
 

@@ -522,6 +522,15 @@ impl EventLoop {
     }
 
     pub(super) fn publish(&mut self, bytes: Vec<u8>) {
+        if self.lies(Adversary::WrongBytes)
+            && protocol::Envelope::open(&bytes).is_ok_and(|o| matches!(o.message(), Ok(protocol::Message::Manifest(_))))
+        {
+            // A peer that serves nobody the right bytes does not aggregate:
+            // a manifest naming its own contribution cannot be applied by
+            // anyone else, and the protocol does not yet move past such a
+            // manifest (the round loops on it; see the data-plane notes).
+            return;
+        }
         let topic = self.topic.hash();
         let fanout = self.swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&topic)).count();
         let len = bytes.len() as u64;

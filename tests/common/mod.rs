@@ -57,8 +57,14 @@ pub struct Peer {
 }
 
 pub fn start_peer(procs: &mut Procs, dir: &Path, name: &str, args: &[&str]) -> Peer {
+    start_peer_env(procs, dir, name, args, &[])
+}
+
+/// [`start_peer`] with environment variables set for the process.
+pub fn start_peer_env(procs: &mut Procs, dir: &Path, name: &str, args: &[&str], env: &[(&str, &Path)]) -> Peer {
     let log = dir.join(format!("{name}.log"));
     let mut child = Command::new(swarm_bin())
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .arg("join")
         .args(args)
         .args(["--listen", LOOPBACK, "--json", "--data-dir"])

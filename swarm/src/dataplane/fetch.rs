@@ -29,7 +29,12 @@ pub struct Fetched {
 /// Why a fetch failed (with what the providers did: liars are named).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("no provider delivered the blob ({} lied, {} failed)", .0.liars.len(), .0.failed.len())]
+    #[error(
+        "no provider delivered the blob ({} lied, {} did not hold it, {} failed)",
+        .0.liars.len(),
+        .0.missing.len(),
+        .0.failed.len()
+    )]
     NoProvider(ProviderBook),
     #[error("the blob has {size} bytes, more than the {max} it may have")]
     TooBig { size: u64, max: u64, book: ProviderBook },
@@ -59,6 +64,7 @@ pub(super) async fn fetch(
     hash: IrohHash,
     providers: Vec<EndpointAddr>,
     max_size: u64,
+    first_wait: Duration,
     delivered: &AtomicU64,
 ) -> Result<super::Fetched, FetchError> {
     let remote = store.remote().clone();
@@ -68,11 +74,11 @@ pub(super) async fn fetch(
     // Only providers that hold the whole blob are asked for ranges: one
     // that is fetching it itself would answer with what it does not have
     // yet, which does not verify either, and would be taken for a liar.
-    // The protocol's choice (the first) may still be adding the blob to its
-    // store: it is given a moment.
+    // The first may be given a moment (it may be hashing a blob it has just
+    // made, for verified streaming: about 1 s per GB).
     let checks = connected.into_iter().map(|(id, conn)| {
         let remote = remote.clone();
-        let wait = if Some(id) == first { HOLD_WAIT } else { Duration::ZERO };
+        let wait = if Some(id) == first { first_wait } else { Duration::ZERO };
         async move {
             let ok = holds(&remote, &conn, hash, wait).await;
             (id, conn, ok)
@@ -80,10 +86,10 @@ pub(super) async fn fetch(
     });
     let mut idle = VecDeque::new();
     for (id, conn, ok) in futures::future::join_all(checks).await {
-        if ok {
-            idle.push_back((id, conn));
-        } else {
-            book.failed.push(id);
+        match ok {
+            Some(true) => idle.push_back((id, conn)),
+            Some(false) => book.missing.push(id),
+            None => book.failed.push(id),
         }
     }
     // The size, verified: the last chunk comes with the hashes that bind it
@@ -169,22 +175,20 @@ async fn connect_all(
     idle
 }
 
-/// How long the first provider may take to hold the whole blob.
-const HOLD_WAIT: Duration = Duration::from_secs(10);
-
 /// Whether the provider holds the whole blob (by its own account; a liar
-/// that says so is caught by what it sends), asking again for `wait`.
-async fn holds(remote: &Remote, conn: &Connection, hash: IrohHash, wait: Duration) -> bool {
+/// that says so is caught by what it sends), asking again for `wait`; None
+/// if it does not answer.
+async fn holds(remote: &Remote, conn: &Connection, hash: IrohHash, wait: Duration) -> Option<bool> {
     let until = tokio::time::Instant::now() + wait;
     loop {
         let mut seen = std::pin::pin!(remote.observe(conn.clone(), ObserveRequest::new(hash)));
-        if let Ok(Some(Ok(bits))) = tokio::time::timeout(CONNECT_TIMEOUT, seen.next()).await
-            && bits.is_complete()
-        {
-            return true;
+        match tokio::time::timeout(CONNECT_TIMEOUT, seen.next()).await {
+            Ok(Some(Ok(bits))) if bits.is_complete() => return Some(true),
+            Ok(Some(Ok(_))) => {}
+            _ => return None,
         }
         if tokio::time::Instant::now() >= until {
-            return false;
+            return Some(false);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -27,6 +27,9 @@ pub(super) struct Plane {
     pub max_blob: u64,
 }
 
+/// How long the maker of an inner state may take to hash it for serving.
+const INNER_STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A finished fetch.
 pub(super) struct Done {
     hash: Hash,
@@ -99,8 +102,12 @@ impl EventLoop {
                 .map(|(_, a)| a.clone()),
         );
         let (dp, tx, max) = (plane.dp.clone(), plane.done_tx.clone(), plane.max_blob);
+        // An inner state is held by its maker alone, and one it does not
+        // serve counts against it: give it time to hash a state it has just
+        // made. Other blobs are asked again by the protocol anyway.
+        let wait = if kind == BlobKind::InnerState { INNER_STATE_WAIT } else { std::time::Duration::ZERO };
         tokio::spawn(async move {
-            let result = dp.fetch(hash.0, providers, max).await;
+            let result = dp.fetch_counted(hash.0, providers, max, wait, Arc::default()).await;
             let _ = tx.send(Done { hash, result });
         });
         true
@@ -125,10 +132,17 @@ impl EventLoop {
                 }
             }
             Err(e) => {
-                self.info(format!("data plane: blob {} not fetched: {e}", done.hash.short()));
+                tracing::debug!("data plane: blob {} not fetched: {e}", done.hash.short());
+                let missing: Vec<PeerId> = e.book().missing.iter().map(crate::dataplane::peer_of).collect();
                 for (_, from) in waiting {
                     let lied = crate::identity::libp2p_peer(&from).is_some_and(|lp| self.banned.contains(&lp));
-                    let why = if lied { FetchFailure::WrongBytes } else { FetchFailure::Unreachable };
+                    let why = if lied {
+                        FetchFailure::WrongBytes
+                    } else if missing.contains(&from) {
+                        FetchFailure::NotFound
+                    } else {
+                        FetchFailure::Unreachable
+                    };
                     self.drive(InEvent::RequestFailed { hash: done.hash, from, why });
                 }
             }
