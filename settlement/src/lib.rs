@@ -114,7 +114,19 @@ fn signer(key_hex: &str) -> Result<PrivateKeySigner, Error> {
     t.strip_prefix("0x").unwrap_or(t).parse().map_err(|e| Error::BadKey(format!("{e}")))
 }
 
+/// reqwest (alloy's HTTP client) is built with rustls but without a default
+/// crypto provider when iroh is in the same build (the swarm's data plane
+/// enables that feature), and then panics building its first client, even
+/// for a plain-http RPC: install ring's once, first.
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 fn provider(rpc: &str, key_hex: &str) -> Result<(DynProvider, Address), Error> {
+    install_crypto();
     let url = rpc.parse().map_err(|_| Error::Bad { what: "RPC URL", value: rpc.to_string() })?;
     let s = signer(key_hex)?;
     let from = s.address();

@@ -65,7 +65,7 @@ pub struct DataPlane {
     store: Store,
     /// Kept alive: it accepts connections until dropped.
     _router: Arc<iroh::protocol::Router>,
-    /// Hashes served or being fetched: the store's GC keeps these only.
+    /// Hashes served: the store's GC keeps these only.
     live: Arc<Mutex<HashSet<IrohHash>>>,
 }
 
@@ -127,20 +127,22 @@ impl DataPlane {
         self.endpoint.id()
     }
 
-    /// Serves `bytes` (shared, not copied) under their BLAKE3 hash until
-    /// [`DataPlane::forget`]. Hashing them (the verified-streaming outboard)
-    /// runs in the background.
-    /// `hash` is the caller's BLAKE3 hash of `bytes` (a wrong one serves
-    /// nothing: the store files the bytes under their own hash).
+    /// Serves `bytes` (shared, not copied) under their BLAKE3 hash `hash`
+    /// (the caller's; a wrong one serves nothing, as the store files bytes
+    /// under their own hash) until [`DataPlane::forget`]. Hashing them for
+    /// verified streaming (the outboard) runs in the background.
     pub fn serve(&self, hash: Hash32, bytes: Arc<Vec<u8>>) {
         let h = IrohHash::from(hash);
         if !self.live.lock().map(|mut l| l.insert(h)).unwrap_or(false) {
             return;
         }
-        let store = self.store.clone();
+        let (store, live) = (self.store.clone(), self.live.clone());
         tokio::spawn(async move {
             if let Err(e) = add(&store, bytes).await {
                 tracing::warn!("data plane: cannot add a blob: {e}");
+                if let Ok(mut l) = live.lock() {
+                    l.remove(&h);
+                }
             }
         });
     }
@@ -153,7 +155,7 @@ impl DataPlane {
         add(&self.store, bytes).await
     }
 
-    /// Whether the blob is served or being fetched.
+    /// Whether the blob is served.
     pub fn holds(&self, hash: &Hash32) -> bool {
         self.live.lock().map(|l| l.contains(&IrohHash::from(*hash))).unwrap_or(false)
     }

@@ -98,7 +98,8 @@ pub(super) async fn fetch(
         let Some((id, conn)) = idle.pop_front() else {
             return Err(FetchError::NoProvider(book));
         };
-        match get(conn.clone(), hash, ChunkRanges::last_chunk(), None).await {
+        let probe = tokio::time::timeout(PROBE_DEADLINE, get(conn.clone(), hash, ChunkRanges::last_chunk(), None));
+        match probe.await.unwrap_or((Vec::new(), None, Err(Failure::Failed))) {
             (_, Some(size), Ok(())) => {
                 idle.push_front((id, conn));
                 break size;
@@ -117,11 +118,18 @@ pub(super) async fn fetch(
         while !queue.is_empty() && !idle.is_empty() {
             let (Some((id, conn)), Some(part)) = (idle.pop_front(), queue.pop_front()) else { break };
             running.push(async move {
-                let r = get(conn.clone(), hash, chunks(&part), Some(part.start)).await;
+                // However it trickles, a range is given up after its deadline.
+                let deadline = PROGRESS_TIMEOUT + Duration::from_secs((part.end - part.start) / MIN_RATE);
+                let r = tokio::time::timeout(deadline, get(conn.clone(), hash, chunks(&part), Some(part.start)))
+                    .await
+                    .unwrap_or((Vec::new(), None, Err(Failure::Failed)));
                 (id, conn, part, r)
             });
         }
-        let Some((id, conn, part, (data, _, r))) = running.next().await else { break };
+        let Some((id, conn, part, (data, said, r))) = running.next().await else { break };
+        // A provider that gives another size than the verified one lies (its
+        // bytes could not verify against the root either way).
+        let (data, r) = if said.is_some_and(|s| s != size) { (Vec::new(), Err(Failure::Lied)) } else { (data, r) };
         // The verified prefix of the range is kept, whatever happened next.
         let got = (data.len() as u64).min(part.end - part.start);
         bytes[part.start as usize..(part.start + got) as usize].copy_from_slice(&data[..got as usize]);
@@ -193,6 +201,13 @@ async fn holds(remote: &Remote, conn: &Connection, hash: IrohHash, wait: Duratio
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The size probe (a chunk and its hashes) is given up after this.
+const PROBE_DEADLINE: Duration = Duration::from_secs(30);
+/// A range must come at least this fast (bytes per second) on average, or
+/// it goes to another provider: a provider that trickles one chunk group
+/// per progress timeout does not hold a range for hours.
+const MIN_RATE: u64 = 256 << 10;
 
 /// Books a failed request.
 fn note(book: &mut ProviderBook, id: EndpointId, f: Failure) {

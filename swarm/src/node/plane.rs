@@ -34,6 +34,7 @@ const INNER_STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(super) struct Done {
     hash: Hash,
     result: Result<Fetched, FetchError>,
+    secs: f64,
 }
 
 impl Plane {
@@ -107,8 +108,11 @@ impl EventLoop {
         // made. Other blobs are asked again by the protocol anyway.
         let wait = if kind == BlobKind::InnerState { INNER_STATE_WAIT } else { std::time::Duration::ZERO };
         tokio::spawn(async move {
-            let result = dp.fetch_counted(hash.0, providers, max, wait, Arc::default()).await;
-            let _ = tx.send(Done { hash, result });
+            let started = std::time::Instant::now();
+            // The protocol hears back even if the fetch task dies.
+            let job = tokio::spawn(async move { dp.fetch_counted(hash.0, providers, max, wait, Arc::default()).await });
+            let result = job.await.unwrap_or_else(|_| Err(FetchError::NoProvider(ProviderBook::default())));
+            let _ = tx.send(Done { hash, result, secs: started.elapsed().as_secs_f64() });
         });
         true
     }
@@ -122,10 +126,20 @@ impl EventLoop {
         self.book_providers(done.hash, book);
         match done.result {
             Ok(f) => {
+                let providers = f.book.served.len();
                 let bytes = Arc::new(f.bytes);
                 let len = bytes.len() as u64;
                 let round = self.peer.round();
                 if let Some((kind, _)) = waiting.first() {
+                    if *kind == BlobKind::State {
+                        self.info(format!(
+                            "state {} fetched over the data plane: {} from {} provider(s) in {:.1} s",
+                            done.hash.short(),
+                            crate::report::human_bytes(len),
+                            providers,
+                            done.secs
+                        ));
+                    }
                     self.flow(*kind).received += len;
                     self.blobs.insert_verified(round, done.hash, *kind, bytes);
                     self.drive(InEvent::BlobReady(done.hash));

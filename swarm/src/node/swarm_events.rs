@@ -32,6 +32,12 @@ impl EventLoop {
                 if num_established == 0
                     && let Some(p) = crate::identity::protocol_peer(&peer_id)
                 {
+                    // Not asked on the data plane again until it reconnects
+                    // (identify tells its port anew).
+                    if let Some(plane) = self.plane.as_mut() {
+                        plane.ips.remove(&peer_id);
+                        plane.addrs.remove(&p);
+                    }
                     self.drive(InEvent::Disconnected(p));
                 }
             }
