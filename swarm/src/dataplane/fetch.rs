@@ -35,16 +35,16 @@ pub enum FetchError {
         .0.missing.len(),
         .0.failed.len()
     )]
-    NoProvider(ProviderBook),
+    NoProvider(Box<ProviderBook>),
     #[error("the blob has {size} bytes, more than the {max} it may have")]
-    TooBig { size: u64, max: u64, book: ProviderBook },
+    TooBig { size: u64, max: u64, book: Box<ProviderBook> },
 }
 
 impl FetchError {
     /// What the providers did.
     pub fn book(&self) -> &ProviderBook {
         match self {
-            FetchError::NoProvider(b) | FetchError::TooBig { book: b, .. } => b,
+            FetchError::NoProvider(b) | FetchError::TooBig { book: b, .. } => b.as_ref(),
         }
     }
 }
@@ -96,7 +96,7 @@ pub(super) async fn fetch(
     // to the root, and the tree's shape depends on the size.
     let size = loop {
         let Some((id, conn)) = idle.pop_front() else {
-            return Err(FetchError::NoProvider(book));
+            return Err(FetchError::NoProvider(Box::new(book)));
         };
         let probe = tokio::time::timeout(PROBE_DEADLINE, get(conn.clone(), hash, ChunkRanges::last_chunk(), None));
         match probe.await.unwrap_or((Vec::new(), None, Err(Failure::Failed))) {
@@ -109,7 +109,7 @@ pub(super) async fn fetch(
         }
     };
     if size > max_size {
-        return Err(FetchError::TooBig { size, max: max_size, book });
+        return Err(FetchError::TooBig { size, max: max_size, book: Box::new(book) });
     }
     let mut bytes = vec![0u8; size as usize];
     let mut queue = parts(size);
@@ -150,7 +150,7 @@ pub(super) async fn fetch(
         }
     }
     if !queue.is_empty() {
-        return Err(FetchError::NoProvider(book));
+        return Err(FetchError::NoProvider(Box::new(book)));
     }
     Ok(super::Fetched { bytes, book })
 }

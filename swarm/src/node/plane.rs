@@ -111,7 +111,7 @@ impl EventLoop {
             let started = std::time::Instant::now();
             // The protocol hears back even if the fetch task dies.
             let job = tokio::spawn(async move { dp.fetch_counted(hash.0, providers, max, wait, Arc::default()).await });
-            let result = job.await.unwrap_or_else(|_| Err(FetchError::NoProvider(ProviderBook::default())));
+            let result = job.await.unwrap_or_else(|_| Err(FetchError::NoProvider(Box::default())));
             let _ = tx.send(Done { hash, result, secs: started.elapsed().as_secs_f64() });
         });
         true
