@@ -310,6 +310,9 @@ pub enum Message {
         /// The manifests it applied last.
         recent: Vec<AppliedManifest>,
     },
+    /// An RL peer's rollouts of the envelope's round (RL runs only; a
+    /// DiLoCo peer drops it).
+    Rollouts(crate::rollouts::RolloutBatch),
 }
 
 impl Message {

@@ -33,6 +33,9 @@ pub enum Adversary {
     /// plane (where the sizes are right and every chunk is wrong); trains
     /// and contributes, but publishes no manifest of its own.
     WrongBytes,
+    /// RL runs: publishes its rollouts with reward 1 claimed for every
+    /// completion (it trains on the true rewards itself).
+    InflateRewards,
 }
 
 impl Adversary {

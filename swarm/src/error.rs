@@ -40,6 +40,9 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// The RL learner (policy, warm-up, generation, update) failed.
+    #[error("RL learner: {0}")]
+    Rl(String),
     /// libp2p refused to start.
     #[error("network: {0}")]
     Net(String),

@@ -22,6 +22,7 @@ pub mod payee;
 pub mod peer_store;
 pub mod pull;
 pub mod report;
+pub mod rl;
 pub mod runs;
 pub mod worker;
 

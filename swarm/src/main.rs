@@ -2,6 +2,7 @@
 
 mod ledger_cli;
 mod local;
+mod rl_cli;
 mod runs_cli;
 
 use anyhow::{Context, Result, bail};
@@ -36,7 +37,8 @@ enum Cmd {
     },
     /// List the models you can join.
     Models,
-    /// Print the default run spec of a model as TOML (a start for --spec).
+    /// Print the default run spec of a model as TOML (a start for --spec; an
+    /// RL spec for an RL policy).
     Spec {
         /// Model name.
         model: String,
@@ -121,7 +123,7 @@ enum Cmd {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-struct JoinArgs {
+pub(crate) struct JoinArgs {
     /// Model name (see `swarm models`); optional with --spec.
     model: Option<String>,
     /// Join the run described by this TOML file instead of the default run.
@@ -165,6 +167,12 @@ struct JoinArgs {
     /// libp2p only. 0 puts every model on the data plane.
     #[arg(long, default_value_t = swarm::dataplane::DEFAULT_MIN_BYTES)]
     data_plane_min_bytes: usize,
+    /// Collaborative RL instead of DiLoCo: train your own copy of the policy
+    /// with GRPO on verifiable tasks and share rollouts with the other peers
+    /// (implied for an RL policy such as `tasks-gpt`; --spec then names an RL
+    /// spec, see `swarm spec tasks-gpt`).
+    #[arg(long)]
+    rl: bool,
 }
 
 fn default_spec(model: &str) -> Result<RunSpec> {
@@ -229,7 +237,7 @@ async fn resolve_spec(args: &JoinArgs) -> Result<RunSpec> {
     Ok(spec)
 }
 
-fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
+pub(crate) fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
     if let Some(d) = arg {
         return d.clone();
     }
@@ -318,6 +326,14 @@ fn check_pulled(model: &str) -> Result<()> {
 }
 
 async fn join(args: JoinArgs) -> Result<()> {
+    let rl_spec_file = args
+        .spec
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|text| text.lines().any(|l| l.trim() == "[rl]"));
+    if args.rl || rl_spec_file || args.model.as_deref().is_some_and(|m| trainer::rl::default_spec(m).is_some()) {
+        return rl_cli::join(args).await;
+    }
     let spec = resolve_spec(&args).await?;
     check_pulled(&spec.model)?;
     let cfg = NodeConfig {
@@ -401,9 +417,20 @@ async fn run(cli: Cli) -> Result<()> {
             for m in trainer::models() {
                 println!("{:<14} {:>10}  {}", m.name, m.params, m.description);
             }
+            let policy = trainer::rl::policy::Policy::new(0).num_params();
+            println!(
+                "{:<14} {:>10}  RL policy: a character transformer trained with GRPO on verifiable tasks (swarm join {} shares rollouts)",
+                trainer::rl::TASKS_GPT,
+                policy,
+                trainer::rl::TASKS_GPT
+            );
             Ok(())
         }
         Cmd::Spec { model } => {
+            if let Some(rl) = trainer::rl::default_spec(&model) {
+                print!("{}", rl.to_toml());
+                return Ok(());
+            }
             print!("{}", default_spec(&model)?.to_toml());
             Ok(())
         }

@@ -79,7 +79,7 @@ impl InnerState {
 
     /// One AdamW step with gradient `grad`: burn's `AdamW` (no AMSGrad, no
     /// cautious decay), element by element in f32.
-    fn adamw(&mut self, grad: &[f32], lr: f64, weight_decay: f64) {
+    pub(crate) fn adamw(&mut self, grad: &[f32], lr: f64, weight_decay: f64) {
         self.step += 1;
         let t = self.step as i32;
         let (f1, f2) = (1.0 - BETA_1, 1.0 - BETA_2);

@@ -36,6 +36,7 @@ pub mod llama;
 mod mlp;
 mod outer;
 pub mod packages;
+pub mod rl;
 pub mod rng;
 mod smol;
 mod task;
@@ -272,31 +273,7 @@ impl Trainer {
         if let Kind::Smol(task) = &self.kind {
             return task.pretrained().to_vec();
         }
-        let mut rng = Rng::from_u64(seed);
-        let mut out = Vec::with_capacity(self.num_params());
-        for (name, shape) in &self.layout {
-            let n: usize = shape.iter().product();
-            let leaf = name.rsplit('.').next().unwrap_or(name);
-            if leaf == "gamma" {
-                out.extend(std::iter::repeat_n(1.0, n));
-            } else if leaf == "beta" || leaf == "bias" {
-                out.extend(std::iter::repeat_n(0.0, n));
-            } else if name.contains("emb.") {
-                let bound = 0.02 * 3f32.sqrt();
-                out.extend((0..n).map(|_| rng.uniform_sym(bound)));
-            } else {
-                // Linear weights are stored `[d_input, d_output]`, convolution kernels
-                // `[c_out, c_in, k_h, k_w]`.
-                let fan_in = match shape.as_slice() {
-                    [_, c_in, kh, kw] => c_in * kh * kw,
-                    _ => shape.first().copied().unwrap_or(1),
-                }
-                .max(1);
-                let bound = 1.0 / (fan_in as f32).sqrt();
-                out.extend((0..n).map(|_| rng.uniform_sym(bound)));
-            }
-        }
-        out
+        init_flat(&self.layout, seed)
     }
 
     /// Runs `cfg.inner_steps` AdamW steps (fresh optimizer state) from `global`, on batches
@@ -392,6 +369,35 @@ impl Trainer {
             })
         }
     }
+}
+
+/// Deterministic parameters for `layout` from `seed` (see [`Trainer::init_params`]).
+pub(crate) fn init_flat(layout: &[(String, Vec<usize>)], seed: u64) -> Vec<f32> {
+    let mut rng = Rng::from_u64(seed);
+    let mut out = Vec::with_capacity(flat::layout_len(layout));
+    for (name, shape) in layout {
+        let n: usize = shape.iter().product();
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        if leaf == "gamma" {
+            out.extend(std::iter::repeat_n(1.0, n));
+        } else if leaf == "beta" || leaf == "bias" {
+            out.extend(std::iter::repeat_n(0.0, n));
+        } else if name.contains("emb.") {
+            let bound = 0.02 * 3f32.sqrt();
+            out.extend((0..n).map(|_| rng.uniform_sym(bound)));
+        } else {
+            // Linear weights are stored `[d_input, d_output]`, convolution kernels
+            // `[c_out, c_in, k_h, k_w]`.
+            let fan_in = match shape.as_slice() {
+                [_, c_in, kh, kw] => c_in * kh * kw,
+                _ => shape.first().copied().unwrap_or(1),
+            }
+            .max(1);
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            out.extend((0..n).map(|_| rng.uniform_sym(bound)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

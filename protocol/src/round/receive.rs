@@ -47,6 +47,7 @@ impl Peer {
             Message::Verdict(finding) => {
                 self.take_finding(round, SignedFinding { by: sender, finding, signature: opened.signature })
             }
+            Message::Rollouts(_) => Err(DropReason::Invalid),
         };
         match result {
             Ok(()) => Verdict::Accept,

@@ -1,0 +1,429 @@
+//! The RL node: collaborative GRPO with shared rollouts (SAPO-style).
+//!
+//! One event loop owns the libp2p swarm (the same behaviour as a DiLoCo
+//! node: bootstrap, Kademlia, gossipsub) and the [`Pool`] of external
+//! rollouts; a learner thread ([`learner`]) owns the policy. Each round the
+//! node asks for its rollouts, publishes them as a signed
+//! [`Message::Rollouts`] on the run's topic, waits (at most `rl.wait_ms`)
+//! for enough fresh external groups, and has the learner train on `local` of
+//! its own groups and up to `external` taken ones, each re-scored with the
+//! learner's own checker first. A peer whose claimed rewards differ is
+//! dropped for the rest of the run (its later batches are refused at the
+//! gossip layer, which also stops relaying them).
+//!
+//! Peers do not wait for each other beyond that: a slow or silent peer only
+//! means fewer external groups.
+
+mod learner;
+mod report;
+
+pub use report::{RlEvent, RlRound};
+
+use crate::error::Error;
+use crate::net::{self, Behaviour};
+use crate::peer_store::PeerStore;
+use learner::{Done, Job};
+use libp2p::futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Swarm, gossipsub};
+use protocol::rollouts::{Pool, RolloutBatch, RolloutError};
+use protocol::{Envelope, Keypair, Message, RlSpec};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How an RL node is started.
+#[derive(Clone, Debug)]
+pub struct RlConfig {
+    /// The run.
+    pub spec: RlSpec,
+    /// Where the key lives.
+    pub data_dir: PathBuf,
+    /// Bootstrap addresses.
+    pub bootstrap: Vec<String>,
+    /// Listen address.
+    pub listen: String,
+    /// Dial attempts per bootstrap address.
+    pub bootstrap_attempts: u32,
+    /// Claim reward 1 for every published completion (the attack suite).
+    pub inflate_rewards: bool,
+}
+
+/// A started RL node: its events and the task to await.
+pub type Started = (mpsc::UnboundedReceiver<RlEvent>, tokio::task::JoinHandle<Result<(), Error>>);
+
+/// The largest blob an RL node accepts on the blob protocol (it serves none).
+const MAX_BLOB: usize = 1 << 16;
+
+/// Starts an RL node: key, swarm, bootstrap, learner thread; then the event
+/// loop in a task. `stop` ends it after the round in progress.
+pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<Started, Error> {
+    cfg.spec.validate()?;
+    let key = crate::identity::load_or_create(&cfg.data_dir.join("key"))?;
+    let run = cfg.spec.run_id();
+    let mut swarm = net::build_with(&key, MAX_BLOB, None)?;
+    swarm.listen_on(net::parse_addr(&cfg.listen)?).map_err(|e| Error::Net(e.to_string()))?;
+    let topic = gossipsub::IdentTopic::new(format!("swarm/rl/{}", run.to_hex()));
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let (node_events, mut node_rx) = mpsc::unbounded_channel();
+    let store = PeerStore::load(&cfg.data_dir.join("peers.json"));
+    crate::dial::reach_bootstrap(&mut swarm, &cfg.bootstrap, cfg.bootstrap_attempts, &store, &node_events).await?;
+    while let Ok(ev) = node_rx.try_recv() {
+        match ev {
+            crate::NodeEvent::Listening(a) => events.send(RlEvent::Listening(a)).ok(),
+            crate::NodeEvent::Info(s) => events.send(RlEvent::Info(s)).ok(),
+            _ => None,
+        };
+    }
+    let me = key.peer_id();
+    let seed = u64::from_le_bytes(me.0[..8].try_into().expect("8 bytes"));
+    let (jobs, done) = learner::start(cfg.spec.clone(), seed);
+    events
+        .send(RlEvent::Info(format!(
+            "peer {} joined RL run {} ({}, rounds 1..={}, I/J = {}/{}, G = {}); warming up the policy ({} steps)",
+            me.short(),
+            &run.to_hex()[..16],
+            cfg.spec.model,
+            cfg.spec.rounds,
+            cfg.spec.rl.local,
+            cfg.spec.rl.external,
+            cfg.spec.rl.group,
+            cfg.spec.rl.sft_steps
+        )))
+        .ok();
+    let lp = RlLoop {
+        spec: cfg.spec,
+        key,
+        swarm,
+        topic,
+        events,
+        jobs: Some(jobs),
+        done,
+        stop,
+        pool: Pool::new(),
+        phase: Phase::Warming,
+        round: 0,
+        current: Current::default(),
+        warned_alone: false,
+        inflate: cfg.inflate_rewards,
+    };
+    Ok((events_rx, tokio::spawn(lp.run())))
+}
+
+#[derive(Debug, PartialEq)]
+enum Phase {
+    /// The learner is warming up the policy.
+    Warming,
+    /// Waiting for `min_peers` (until the deadline).
+    Starting(Instant),
+    /// The learner generates this round's rollouts.
+    Generating,
+    /// Rollouts published; waiting for external groups until the deadline.
+    Waiting(Instant),
+    /// The learner trains.
+    Training,
+    /// Done (or stopping).
+    Over,
+}
+
+/// This round's figures so far.
+#[derive(Default)]
+struct Current {
+    started: Option<Instant>,
+    local: Vec<protocol::rollouts::Rollout>,
+    tokens: usize,
+    gen_secs: f64,
+}
+
+struct RlLoop {
+    spec: RlSpec,
+    key: Keypair,
+    swarm: Swarm<Behaviour>,
+    topic: gossipsub::IdentTopic,
+    events: mpsc::UnboundedSender<RlEvent>,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    done: mpsc::UnboundedReceiver<Done>,
+    stop: mpsc::UnboundedReceiver<()>,
+    pool: Pool,
+    phase: Phase,
+    round: u64,
+    current: Current,
+    warned_alone: bool,
+    inflate: bool,
+}
+
+impl RlLoop {
+    async fn run(mut self) -> Result<(), Error> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut stopping = false;
+        while self.phase != Phase::Over {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                done = self.done.recv() => match done {
+                    Some(d) => self.on_done(d, stopping)?,
+                    None => return Err(Error::Rl("the learner thread ended".into())),
+                },
+                _ = tick.tick() => self.on_tick(),
+                Some(()) = self.stop.recv(), if !stopping => {
+                    stopping = true;
+                    self.say("leaving after this round".into());
+                    if matches!(self.phase, Phase::Warming | Phase::Starting(_)) {
+                        self.phase = Phase::Over;
+                    }
+                }
+            }
+        }
+        self.jobs = None;
+        // Relay a little longer so the last batch reaches everyone.
+        let linger = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(linger);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                _ = &mut linger => break,
+            }
+        }
+        self.events.send(RlEvent::Finished).ok();
+        Ok(())
+    }
+
+    fn say(&self, s: String) {
+        self.events.send(RlEvent::Info(s)).ok();
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(j) = &self.jobs {
+            let _ = j.send(job);
+        }
+    }
+
+    fn topic_peers(&self) -> usize {
+        self.swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&self.topic.hash())).count()
+    }
+
+    fn on_tick(&mut self) {
+        match self.phase {
+            Phase::Starting(deadline) => {
+                let present = self.topic_peers() + 1;
+                if present >= self.spec.min_peers as usize || Instant::now() >= deadline {
+                    self.say(format!("starting round 1 with {present} peer(s) on the run's topic"));
+                    self.next_round();
+                }
+            }
+            Phase::Waiting(deadline) => {
+                let want = self.spec.rl.external as usize;
+                let fresh = self.candidates().len();
+                if fresh >= want || Instant::now() >= deadline {
+                    self.train();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn candidates(&self) -> Vec<protocol::rollouts::Candidate> {
+        let r = &self.spec.rl;
+        self.pool.candidates(self.round, r.max_age, r.select == "informative", self.round)
+    }
+
+    fn next_round(&mut self) {
+        if self.round >= self.spec.rounds {
+            self.phase = Phase::Over;
+            return;
+        }
+        self.round += 1;
+        self.current = Current { started: Some(Instant::now()), ..Current::default() };
+        self.phase = Phase::Generating;
+        self.send(Job::Generate(self.round));
+    }
+
+    fn train(&mut self) {
+        let r = &self.spec.rl;
+        let local = trainer::rl::Learner::choose_local(&self.current.local, r.local as usize, r.select == "informative");
+        let evaluate = self.round == self.spec.rounds || (r.eval_every > 0 && self.round.is_multiple_of(r.eval_every));
+        let candidates = if r.external > 0 { self.candidates() } else { Vec::new() };
+        let external = r.external as usize;
+        self.phase = Phase::Training;
+        self.send(Job::Train { round: self.round, local, candidates, external, evaluate });
+    }
+
+    fn on_done(&mut self, d: Done, stopping: bool) -> Result<(), Error> {
+        match d {
+            Done::Warmup { step, total, loss } => {
+                self.events.send(RlEvent::Warmup { step, total, loss }).ok();
+            }
+            Done::Ready { accuracy, secs } => {
+                let mean = accuracy.iter().map(|(_, a)| a).sum::<f32>() / accuracy.len().max(1) as f32;
+                self.say(format!("policy warmed up in {secs:.1} s: held-out accuracy {mean:.3}"));
+                if self.phase == Phase::Warming {
+                    self.phase = Phase::Starting(Instant::now() + Duration::from_millis(self.spec.rl.start_wait_ms));
+                }
+            }
+            Done::Generated { round, mut rollouts, tokens, secs } => {
+                let mut published = rollouts.clone();
+                if self.inflate {
+                    for g in &mut published {
+                        g.rewards.iter_mut().for_each(|x| *x = 1.0);
+                    }
+                }
+                let batch = RolloutBatch { round, rollouts: published };
+                self.publish(round, batch);
+                self.current.tokens += tokens;
+                self.current.gen_secs = secs;
+                self.current.local = std::mem::take(&mut rollouts);
+                self.phase = Phase::Waiting(Instant::now() + Duration::from_millis(self.spec.rl.wait_ms));
+                self.on_tick();
+            }
+            Done::Trained { round, update, taken, lies, rejected, accuracy, tokens, secs } => {
+                for (peer, r, task) in &taken {
+                    self.pool.mark_used(*peer, *r, *task);
+                }
+                for l in &lies {
+                    let why = format!(
+                        "claimed rewards {:?} for {} task {} (level {}), re-scored {:?}",
+                        l.claimed,
+                        trainer::rl::tasks::family_name(l.task.family),
+                        l.task.seed,
+                        l.task.level,
+                        l.rescored
+                    );
+                    if self.pool.drop_peer(l.peer, why.clone()) {
+                        self.say(format!("dropped peer {}: {why}", l.peer.short()));
+                    }
+                }
+                self.report(round, update, taken.len(), rejected, accuracy, tokens, secs);
+                if stopping {
+                    self.phase = Phase::Over;
+                } else {
+                    self.next_round();
+                }
+            }
+            Done::Failed(e) => return Err(Error::Rl(e)),
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, round: u64, batch: RolloutBatch) {
+        let n = batch.rollouts.len();
+        let bytes = match Envelope::seal(&self.key, self.spec.run_id(), round, &Message::Rollouts(batch)) {
+            Ok(b) => b,
+            Err(e) => {
+                self.say(format!("round {round}: rollouts not published: {e:?} (over the 120 KiB bound)"));
+                return;
+            }
+        };
+        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+            Ok(_) => {}
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) if !self.warned_alone => {
+                self.warned_alone = true;
+                self.say(format!("round {round}: no peer on the run's topic yet; {n} groups not shared"));
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => self.say(format!("round {round}: publishing rollouts failed: {e}")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        round: u64,
+        update: trainer::rl::Update,
+        taken: usize,
+        rejected: usize,
+        eval: Option<Vec<(&'static str, f32)>>,
+        tokens: usize,
+        train_secs: f64,
+    ) {
+        let local = &self.current.local;
+        let mut by_family: BTreeMap<u8, (f32, usize)> = BTreeMap::new();
+        let (mut sum, mut n) = (0f32, 0usize);
+        for g in local {
+            let e = by_family.entry(g.task.family).or_default();
+            e.0 += g.rewards.iter().sum::<f32>();
+            e.1 += g.rewards.len();
+            sum += g.rewards.iter().sum::<f32>();
+            n += g.rewards.len();
+        }
+        let reward = sum / n.max(1) as f32;
+        let work = self.current.gen_secs + train_secs;
+        let r = RlRound {
+            round,
+            reward,
+            reward_by_family: by_family
+                .into_iter()
+                .map(|(f, (s, k))| (trainer::rl::tasks::family_name(f).to_string(), s / k.max(1) as f32))
+                .collect(),
+            accuracy: reward,
+            eval: eval.map(|v| v.into_iter().map(|(f, a)| (f.to_string(), a)).collect()),
+            tokens_per_s: (self.current.tokens + tokens) as f64 / work.max(1e-9),
+            shared: local.len(),
+            taken,
+            rejected,
+            dropped_peers: self.pool.dropped().len(),
+            pool_peers: self.pool.peers(),
+            loss: update.loss,
+            samples: update.samples,
+            secs: self.current.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0),
+        };
+        self.events.send(RlEvent::Round(Box::new(r))).ok();
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<net::BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let id = *self.swarm.local_peer_id();
+                self.events.send(RlEvent::Listening(format!("{address}/p2p/{id}"))).ok();
+            }
+            SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let source = message.source.as_ref().and_then(crate::identity::protocol_peer);
+                let verdict = self.on_gossip(&message.data, source);
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    verdict,
+                );
+            }
+            SwarmEvent::Behaviour(net::BehaviourEvent::Identify(libp2p::identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&net::KAD_PROTOCOL) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(net::BehaviourEvent::Kad(libp2p::kad::Event::RoutingUpdated { peer, .. }))
+                if !self.swarm.is_connected(&peer) =>
+            {
+                let _ = self.swarm.dial(peer);
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks a gossip message in order: size and signature, signer is the
+    /// author, run, then content (bounds), then the pool's rules.
+    fn on_gossip(&mut self, data: &[u8], source: Option<protocol::PeerId>) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let Ok(opened) = Envelope::open(data) else { return Reject };
+        if source.is_some_and(|s| s != opened.sender) || opened.run != self.spec.run_id() {
+            return Reject;
+        }
+        let Ok(Message::Rollouts(batch)) = opened.message() else { return Reject };
+        if batch.round != opened.round {
+            return Reject;
+        }
+        match self.pool.offer(opened.sender, batch, self.round, self.spec.rl.max_age) {
+            Ok(_) => Accept,
+            Err(RolloutError::Stale { .. } | RolloutError::Replayed(_)) => Ignore,
+            Err(_) => Reject,
+        }
+    }
+}
+

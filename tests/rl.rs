@@ -1,0 +1,79 @@
+//! The RL swarm on the real network: three honest `swarm join --rl`
+//! processes and one that inflates the rewards it claims train `tasks-gpt`
+//! with GRPO and share rollouts through a bootstrap node on 127.0.0.1.
+//! Every honest peer must take external rollouts, re-score them, reject the
+//! liar's and drop it, finish every round, and end with a higher reward than
+//! it started with (summed over the honest peers).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const ROUNDS: u64 = 48;
+
+fn spec(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut s = trainer::rl::default_spec(trainer::rl::TASKS_GPT).unwrap();
+    s.rounds = ROUNDS;
+    s.min_peers = 4;
+    s.rl.wait_ms = 2_000;
+    s.rl.start_wait_ms = 120_000;
+    s.rl.eval_every = 0;
+    let path = dir.join("rl.toml");
+    std::fs::write(&path, s.to_toml()).unwrap();
+    path
+}
+
+#[test]
+fn rl_peers_share_rollouts_rescore_them_drop_a_liar_and_improve() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path());
+    let spec = spec.to_str().unwrap();
+    let mut procs = Procs::default();
+    let boot = start_bootstrap(&mut procs, dir.path());
+    let common = ["--spec", spec, "--bootstrap", boot.as_str()];
+    let honest: Vec<Peer> = (0..3).map(|i| start_peer(&mut procs, dir.path(), &format!("p{i}"), &common)).collect();
+    let mut liar_args = common.to_vec();
+    liar_args.extend(["--adversary", "inflate-rewards"]);
+    let liar = start_peer(&mut procs, dir.path(), "liar", &liar_args);
+
+    let mut first = 0f64;
+    let mut last = 0f64;
+    let quarter = ROUNDS / 4;
+    for (i, p) in honest.iter().enumerate() {
+        let lines = collect(p, Duration::from_secs(900));
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        let rounds: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert_eq!(rounds.len() as u64, ROUNDS, "peer {i} finished every round\n{log}");
+        let sum = |k: &str| rounds.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+        assert!(sum("taken") >= ROUNDS, "peer {i} trained on external rollouts: {}\n{log}", sum("taken"));
+        assert!(sum("rejected") > 0, "peer {i} rejected the liar's rollouts\n{log}");
+        assert_eq!(rounds.last().unwrap()["dropped_peers"], 1, "peer {i} dropped exactly one peer\n{log}");
+        for r in &rounds {
+            let n = r["round"].as_u64().unwrap();
+            let reward = r["reward"].as_f64().unwrap();
+            if n <= quarter {
+                first += reward;
+            } else if n > ROUNDS - quarter {
+                last += reward;
+            }
+        }
+        assert!(log.contains("dropped peer") && log.contains("re-scored"), "{log}");
+    }
+    // The liar is the one dropped: its id is in its own join line.
+    let liar_lines = collect(&liar, Duration::from_secs(60));
+    let liar_log = std::fs::read_to_string(&liar.log).unwrap();
+    let liar_id = liar_log
+        .lines()
+        .find_map(|l| l.strip_prefix("peer ").and_then(|r| r.split_whitespace().next()))
+        .expect("the liar's join line")
+        .to_string();
+    for p in &honest {
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        assert!(log.contains(&format!("dropped peer {liar_id}:")), "the liar {liar_id} was dropped\n{log}");
+    }
+    assert_eq!(liar_lines.len() as u64, ROUNDS, "the liar ran its rounds too\n{liar_log}");
+    let (first, last) = (first / (3 * quarter) as f64, last / (3 * quarter) as f64);
+    eprintln!("mean reward of the honest peers: first {quarter} rounds {first:.3}, last {quarter} rounds {last:.3}");
+    assert!(last > first, "reward rose: {first:.3} -> {last:.3}");
+}

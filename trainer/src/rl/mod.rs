@@ -1,0 +1,235 @@
+//! Collaborative RL: GRPO on verifiable tasks (the [`tasks`] families), for
+//! peers that share rollouts (see `protocol::rollouts`).
+//!
+//! A [`Learner`] is one peer's policy and its round work: [`Learner::generate`]
+//! samples `generate` tasks and a group of completions for each, scored by
+//! the checker; [`Learner::rescore`] re-scores someone else's groups;
+//! [`Learner::train`] takes one GRPO update on chosen groups (advantages
+//! normalised within each group; groups whose rewards are all equal carry no
+//! signal and are skipped); [`Learner::evaluate`] decodes greedily on
+//! held-out tasks.
+//!
+//! The policy is `tasks-gpt` (see [`policy`]): it starts from a supervised
+//! warm-up on the task text (`rl.sft_steps`), the same for every peer of a
+//! run (a pure function of the spec's seed).
+
+pub mod policy;
+pub mod tasks;
+
+use crate::error::TrainerError;
+use crate::rng::Rng;
+use policy::{Clip, Policy, Sample};
+use protocol::rollouts::{MAX_LEVEL, RlParams, RlSpec, Rollout, TaskRef};
+
+/// The small policy's name in the zoo.
+pub const TASKS_GPT: &str = "tasks-gpt";
+/// Held-out tasks per family in [`Learner::evaluate`].
+pub const EVAL_PER_FAMILY: u64 = 32;
+/// Held-out task seeds have this bit set; training seeds never do.
+const HELD_OUT: u64 = 1 << 63;
+/// Sequences per supervised warm-up step, and its learning rate.
+const SFT_BATCH: usize = 64;
+const SFT_LR: f64 = 0.003;
+
+/// The default RL run of a policy (`None` for a model that is not one).
+pub fn default_spec(model: &str) -> Option<RlSpec> {
+    (model == TASKS_GPT).then(|| RlSpec {
+        model: TASKS_GPT.to_string(),
+        seed: 0,
+        rounds: 60,
+        min_peers: 1,
+        rl: RlParams {
+            generate: 8,
+            local: 4,
+            external: 4,
+            select: "informative".into(),
+            group: 8,
+            temperature: 1.0,
+            max_tokens: 8,
+            families: tasks::NAMES.iter().map(|s| s.to_string()).collect(),
+            level: 2,
+            lr: 0.0003,
+            clip_low: 0.2,
+            clip_high: 0.28,
+            epochs: 2,
+            kl: 0.0,
+            sft_steps: 150,
+            max_age: 2,
+            wait_ms: 3_000,
+            start_wait_ms: 30_000,
+            eval_every: 5,
+        },
+    })
+}
+
+/// What one round's generation gave.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// The task groups with the checker's rewards.
+    pub rollouts: Vec<Rollout>,
+    /// Tokens generated.
+    pub tokens: usize,
+}
+
+/// What one GRPO update did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Update {
+    /// The surrogate loss (0 when no group carried signal).
+    pub loss: f32,
+    /// Fraction of completion tokens whose ratio was clipped (last pass).
+    pub clipped: f32,
+    /// Completions trained on.
+    pub samples: usize,
+    /// Groups skipped for equal rewards.
+    pub flat_groups: usize,
+}
+
+/// One peer's policy and its RL round work.
+#[derive(Clone, Debug)]
+pub struct Learner {
+    policy: Policy,
+    spec: RlSpec,
+    families: Vec<u8>,
+    me: u64,
+}
+
+impl Learner {
+    /// The run's initial policy (random parameters, then the supervised
+    /// warm-up: `progress(step, steps, loss)`), for the peer whose tasks and
+    /// samples are drawn from `me`.
+    pub fn new(spec: &RlSpec, me: u64, progress: &mut dyn FnMut(u32, u32, f32)) -> Result<Learner, TrainerError> {
+        spec.validate().map_err(|e| TrainerError::InvalidConfig(e.to_string()))?;
+        if spec.model != TASKS_GPT {
+            return Err(TrainerError::InvalidConfig(format!(
+                "RL with `{}` is not implemented: the RL policy is `{TASKS_GPT}` (smollm2-135m needs a GPU-sized run)",
+                spec.model
+            )));
+        }
+        let families = spec
+            .rl
+            .families
+            .iter()
+            .map(|n| {
+                tasks::family(n).ok_or_else(|| {
+                    TrainerError::InvalidConfig(format!("rl.families: no task family `{n}` (have: {})", tasks::NAMES.join(", ")))
+                })
+            })
+            .collect::<Result<Vec<u8>, _>>()?;
+        let mut policy = Policy::new(spec.seed);
+        let mut rng = Rng::from_u64(spec.seed ^ 0x5f70_7761_726d);
+        let steps = spec.rl.sft_steps;
+        for step in 1..=steps {
+            let batch: Vec<Sample> = (0..SFT_BATCH)
+                .map(|_| {
+                    let t = TaskRef {
+                        family: families[rng.below(families.len())],
+                        seed: rng.next_u64() & !HELD_OUT,
+                        level: 1 + rng.below(usize::from(spec.rl.level)) as u8,
+                    };
+                    let p = tasks::generate(t).expect("a checked family and level");
+                    Sample { prompt: p.prompt, completion: p.answer, ended: true, advantage: 1.0 }
+                })
+                .collect();
+            let loss = policy.supervised_step(&batch, SFT_LR)?;
+            progress(step, steps, loss);
+        }
+        policy.reset_optimizer();
+        Ok(Learner { policy, spec: spec.clone(), families, me })
+    }
+
+    /// The same policy for another peer (the warm-up is a function of the
+    /// spec alone, so peers of one process share it).
+    pub fn for_peer(&self, me: u64) -> Learner {
+        Learner { me, ..self.clone() }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Samples this round's tasks and `group` completions for each, scored.
+    pub fn generate(&self, round: u64) -> Result<Generated, TrainerError> {
+        let r = &self.spec.rl;
+        let mut rng = Rng::from_u64(self.me ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let tasks: Vec<TaskRef> = (0..r.generate)
+            .map(|_| TaskRef {
+                family: self.families[rng.below(self.families.len())],
+                seed: rng.next_u64() & !HELD_OUT,
+                level: r.level.clamp(1, MAX_LEVEL),
+            })
+            .collect();
+        let prompts: Vec<String> =
+            tasks.iter().map(|t| tasks::generate(*t).expect("a checked family and level").prompt).collect();
+        let (groups, tokens) =
+            self.policy.sample(&prompts, r.group as usize, r.temperature, r.max_tokens as usize, rng.next_u64())?;
+        let rollouts = tasks
+            .into_iter()
+            .zip(groups)
+            .map(|(task, group)| {
+                let completions: Vec<String> = group.into_iter().map(|(c, _)| c).collect();
+                let rewards = tasks::rescore(task, &completions);
+                Rollout { task, completions, rewards }
+            })
+            .collect();
+        Ok(Generated { rollouts, tokens })
+    }
+
+    /// The rewards this peer's checker gives a group (compare with the claimed ones).
+    pub fn rescore(rollout: &Rollout) -> Vec<f32> {
+        tasks::rescore(rollout.task, &rollout.completions)
+    }
+
+    /// Picks `n` of this round's own groups: with `informative`, groups whose
+    /// rewards differ first; otherwise in generation order.
+    pub fn choose_local(rollouts: &[Rollout], n: usize, informative: bool) -> Vec<Rollout> {
+        let mut order: Vec<&Rollout> = rollouts.iter().collect();
+        if informative {
+            order.sort_by_key(|r| r.rewards.iter().all(|&x| x == r.rewards[0]));
+        }
+        order.into_iter().take(n).cloned().collect()
+    }
+
+    /// One GRPO update on `groups` (rewards as this peer's checker gives them).
+    pub fn train(&mut self, groups: &[Rollout]) -> Result<Update, TrainerError> {
+        let r = &self.spec.rl;
+        let mut samples = Vec::new();
+        let mut flat_groups = 0;
+        for g in groups {
+            let n = g.rewards.len() as f32;
+            let mean = g.rewards.iter().sum::<f32>() / n;
+            let std = (g.rewards.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n).sqrt();
+            if std < 1e-6 {
+                flat_groups += 1;
+                continue;
+            }
+            let prompt = tasks::generate(g.task).map(|p| p.prompt).unwrap_or_default();
+            for (c, x) in g.completions.iter().zip(&g.rewards) {
+                let ended = c.chars().count() < r.max_tokens as usize;
+                samples.push(Sample { prompt: prompt.clone(), completion: c.clone(), ended, advantage: (x - mean) / std });
+            }
+        }
+        if samples.is_empty() {
+            return Ok(Update { flat_groups, ..Update::default() });
+        }
+        let clip = Clip { low: r.clip_low as f32, high: r.clip_high as f32, epochs: r.epochs };
+        let (loss, clipped) = self.policy.grpo_step(&samples, r.lr, clip)?;
+        Ok(Update { loss, clipped, samples: samples.len(), flat_groups })
+    }
+
+    /// Greedy accuracy on [`EVAL_PER_FAMILY`] held-out tasks of each of the
+    /// run's families (in the spec's order).
+    pub fn evaluate(&self) -> Result<Vec<(&'static str, f32)>, TrainerError> {
+        let level = self.spec.rl.level;
+        let mut out = Vec::new();
+        for &f in &self.families {
+            let tasks: Vec<TaskRef> =
+                (0..EVAL_PER_FAMILY).map(|i| TaskRef { family: f, seed: HELD_OUT | i, level }).collect();
+            let prompts: Vec<String> = tasks.iter().map(|t| tasks::generate(*t).expect("checked").prompt).collect();
+            let (groups, _) = self.policy.sample(&prompts, 1, 0.0, self.spec.rl.max_tokens as usize, 0)?;
+            let right: f32 = tasks.iter().zip(&groups).map(|(t, g)| tasks::reward(*t, &g[0].0)).sum();
+            out.push((tasks::family_name(f), right / EVAL_PER_FAMILY as f32));
+        }
+        Ok(out)
+    }
+}
