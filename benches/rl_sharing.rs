@@ -34,7 +34,19 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { peers: 4, rounds: 60, seeds: 3, settings: vec![(8, 0), (4, 4)], level: 2, lr: None, temperature: None, sft: None, epochs: None, group: None, families: None };
+    let mut a = Args {
+        peers: 4,
+        rounds: 60,
+        seeds: 3,
+        settings: vec![(8, 0), (4, 4)],
+        level: 2,
+        lr: None,
+        temperature: None,
+        sft: None,
+        epochs: None,
+        group: None,
+        families: None,
+    };
     let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -158,13 +170,19 @@ fn main() -> anyhow::Result<()> {
         spec.rl.level,
         spec.rl.families.join(" ")
     );
-    let mut table: Vec<(String, Vec<Outcome>)> = a.settings.iter().map(|(i, j)| (format!("{i}/{j}"), Vec::new())).collect();
+    let mut table: Vec<(String, Vec<Outcome>)> =
+        a.settings.iter().map(|(i, j)| (format!("{i}/{j}"), Vec::new())).collect();
     for seed in 0..a.seeds {
         spec.seed = seed;
         let t0 = Instant::now();
         let base = Learner::new(&spec, 0, &mut |_, _, _| {})?;
         let start: f32 = base.evaluate()?.iter().map(|(_, a)| a).sum::<f32>() / spec.rl.families.len() as f32;
-        println!("seed {seed}: warm-up {} steps in {:.1} s, held-out accuracy {:.3}", spec.rl.sft_steps, t0.elapsed().as_secs_f64(), start);
+        println!(
+            "seed {seed}: warm-up {} steps in {:.1} s, held-out accuracy {:.3}",
+            spec.rl.sft_steps,
+            t0.elapsed().as_secs_f64(),
+            start
+        );
         for (k, &(i, j)) in a.settings.iter().enumerate() {
             let mut s = spec.clone();
             (s.rl.local, s.rl.external) = (i, j);
@@ -172,7 +190,13 @@ fn main() -> anyhow::Result<()> {
             let mean_acc = o.accuracy.iter().map(|(_, a)| a).sum::<f32>() / o.accuracy.len() as f32;
             println!(
                 "  I/J {i}/{j}: cumulative reward {:.1} per peer (mean reward {:.3} in the first quarter of the rounds, {:.3} in the last), held-out accuracy {:.3}, {} external groups taken per peer, {:.0} s, {:.0} tokens/s",
-                o.cumulative, o.trend.0, o.trend.1, mean_acc, o.taken, o.secs, o.tokens as f64 / o.secs
+                o.cumulative,
+                o.trend.0,
+                o.trend.1,
+                mean_acc,
+                o.taken,
+                o.secs,
+                o.tokens as f64 / o.secs
             );
             table[k].1.push(o);
         }
@@ -189,7 +213,10 @@ fn main() -> anyhow::Result<()> {
     for (name, outs) in &table {
         let cum: Vec<f64> = outs.iter().map(|o| o.cumulative).collect();
         let sd = (cum.iter().map(|c| (c - mean(&cum)).powi(2)).sum::<f64>() / cum.len() as f64).sqrt();
-        let accs: Vec<f64> = outs.iter().map(|o| o.accuracy.iter().map(|(_, a)| f64::from(*a)).sum::<f64>() / o.accuracy.len() as f64).collect();
+        let accs: Vec<f64> = outs
+            .iter()
+            .map(|o| o.accuracy.iter().map(|(_, a)| f64::from(*a)).sum::<f64>() / o.accuracy.len() as f64)
+            .collect();
         print!("| {name} | {:.1} ± {:.1} | {:.3} |", mean(&cum), sd, mean(&accs));
         for k in 0..families.len() {
             let per: Vec<f64> = outs.iter().map(|o| f64::from(o.accuracy[k].1)).collect();

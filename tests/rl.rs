@@ -49,7 +49,10 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
         let sum = |k: &str| rounds.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
         let log = format!(
             "{log}\nround, peers in the pool, taken, rejected, dropped: {:?}",
-            rounds.iter().map(|r| (&r["round"], &r["pool_peers"], &r["taken"], &r["rejected"], &r["dropped_peers"])).collect::<Vec<_>>()
+            rounds
+                .iter()
+                .map(|r| (&r["round"], &r["pool_peers"], &r["taken"], &r["rejected"], &r["dropped_peers"]))
+                .collect::<Vec<_>>()
         );
         assert!(sum("taken") >= ROUNDS, "peer {i} trained on external rollouts: {}\n{log}", sum("taken"));
         assert!(sum("rejected") > 0, "peer {i} rejected the liar's rollouts\n{log}");
@@ -81,4 +84,39 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
     let (first, last) = (first / (3 * quarter) as f64, last / (3 * quarter) as f64);
     eprintln!("mean reward of the honest peers: first {quarter} rounds {first:.3}, last {quarter} rounds {last:.3}");
     assert!(last > first, "reward rose: {first:.3} -> {last:.3}");
+}
+
+#[test]
+fn rl_specs_are_checked_and_launch_prints_the_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (ok, text, err) = run_swarm(&["spec", "tasks-gpt"], Duration::from_secs(30));
+    assert!(ok && text.contains("[rl]"), "{text}{err}");
+    let spec = protocol::RlSpec::from_toml(&text).unwrap();
+    let path = dir.path().join("rl.toml");
+    std::fs::write(&path, &text).unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, out, err) = run_swarm(&["launch", "--rl", file], Duration::from_secs(30));
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("RL run {}", spec.run_id())), "{out}");
+    assert!(out.contains(&format!("swarm join --spec {file}")), "{out}");
+    // Bad specs are refused with the field named, before any network or training.
+    for (from, to, field) in [
+        ("\"count\"", "\"chess\"", "chess"),
+        ("group = 8", "group = 1", "rl.group"),
+        ("clip_high = 0.28", "clip_high = 2.0", "rl.clip_low"),
+        ("kl = 0.0", "kl = 0.1", "rl.kl"),
+    ] {
+        let bad = text.replace(from, to);
+        assert_ne!(bad, text, "{from}");
+        std::fs::write(&path, bad).unwrap();
+        let (ok, _, err) = run_swarm(&["join", "--spec", file, "--data-dir", data], Duration::from_secs(30));
+        assert!(!ok && err.contains(field), "{field}: {err}");
+        let (ok, _, err) = run_swarm(&["launch", "--rl", file], Duration::from_secs(30));
+        assert!(!ok && err.contains(field), "{field}: {err}");
+    }
+    // A model without an RL policy says what exists.
+    let (ok, _, err) = run_swarm(&["join", "smollm2-135m", "--rl", "--data-dir", data], Duration::from_secs(30));
+    assert!(!ok && err.contains("tasks-gpt"), "{err}");
 }

@@ -24,7 +24,7 @@ pub mod sim;
 pub use envelope::{DropReason, Envelope, MAX_ENVELOPE_BYTES};
 pub use id::{Hash, Keypair, PeerId};
 pub use message::{AppliedManifest, Contribution, Manifest, ManifestEntry, Message, Status};
-pub use round::{BlobKind, Config, FetchFailure, Gossip, InEvent, OutEvent, Peer, Phase, Verdict};
 pub use rollouts::{Pool, RlSpec, RolloutBatch};
+pub use round::{BlobKind, Config, FetchFailure, Gossip, InEvent, OutEvent, Peer, Phase, Verdict};
 pub use spec::{RunSpec, SpecError};
 pub use time::Time;

@@ -105,7 +105,10 @@ impl RolloutBatch {
     /// Checks the bounds and the consistency of every group.
     pub fn validate(&self) -> Result<(), RolloutError> {
         if self.rollouts.len() > MAX_ROLLOUTS {
-            return Err(RolloutError::TooLarge(format!("{} task groups (at most {MAX_ROLLOUTS})", self.rollouts.len())));
+            return Err(RolloutError::TooLarge(format!(
+                "{} task groups (at most {MAX_ROLLOUTS})",
+                self.rollouts.len()
+            )));
         }
         for r in &self.rollouts {
             let t = r.task;
@@ -202,7 +205,9 @@ impl RlSpec {
     /// DiLoCo run's id).
     pub fn run_id(&self) -> Hash {
         let mut bytes = b"swarm/rl/1".to_vec();
-        bytes.extend(bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("an RlSpec always encodes"));
+        bytes.extend(
+            bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("an RlSpec always encodes"),
+        );
         Hash::of(&bytes)
     }
 
@@ -464,7 +469,10 @@ mod tests {
         let mut pool = Pool::new();
         let p = PeerId([1; 32]);
         assert_eq!(pool.offer(p, batch(5, vec![group(0, 1, &[1.0, 0.0])]), 5, 2, &honest), Ok(1));
-        assert_eq!(pool.offer(p, batch(5, vec![group(0, 2, &[1.0, 0.0])]), 5, 2, &honest), Err(RolloutError::Replayed(5)));
+        assert_eq!(
+            pool.offer(p, batch(5, vec![group(0, 2, &[1.0, 0.0])]), 5, 2, &honest),
+            Err(RolloutError::Replayed(5))
+        );
         assert!(matches!(pool.offer(p, batch(2, vec![]), 5, 2, &honest), Err(RolloutError::Stale { .. })));
         // Old groups age out of the candidates.
         assert_eq!(pool.candidates(7, 2, true, 0).len(), 1);

@@ -110,7 +110,10 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
         inflate: cfg.inflate_rewards,
         rejected: 0,
         hellos: BTreeMap::new(),
-        seq: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1),
+        seq: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1),
     };
     Ok((events_rx, tokio::spawn(lp.run())))
 }
@@ -265,7 +268,8 @@ impl RlLoop {
 
     fn train(&mut self) {
         let r = &self.spec.rl;
-        let local = trainer::rl::Learner::choose_local(&self.current.local, r.local as usize, r.select == "informative");
+        let local =
+            trainer::rl::Learner::choose_local(&self.current.local, r.local as usize, r.select == "informative");
         let evaluate = self.round == self.spec.rounds || (r.eval_every > 0 && self.round.is_multiple_of(r.eval_every));
         let candidates = if r.external > 0 { self.candidates() } else { Vec::new() };
         let external = r.external as usize;
@@ -462,4 +466,3 @@ impl RlLoop {
         }
     }
 }
-

@@ -37,7 +37,7 @@ fn resolve(args: &JoinArgs) -> Result<RlSpec> {
     if let Some(n) = args.rounds {
         spec.rounds = n;
     }
-    spec.validate()?;
+    trainer::rl::check_spec(&spec)?;
     Ok(spec)
 }
 

@@ -44,10 +44,26 @@ pub struct LaunchArgs {
     pub identity: Option<PathBuf>,
     #[command(flatten)]
     pub bounty: Bounty,
+    /// The spec is an RL run's (`swarm spec tasks-gpt` prints one): prints
+    /// its id and how peers join it.
+    #[arg(long)]
+    pub rl: bool,
 }
 
 pub async fn launch(args: LaunchArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
+    if args.rl {
+        let spec =
+            protocol::RlSpec::from_toml(&text).with_context(|| format!("in {} (an RL spec)", args.spec.display()))?;
+        trainer::rl::check_spec(&spec)?;
+        if args.bounty.bounty_per_epoch.is_some() {
+            anyhow::bail!("RL runs keep no ledger yet: no bounty can be escrowed for them");
+        }
+        println!("RL run {}", spec.run_id());
+        let boot = args.bootstrap.iter().map(|b| format!(" --bootstrap {b}")).collect::<String>();
+        println!("peers join it with: swarm join --spec {}{boot}", args.spec.display());
+        return Ok(());
+    }
     let spec = RunSpec::from_toml(&text).with_context(|| format!("in {}", args.spec.display()))?;
     trainer::model_info(&spec.model)?;
     let run = spec.run_id();

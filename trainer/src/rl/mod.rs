@@ -64,6 +64,30 @@ pub fn default_spec(model: &str) -> Option<RlSpec> {
     })
 }
 
+/// Checks an RL spec against what this trainer has (the policy, the task
+/// families); returns the families' indices.
+pub fn check_spec(spec: &RlSpec) -> Result<Vec<u8>, TrainerError> {
+    spec.validate().map_err(|e| TrainerError::InvalidConfig(e.to_string()))?;
+    if spec.model != TASKS_GPT {
+        return Err(TrainerError::InvalidConfig(format!(
+            "RL with `{}` is not implemented: the RL policy is `{TASKS_GPT}` (smollm2-135m needs a GPU-sized run)",
+            spec.model
+        )));
+    }
+    spec.rl
+        .families
+        .iter()
+        .map(|n| {
+            tasks::family(n).ok_or_else(|| {
+                TrainerError::InvalidConfig(format!(
+                    "rl.families: no task family `{n}` (have: {})",
+                    tasks::NAMES.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
 /// What one round's generation gave.
 #[derive(Clone, Debug)]
 pub struct Generated {
@@ -100,23 +124,7 @@ impl Learner {
     /// warm-up: `progress(step, steps, loss)`), for the peer whose tasks and
     /// samples are drawn from `me`.
     pub fn new(spec: &RlSpec, me: u64, progress: &mut dyn FnMut(u32, u32, f32)) -> Result<Learner, TrainerError> {
-        spec.validate().map_err(|e| TrainerError::InvalidConfig(e.to_string()))?;
-        if spec.model != TASKS_GPT {
-            return Err(TrainerError::InvalidConfig(format!(
-                "RL with `{}` is not implemented: the RL policy is `{TASKS_GPT}` (smollm2-135m needs a GPU-sized run)",
-                spec.model
-            )));
-        }
-        let families = spec
-            .rl
-            .families
-            .iter()
-            .map(|n| {
-                tasks::family(n).ok_or_else(|| {
-                    TrainerError::InvalidConfig(format!("rl.families: no task family `{n}` (have: {})", tasks::NAMES.join(", ")))
-                })
-            })
-            .collect::<Result<Vec<u8>, _>>()?;
+        let families = check_spec(spec)?;
         let mut policy = Policy::new(spec.seed);
         let mut rng = Rng::from_u64(spec.seed ^ 0x5f70_7761_726d);
         let steps = spec.rl.sft_steps;
@@ -212,7 +220,12 @@ impl Learner {
             let prompt = tasks::generate(g.task).map(|p| p.prompt).unwrap_or_default();
             for (c, x) in g.completions.iter().zip(&g.rewards) {
                 let ended = c.chars().count() < r.max_tokens as usize;
-                samples.push(Sample { prompt: prompt.clone(), completion: c.clone(), ended, advantage: (x - mean) / std });
+                samples.push(Sample {
+                    prompt: prompt.clone(),
+                    completion: c.clone(),
+                    ended,
+                    advantage: (x - mean) / std,
+                });
             }
         }
         if samples.is_empty() {

@@ -53,6 +53,9 @@ pub struct Sample {
     pub advantage: f32,
 }
 
+/// The sampled completions of one prompt: `(text, ended with the end token)`.
+pub type Group = Vec<(String, bool)>;
+
 /// GRPO's clipping and passes.
 #[derive(Clone, Copy, Debug)]
 pub struct Clip {
@@ -213,7 +216,8 @@ impl Policy {
                     old_out = old_t.clone().into_data().try_to_vec::<f32>().ok();
                 }
                 let a = Tensor::<2>::from_data(TensorData::new(adv.clone(), [b.n, 1]), device);
-                let inv_len = Tensor::<2>::from_data(TensorData::new(lens.iter().map(|l| 1.0 / l).collect(), [b.n, 1]), device);
+                let inv_len =
+                    Tensor::<2>::from_data(TensorData::new(lens.iter().map(|l| 1.0 / l).collect(), [b.n, 1]), device);
                 let ratio = (logp - old_t).exp();
                 let bounded = ratio.clone().clamp(1.0 - clip.low, 1.0 + clip.high);
                 let out_of_range = ratio.clone().sub(bounded.clone()).abs().greater_elem(1e-6).float() * mask.clone();
@@ -239,7 +243,7 @@ impl Policy {
         temperature: f64,
         max_tokens: usize,
         seed: u64,
-    ) -> Result<(Vec<Vec<(String, bool)>>, usize), TrainerError> {
+    ) -> Result<(Vec<Group>, usize), TrainerError> {
         let device = Device::flex();
         let model = self.model(&device)?;
         let mut rng = Rng::from_u64(seed);
