@@ -141,6 +141,8 @@ struct Current {
     local: Vec<protocol::rollouts::Rollout>,
     tokens: usize,
     gen_secs: f64,
+    /// Groups published this round.
+    shared: usize,
 }
 
 struct RlLoop {
@@ -242,7 +244,9 @@ impl RlLoop {
             Phase::Waiting(deadline) => {
                 let want = self.spec.rl.external as usize;
                 let fresh = self.candidates().len();
-                if fresh >= want || Instant::now() >= deadline {
+                // Alone on the topic: nobody to wait for.
+                let alone = self.swarm.behaviour().gossipsub.all_peers().all(|(_, t)| !t.contains(&&self.topic.hash()));
+                if fresh >= want || alone || Instant::now() >= deadline {
                     self.train();
                 }
             }
@@ -331,7 +335,7 @@ impl RlLoop {
             }
         };
         match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
-            Ok(_) => {}
+            Ok(_) => self.current.shared = n,
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) if !self.warned_alone => {
                 self.warned_alone = true;
                 self.say(format!("round {round}: no peer on the run's topic yet; {n} groups not shared"));
@@ -374,7 +378,7 @@ impl RlLoop {
             accuracy: reward,
             eval: eval.map(|v| v.into_iter().map(|(f, a)| (f.to_string(), a)).collect()),
             tokens_per_s: (self.current.tokens + tokens) as f64 / work.max(1e-9),
-            shared: local.len(),
+            shared: self.current.shared,
             taken,
             rejected,
             dropped_peers: self.pool.dropped().len(),
