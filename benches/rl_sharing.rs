@@ -92,6 +92,7 @@ fn run(spec: &RlSpec, base: &Learner, peers: usize) -> anyhow::Result<Outcome> {
     let ids: Vec<PeerId> = (0..peers).map(|i| PeerId([i as u8 + 1; 32])).collect();
     let mut learners: Vec<Learner> = (0..peers).map(|i| base.for_peer(1000 + i as u64)).collect();
     let mut pools: Vec<Pool> = (0..peers).map(|_| Pool::new()).collect();
+    let rules = trainer::rl::rules(spec)?;
     let r = &spec.rl;
     let (mut cumulative, mut taken, mut tokens) = (0f64, 0usize, 0usize);
     let quarter = (spec.rounds / 4).max(1);
@@ -114,8 +115,8 @@ fn run(spec: &RlSpec, base: &Learner, peers: usize) -> anyhow::Result<Outcome> {
             for (i, pool) in pools.iter_mut().enumerate() {
                 for (k, g) in generated.iter().enumerate() {
                     if k != i {
-                        let batch = RolloutBatch { round, rollouts: g.rollouts.clone() };
-                        pool.offer(ids[k], batch, round, r.max_age, &Learner::rescore)?;
+                        let batch = RolloutBatch { session: 1, round, rollouts: g.rollouts.clone() };
+                        pool.offer(ids[k], batch, round, &rules, &Learner::rescore)?;
                     }
                 }
             }

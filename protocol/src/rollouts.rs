@@ -31,6 +31,15 @@ pub const FAMILIES: u8 = 7;
 pub const MAX_LEVEL: u8 = 3;
 /// Completions kept in the pool per peer (its newest batches).
 const KEEP_PER_PEER: usize = 4 * MAX_ROLLOUTS;
+/// Publishers the pool keeps rollouts of (the least recently heard from
+/// goes first): fresh keys cost nothing, memory does.
+pub const MAX_POOL_PEERS: usize = 256;
+/// Dropped peers remembered (the oldest are forgotten first).
+pub const MAX_DROPPED: usize = 4096;
+/// Version of the task families' generators and checkers (`trainer::rl::tasks`):
+/// part of an RL run's id, so peers whose checkers differ never share a run
+/// (they would take each other for liars). Bump it with any change there.
+pub const TASKS_VERSION: u32 = 1;
 
 /// Names a procedural task: anyone regenerates its question and answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,12 +64,23 @@ pub struct Rollout {
     pub rewards: Vec<f32>,
 }
 
+impl Rollout {
+    /// Whether the rewards differ (a group whose rewards are all equal has
+    /// zero advantage and teaches nothing).
+    pub fn informative(&self) -> bool {
+        self.rewards.iter().any(|&x| x != self.rewards[0])
+    }
+}
+
 /// What a peer publishes each round (the payload of
 /// [`Message::Rollouts`](crate::Message::Rollouts)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RolloutBatch {
-    /// The sender's round: the policy that sampled these is its policy after
-    /// `round - 1` updates.
+    /// The sender's session: when its process started (ms since the epoch).
+    /// A restarted peer counts rounds from 1 again in a new session.
+    pub session: u64,
+    /// The sender's round in its session: the policy that sampled these is
+    /// its policy after `round - 1` updates.
     pub round: u64,
     /// The task groups.
     pub rollouts: Vec<Rollout>,
@@ -78,17 +98,18 @@ pub enum RolloutError {
     /// From a peer whose claimed rewards did not match re-scoring.
     #[error("from a dropped peer")]
     Dropped,
-    /// Older than the pool keeps.
-    #[error("stale: round {round}, ours {ours}")]
-    Stale {
+    /// Not what this run's spec asks for (group size, level, family,
+    /// completion length or characters).
+    #[error("does not follow the run's spec: {0}")]
+    OffSpec(String),
+    /// A (session, round) not newer than one already seen from the sender.
+    #[error("replayed: session {session} round {round}")]
+    Replayed {
+        /// The batch's session.
+        session: u64,
         /// The batch's round.
         round: u64,
-        /// The receiver's round.
-        ours: u64,
     },
-    /// A round not newer than one already seen from the sender.
-    #[error("replayed round {0}")]
-    Replayed(u64),
     /// Claimed rewards that re-scoring does not confirm (the sender is dropped).
     #[error("claimed rewards {claimed:?} for task {task:?}, re-scored {rescored:?}")]
     Lied {
@@ -130,6 +151,49 @@ impl RolloutBatch {
             }
             if r.rewards.iter().any(|x| !x.is_finite()) {
                 return Err(RolloutError::Invalid("a reward that is not a finite number".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a receiver's spec allows in a batch, beyond the wire bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// Completions per group (`rl.group`).
+    pub group: usize,
+    /// Most characters per completion (`rl.max_tokens`: the small policy
+    /// reads one token per character).
+    pub max_chars: usize,
+    /// The task level (`rl.level`).
+    pub level: u8,
+    /// The family indices the run samples from.
+    pub families: Vec<u8>,
+    /// Received groups stay candidates for this many of the receiver's rounds.
+    pub max_age: u64,
+}
+
+impl Rules {
+    /// Checks every group of a (validated) batch against the spec: a
+    /// completion must be printable ASCII of at most `max_chars` (what the
+    /// receiver's policy can read back exactly as scored).
+    pub fn check(&self, batch: &RolloutBatch) -> Result<(), RolloutError> {
+        for r in &batch.rollouts {
+            let t = r.task;
+            if t.level != self.level || !self.families.contains(&t.family) {
+                return Err(RolloutError::OffSpec(format!("family {} level {} is not this run's", t.family, t.level)));
+            }
+            if r.completions.len() != self.group {
+                return Err(RolloutError::OffSpec(format!("{} completions, not {}", r.completions.len(), self.group)));
+            }
+            for c in &r.completions {
+                if c.len() > self.max_chars || !c.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+                    return Err(RolloutError::OffSpec(format!(
+                        "a completion of {} bytes that is not printable ASCII of at most {}",
+                        c.len(),
+                        self.max_chars
+                    )));
+                }
             }
         }
         Ok(())
@@ -201,10 +265,10 @@ pub struct RlParams {
 }
 
 impl RlSpec {
-    /// The run id: BLAKE3 of a tag and the spec's encoding (never equal to a
-    /// DiLoCo run's id).
+    /// The run id: BLAKE3 of a tag (with [`TASKS_VERSION`]) and the spec's
+    /// encoding (never equal to a DiLoCo run's id).
     pub fn run_id(&self) -> Hash {
-        let mut bytes = b"swarm/rl/1".to_vec();
+        let mut bytes = format!("swarm/rl/1/tasks/{TASKS_VERSION}").into_bytes();
         bytes.extend(
             bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("an RlSpec always encodes"),
         );
@@ -244,7 +308,8 @@ impl RlSpec {
         if r.local > r.generate {
             return bad("rl.local", "must not exceed rl.generate");
         }
-        if r.local + r.external == 0 || (r.local + r.external) as usize > 2 * MAX_ROLLOUTS {
+        let batch = r.local.saturating_add(r.external);
+        if batch == 0 || batch as usize > 2 * MAX_ROLLOUTS {
             return bad("rl.external", "rl.local + rl.external must be between 1 and 128");
         }
         if !matches!(r.select.as_str(), "informative" | "random") {
@@ -281,6 +346,22 @@ impl RlSpec {
         if r.sft_steps > 100_000 {
             return bad("rl.sft_steps", "must be at most 100000");
         }
+        // A round's batch must fit one envelope: at most max_tokens bytes
+        // per completion, plus framing (a length byte, a 4-byte reward) and
+        // a task reference per group.
+        let bytes = u64::from(r.generate) * (u64::from(r.group) * (u64::from(r.max_tokens) + 6) + 16);
+        if bytes > 100 * 1024 {
+            return bad(
+                "rl.generate",
+                "rl.generate x rl.group x rl.max_tokens is over what one 120 KiB message carries",
+            );
+        }
+        if r.max_age == 0 || r.max_age > 1_000 {
+            return bad("rl.max_age", "must be between 1 and 1000");
+        }
+        if r.eval_every > 1_000_000 {
+            return bad("rl.eval_every", "must be at most 1000000");
+        }
         if r.wait_ms > 600_000 || r.start_wait_ms > 3_600_000 {
             return bad("rl.wait_ms", "rl.wait_ms at most 10 min, rl.start_wait_ms at most 1 h");
         }
@@ -289,14 +370,35 @@ impl RlSpec {
 }
 
 /// External rollouts received, per peer, plus the peers dropped for lying.
+///
+/// Groups age in the receiver's rounds (from when they arrived), not in the
+/// sender's: peers count rounds on their own, a late joiner from 1.
 #[derive(Debug, Default)]
 pub struct Pool {
-    /// Per peer: the newest round seen and its task groups, newest last.
-    peers: BTreeMap<PeerId, (u64, Vec<(u64, Rollout)>)>,
-    /// Dropped peers and why.
-    dropped: BTreeMap<PeerId, String>,
-    /// Groups already used for training (never twice).
-    used: BTreeMap<PeerId, Vec<(u64, TaskRef)>>,
+    peers: BTreeMap<PeerId, Publisher>,
+    /// Dropped peers: when (a counter) and why.
+    dropped: BTreeMap<PeerId, (u64, String)>,
+    drops: u64,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    /// The newest (session, round) seen.
+    last: (u64, u64),
+    /// The receiver's round when it was last heard from.
+    heard: u64,
+    /// Its groups, oldest first.
+    groups: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    /// The receiver's round when it arrived.
+    arrived: u64,
+    /// The sender's round.
+    round: u64,
+    rollout: Rollout,
+    used: bool,
 }
 
 /// A candidate external task group.
@@ -304,7 +406,7 @@ pub struct Pool {
 pub struct Candidate {
     /// Who published it.
     pub peer: PeerId,
-    /// Its round.
+    /// Its round (the sender's).
     pub round: u64,
     /// The group.
     pub rollout: Rollout,
@@ -316,23 +418,24 @@ impl Pool {
         Pool::default()
     }
 
-    /// Takes a batch `from` a peer (whose signature the caller checked).
-    /// `ours` is the receiver's round, `max_age` how old a batch may be;
-    /// `rescore` is the receiver's checker: every group is re-scored, stale
-    /// ones too, and a sender whose claimed rewards differ anywhere is
-    /// dropped. Returns the number of groups kept.
+    /// Takes a batch `from` a peer (whose signature the caller checked) in
+    /// the receiver's round `ours`. Checks, in order: a dropped sender, the
+    /// wire bounds, the run's `rules`, then re-scores every group with the
+    /// receiver's checker `rescore` (a sender whose claimed rewards differ
+    /// anywhere is dropped), then refuses a replay. Returns the groups kept.
     pub fn offer(
         &mut self,
         from: PeerId,
         batch: RolloutBatch,
         ours: u64,
-        max_age: u64,
+        rules: &Rules,
         rescore: &dyn Fn(&Rollout) -> Vec<f32>,
     ) -> Result<usize, RolloutError> {
         if self.dropped.contains_key(&from) {
             return Err(RolloutError::Dropped);
         }
         batch.validate()?;
+        rules.check(&batch)?;
         for g in &batch.rollouts {
             let rescored = rescore(g);
             if rescored != g.rewards {
@@ -341,70 +444,104 @@ impl Pool {
                 return Err(lie);
             }
         }
-        if batch.round + max_age < ours {
-            return Err(RolloutError::Stale { round: batch.round, ours });
+        let key = (batch.session, batch.round);
+        if let Some(p) = self.peers.get(&from)
+            && key <= p.last
+        {
+            return Err(RolloutError::Replayed { session: batch.session, round: batch.round });
         }
-        let entry = self.peers.entry(from).or_insert((0, Vec::new()));
-        if batch.round <= entry.0 {
-            return Err(RolloutError::Replayed(batch.round));
+        self.prune(ours, rules.max_age);
+        if !self.peers.contains_key(&from) && self.peers.len() >= MAX_POOL_PEERS {
+            let quietest = self.peers.iter().min_by_key(|(_, p)| p.heard).map(|(k, _)| *k);
+            if let Some(k) = quietest {
+                self.peers.remove(&k);
+            }
         }
-        entry.0 = batch.round;
+        let p = self.peers.entry(from).or_insert(Publisher { last: key, heard: ours, groups: Vec::new() });
+        (p.last, p.heard) = (key, ours);
         let n = batch.rollouts.len();
-        entry.1.extend(batch.rollouts.into_iter().map(|r| (batch.round, r)));
-        let excess = entry.1.len().saturating_sub(KEEP_PER_PEER);
-        entry.1.drain(..excess);
+        let round = batch.round;
+        p.groups.extend(batch.rollouts.into_iter().map(|rollout| Held { arrived: ours, round, rollout, used: false }));
+        let excess = p.groups.len().saturating_sub(KEEP_PER_PEER);
+        p.groups.drain(..excess);
         Ok(n)
     }
 
-    /// Fresh, unused groups (`round + max_age >= ours`) in selection order:
-    /// shuffled with `seed`; with `informative`, groups whose claimed rewards
-    /// differ come first (a group whose rewards are all equal has zero
-    /// advantage and teaches nothing). Newer rounds first within each class.
-    pub fn candidates(&self, ours: u64, max_age: u64, informative: bool, seed: u64) -> Vec<Candidate> {
-        let mut out: Vec<Candidate> = Vec::new();
-        for (peer, (_, groups)) in &self.peers {
-            let used = self.used.get(peer);
-            for (round, r) in groups {
-                if round + max_age < ours || used.is_some_and(|u| u.contains(&(*round, r.task))) {
-                    continue;
-                }
-                out.push(Candidate { peer: *peer, round: *round, rollout: r.clone() });
-            }
+    /// Forgets groups older than `max_age` of our rounds.
+    fn prune(&mut self, ours: u64, max_age: u64) {
+        for p in self.peers.values_mut() {
+            p.groups.retain(|g| g.arrived.saturating_add(max_age) >= ours);
         }
+    }
+
+    fn fresh(&self, ours: u64, max_age: u64) -> impl Iterator<Item = (&PeerId, &Held)> {
+        self.peers
+            .iter()
+            .flat_map(|(k, p)| p.groups.iter().map(move |g| (k, g)))
+            .filter(move |(_, g)| !g.used && g.arrived.saturating_add(max_age) >= ours)
+    }
+
+    /// How many unused groups arrived at most `max_age` of our rounds ago.
+    pub fn fresh_count(&self, ours: u64, max_age: u64) -> usize {
+        self.fresh(ours, max_age).count()
+    }
+
+    /// Fresh, unused groups in selection order: shuffled with `seed`; with
+    /// `informative`, groups whose claimed (and re-scored) rewards differ
+    /// come first. The newest arrivals first within each class.
+    pub fn candidates(&self, ours: u64, max_age: u64, informative: bool, seed: u64) -> Vec<Candidate> {
+        let mut out: Vec<(u64, Candidate)> = self
+            .fresh(ours, max_age)
+            .map(|(k, g)| (g.arrived, Candidate { peer: *k, round: g.round, rollout: g.rollout.clone() }))
+            .collect();
         let mut rng = SplitMix64::new(seed);
         for i in (1..out.len()).rev() {
             let j = rng.range(0, i as u64) as usize;
             out.swap(i, j);
         }
-        let varied = |c: &Candidate| c.rollout.rewards.iter().any(|&x| x != c.rollout.rewards[0]);
-        out.sort_by_key(|c| (informative && !varied(c), std::cmp::Reverse(c.round)));
-        out
+        out.sort_by_key(|(arrived, c)| (informative && !c.rollout.informative(), std::cmp::Reverse(*arrived)));
+        out.into_iter().map(|(_, c)| c).collect()
     }
 
-    /// Marks a group as used for training.
+    /// Marks a group as used for training (it is never a candidate again).
     pub fn mark_used(&mut self, peer: PeerId, round: u64, task: TaskRef) {
-        self.used.entry(peer).or_default().push((round, task));
-        let u = self.used.get_mut(&peer).expect("just inserted");
-        let excess = u.len().saturating_sub(KEEP_PER_PEER);
-        u.drain(..excess);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            for g in p.groups.iter_mut().filter(|g| g.round == round && g.rollout.task == task) {
+                g.used = true;
+            }
+        }
     }
 
     /// Drops a peer whose claimed rewards did not survive re-scoring: its
-    /// rollouts go, and it is refused from now on. Returns whether it was new.
+    /// rollouts go, and it is refused from now on (the [`MAX_DROPPED`]
+    /// most recent are remembered). Returns whether it was new.
     pub fn drop_peer(&mut self, peer: PeerId, why: String) -> bool {
         self.peers.remove(&peer);
-        self.used.remove(&peer);
-        self.dropped.insert(peer, why).is_none()
+        self.drops += 1;
+        let why: String = why.chars().take(300).collect();
+        let new = self.dropped.insert(peer, (self.drops, why)).is_none();
+        if self.dropped.len() > MAX_DROPPED {
+            let oldest = self.dropped.iter().min_by_key(|(_, (n, _))| *n).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.dropped.remove(&k);
+            }
+        }
+        new
     }
 
-    /// The dropped peers and why.
-    pub fn dropped(&self) -> &BTreeMap<PeerId, String> {
-        &self.dropped
+    /// Whether a peer was dropped (and is remembered).
+    pub fn is_dropped(&self, peer: &PeerId) -> bool {
+        self.dropped.contains_key(peer)
+    }
+
+    /// How many peers were dropped (and are remembered).
+    pub fn dropped(&self) -> usize {
+        self.dropped.len()
     }
 
     /// Peers with rollouts in the pool.
     pub fn peers(&self) -> usize {
-        self.peers.len()
+        self.peers.values().filter(|p| !p.groups.is_empty()).count()
     }
 }
 
@@ -421,75 +558,108 @@ mod tests {
     }
 
     fn batch(round: u64, groups: Vec<Rollout>) -> RolloutBatch {
-        RolloutBatch { round, rollouts: groups }
+        RolloutBatch { session: 1, round, rollouts: groups }
     }
 
-    /// A checker that agrees with every claim.
-    fn honest(r: &Rollout) -> Vec<f32> {
-        r.rewards.clone()
+    fn rules() -> Rules {
+        Rules { group: 2, max_chars: 8, level: 1, families: vec![0, 1], max_age: 2 }
     }
 
-    #[test]
-    fn a_claim_that_does_not_rescore_drops_the_sender_even_in_a_stale_batch() {
-        let mut pool = Pool::new();
-        let (p, q) = (PeerId([1; 32]), PeerId([2; 32]));
-        // This checker says every completion is wrong.
-        let strict = |r: &Rollout| vec![0.0; r.rewards.len()];
-        assert_eq!(pool.offer(q, batch(9, vec![group(0, 1, &[0.0, 0.0])]), 9, 2, &strict), Ok(1));
-        let stale = batch(1, vec![group(0, 1, &[0.0, 0.0]), group(0, 2, &[1.0, 0.0])]);
-        let got = pool.offer(p, stale, 9, 2, &strict);
-        assert!(matches!(got, Err(RolloutError::Lied { task: TaskRef { seed: 2, .. }, .. })), "{got:?}");
-        assert!(pool.dropped().contains_key(&p));
-        assert_eq!(pool.offer(p, batch(10, vec![group(0, 3, &[0.0, 0.0])]), 9, 2, &strict), Err(RolloutError::Dropped));
-        assert_eq!(pool.candidates(9, 2, false, 0).len(), 1, "only the honest peer's group");
+    /// The checker of `group`'s completions: the reward is the number written.
+    fn check(r: &Rollout) -> Vec<f32> {
+        r.completions.iter().map(|c| c.parse().unwrap_or(-1.0)).collect()
     }
 
     #[test]
-    fn bounds_and_consistency_are_checked_before_anything_is_kept() {
+    fn bounds_and_the_run_s_rules_are_checked_before_anything_is_kept() {
         let mut pool = Pool::new();
         let p = PeerId([1; 32]);
+        let r = rules();
         let too_many = batch(1, (0..=MAX_ROLLOUTS as u64).map(|s| group(0, s, &[1.0, 0.0])).collect());
-        assert!(matches!(pool.offer(p, too_many, 1, 2, &honest), Err(RolloutError::TooLarge(_))));
+        assert!(matches!(pool.offer(p, too_many, 1, &r, &check), Err(RolloutError::TooLarge(_))));
         let mut short = group(0, 1, &[1.0, 0.0]);
         short.rewards.pop();
-        assert!(matches!(pool.offer(p, batch(1, vec![short]), 1, 2, &honest), Err(RolloutError::Invalid(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![short]), 1, &r, &check), Err(RolloutError::Invalid(_))));
         let unknown = group(FAMILIES, 1, &[1.0, 0.0]);
-        assert!(matches!(pool.offer(p, batch(1, vec![unknown]), 1, 2, &honest), Err(RolloutError::Invalid(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![unknown]), 1, &r, &check), Err(RolloutError::Invalid(_))));
         let mut long = group(0, 1, &[1.0, 0.0]);
         long.completions[0] = "x".repeat(MAX_COMPLETION_BYTES + 1);
-        assert!(matches!(pool.offer(p, batch(1, vec![long]), 1, 2, &honest), Err(RolloutError::TooLarge(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![long]), 1, &r, &check), Err(RolloutError::TooLarge(_))));
         let nan = group(0, 1, &[f32::NAN, 0.0]);
-        assert!(matches!(pool.offer(p, batch(1, vec![nan]), 1, 2, &honest), Err(RolloutError::Invalid(_))));
+        assert!(matches!(pool.offer(p, batch(1, vec![nan]), 1, &r, &check), Err(RolloutError::Invalid(_))));
+        // Off the run's spec: another family, level, group size, or a
+        // completion the policy would not read back as scored.
+        let mut off: Vec<Rollout> = vec![group(2, 1, &[1.0, 0.0]), group(0, 1, &[1.0, 0.0, 0.0])];
+        let mut level = group(0, 1, &[1.0, 0.0]);
+        level.task.level = 2;
+        off.push(level);
+        for text in ["\n\n1", "1\u{e9}", "123456789"] {
+            let mut g = group(0, 1, &[1.0, 0.0]);
+            g.completions[0] = text.to_string();
+            off.push(g);
+        }
+        for g in off {
+            let got = pool.offer(p, batch(1, vec![g.clone()]), 1, &r, &check);
+            assert!(matches!(got, Err(RolloutError::OffSpec(_))), "{g:?}: {got:?}");
+        }
         assert_eq!(pool.peers(), 0);
+        assert_eq!(pool.dropped(), 0, "off-spec is refused, not a lie");
         assert!(pool.candidates(1, 2, true, 0).is_empty());
     }
 
     #[test]
-    fn stale_and_replayed_batches_are_refused_and_dropped_peers_stay_out() {
+    fn groups_age_in_our_rounds_and_replays_are_refused_but_a_restart_is_not() {
         let mut pool = Pool::new();
-        let p = PeerId([1; 32]);
-        assert_eq!(pool.offer(p, batch(5, vec![group(0, 1, &[1.0, 0.0])]), 5, 2, &honest), Ok(1));
-        assert_eq!(
-            pool.offer(p, batch(5, vec![group(0, 2, &[1.0, 0.0])]), 5, 2, &honest),
-            Err(RolloutError::Replayed(5))
-        );
-        assert!(matches!(pool.offer(p, batch(2, vec![]), 5, 2, &honest), Err(RolloutError::Stale { .. })));
-        // Old groups age out of the candidates.
-        assert_eq!(pool.candidates(7, 2, true, 0).len(), 1);
-        assert!(pool.candidates(8, 2, true, 0).is_empty());
-        assert!(pool.drop_peer(p, "lied".into()));
-        assert!(!pool.drop_peer(p, "again".into()));
-        assert!(pool.candidates(5, 2, true, 0).is_empty());
-        assert_eq!(pool.offer(p, batch(6, vec![group(0, 3, &[1.0, 0.0])]), 6, 2, &honest), Err(RolloutError::Dropped));
+        let (p, late) = (PeerId([1; 32]), PeerId([2; 32]));
+        let r = rules();
+        assert_eq!(pool.offer(p, batch(5, vec![group(0, 1, &[1.0, 0.0])]), 5, &r, &check), Ok(1));
+        let replay = pool.offer(p, batch(5, vec![group(0, 2, &[1.0, 0.0])]), 5, &r, &check);
+        assert_eq!(replay, Err(RolloutError::Replayed { session: 1, round: 5 }));
+        assert!(matches!(pool.offer(p, batch(2, vec![]), 5, &r, &check), Err(RolloutError::Replayed { .. })));
+        // A restart: a new session counts from round 1 again.
+        let restarted = RolloutBatch { session: 2, round: 1, rollouts: vec![group(1, 3, &[0.0, 1.0])] };
+        assert_eq!(pool.offer(p, restarted, 6, &r, &check), Ok(1));
+        // Groups age from their arrival: ours at 5 and 6, so at 8 only round 6's is fresh, at 9 none.
+        assert_eq!(pool.fresh_count(7, 2), 2);
+        assert_eq!(pool.fresh_count(8, 2), 1);
+        assert_eq!(pool.fresh_count(9, 2), 0);
+        // A late joiner's round 1 arrives in our round 30 and is fresh.
+        assert_eq!(pool.offer(late, batch(1, vec![group(0, 4, &[1.0, 0.0])]), 30, &r, &check), Ok(1));
+        assert_eq!(pool.fresh_count(30, 2), 1);
+        assert_eq!(pool.candidates(30, 2, true, 0)[0].peer, late);
+        // A round number at the end of u64 does not overflow anything.
+        let far = RolloutBatch { session: u64::MAX, round: u64::MAX, rollouts: vec![group(0, 5, &[1.0, 0.0])] };
+        assert_eq!(pool.offer(late, far, u64::MAX, &r, &check), Ok(1));
+        assert_eq!(pool.fresh_count(u64::MAX, 2), 1);
+    }
+
+    #[test]
+    fn a_claim_that_does_not_rescore_drops_the_sender() {
+        let mut pool = Pool::new();
+        let (p, q) = (PeerId([1; 32]), PeerId([2; 32]));
+        let r = rules();
+        assert_eq!(pool.offer(q, batch(9, vec![group(0, 1, &[0.0, 0.0])]), 9, &r, &check), Ok(1));
+        assert_eq!(pool.offer(p, batch(1, vec![group(0, 7, &[1.0, 0.0])]), 9, &r, &check), Ok(1));
+        let mut inflated = group(0, 2, &[1.0, 0.0]);
+        inflated.rewards = vec![1.0, 1.0];
+        let got = pool.offer(p, batch(2, vec![group(0, 1, &[0.0, 0.0]), inflated]), 9, &r, &check);
+        assert!(matches!(got, Err(RolloutError::Lied { task: TaskRef { seed: 2, .. }, .. })), "{got:?}");
+        assert!(pool.is_dropped(&p));
+        let again = pool.offer(p, batch(10, vec![group(0, 3, &[0.0, 0.0])]), 9, &r, &check);
+        assert_eq!(again, Err(RolloutError::Dropped));
+        let c = pool.candidates(9, 2, false, 0);
+        assert_eq!(c.len(), 1, "the liar's earlier groups went with it");
+        assert_eq!(c[0].peer, q);
     }
 
     #[test]
     fn informative_groups_come_first_and_used_groups_never_return() {
         let mut pool = Pool::new();
         let (a, b) = (PeerId([1; 32]), PeerId([2; 32]));
+        let r = rules();
         let flat = (0..6).map(|s| group(0, s, &[0.0, 0.0])).collect();
-        pool.offer(a, batch(1, flat), 1, 2, &honest).unwrap();
-        pool.offer(b, batch(1, vec![group(1, 9, &[1.0, 0.0]), group(1, 10, &[1.0, 1.0])]), 1, 2, &honest).unwrap();
+        pool.offer(a, batch(1, flat), 1, &r, &check).unwrap();
+        pool.offer(b, batch(1, vec![group(1, 9, &[1.0, 0.0]), group(1, 10, &[1.0, 1.0])]), 1, &r, &check).unwrap();
         for seed in 0..20 {
             let c = pool.candidates(1, 2, true, seed);
             assert_eq!(c.len(), 8);
@@ -503,5 +673,79 @@ mod tests {
         let c = pool.candidates(1, 2, true, 3);
         assert_eq!(c.len(), 7);
         assert!(c.iter().all(|c| c.rollout.task.seed != 9));
+        assert_eq!(pool.fresh_count(1, 2), 7);
+    }
+
+    #[test]
+    fn fresh_keys_cannot_grow_the_pool_without_bound() {
+        let mut pool = Pool::new();
+        let r = Rules { max_age: 1000, ..rules() };
+        for i in 0..(MAX_POOL_PEERS as u64 + 10) {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            pool.offer(PeerId(id), batch(1, vec![group(0, i, &[1.0, 0.0])]), i, &r, &check).unwrap();
+        }
+        assert_eq!(pool.peers(), MAX_POOL_PEERS);
+        // The quietest went first: the first key is gone, the last is there.
+        let c = pool.candidates(MAX_POOL_PEERS as u64 + 9, 1000, false, 0);
+        assert!(c.iter().all(|c| c.peer.0[..8] != 0u64.to_le_bytes()));
+        for i in 0..(MAX_DROPPED as u64 + 5) {
+            let mut id = [1u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            pool.drop_peer(PeerId(id), "x".repeat(1000));
+        }
+        assert_eq!(pool.dropped(), MAX_DROPPED);
+    }
+
+    fn spec() -> RlSpec {
+        RlSpec {
+            model: "tasks-gpt".into(),
+            seed: 0,
+            rounds: 10,
+            min_peers: 1,
+            rl: RlParams {
+                generate: 8,
+                local: 4,
+                external: 4,
+                select: "informative".into(),
+                group: 8,
+                temperature: 1.0,
+                max_tokens: 8,
+                families: vec!["count".into()],
+                level: 2,
+                lr: 3e-4,
+                clip_low: 0.2,
+                clip_high: 0.28,
+                epochs: 2,
+                kl: 0.0,
+                sft_steps: 10,
+                max_age: 2,
+                wait_ms: 1000,
+                start_wait_ms: 1000,
+                eval_every: 5,
+            },
+        }
+    }
+
+    #[test]
+    fn specs_are_checked_and_round_trip() {
+        let s = spec();
+        assert_eq!(RlSpec::from_toml(&s.to_toml()).unwrap(), s);
+        let field = |f: &dyn Fn(&mut RlSpec)| {
+            let mut t = spec();
+            f(&mut t);
+            match t.validate() {
+                Err(SpecError::Invalid { field, .. }) => field,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(field(&|t| t.rl.external = u32::MAX), "rl.external", "local + external overflows");
+        assert_eq!(field(&|t| t.rl.max_age = 0), "rl.max_age");
+        assert_eq!(field(&|t| t.rl.group = 1), "rl.group");
+        assert_eq!(field(&|t| (t.rl.generate, t.rl.group, t.rl.max_tokens) = (64, 32, 256)), "rl.generate");
+        assert_eq!(field(&|t| t.rl.kl = 0.1), "rl.kl");
+        let mut other = spec();
+        other.seed = 1;
+        assert_ne!(other.run_id(), s.run_id());
     }
 }

@@ -330,7 +330,7 @@ async fn join(args: JoinArgs) -> Result<()> {
         .spec
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
-        .is_some_and(|text| text.lines().any(|l| l.trim() == "[rl]"));
+        .is_some_and(|text| text.lines().any(|l| l.trim_start().starts_with("[rl]")));
     if args.rl || rl_spec_file || args.model.as_deref().is_some_and(|m| trainer::rl::default_spec(m).is_some()) {
         return rl_cli::join(args).await;
     }

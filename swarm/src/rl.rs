@@ -26,7 +26,7 @@ use learner::{Done, Job};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, gossipsub};
-use protocol::rollouts::{Pool, RolloutBatch, RolloutError};
+use protocol::rollouts::{Pool, RolloutBatch, RolloutError, Rules};
 use protocol::{Envelope, Keypair, Message, PeerId, RlSpec, Status};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -53,13 +53,16 @@ pub struct RlConfig {
 /// A started RL node: its events and the task to await.
 pub type Started = (mpsc::UnboundedReceiver<RlEvent>, tokio::task::JoinHandle<Result<(), Error>>);
 
+/// Peers whose hellos are remembered (for the start quorum).
+const MAX_HELLO_PEERS: usize = 1024;
+
 /// The largest blob an RL node accepts on the blob protocol (it serves none).
 const MAX_BLOB: usize = 1 << 16;
 
 /// Starts an RL node: key, swarm, bootstrap, learner thread; then the event
 /// loop in a task. `stop` ends it after the round in progress.
 pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<Started, Error> {
-    cfg.spec.validate()?;
+    let rules = trainer::rl::rules(&cfg.spec).map_err(|e| Error::Rl(e.to_string()))?;
     let key = crate::identity::load_or_create(&cfg.data_dir.join("key"))?;
     let run = cfg.spec.run_id();
     let mut swarm = net::build_with(&key, MAX_BLOB, None)?;
@@ -93,7 +96,11 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
             cfg.spec.rl.sft_steps
         )))
         .ok();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
     let lp = RlLoop {
+        run,
+        rules,
+        session: now_ms.unwrap_or(1),
         spec: cfg.spec,
         key,
         swarm,
@@ -146,6 +153,10 @@ struct Current {
 }
 
 struct RlLoop {
+    run: protocol::Hash,
+    rules: Rules,
+    /// Our session (start time in ms): rounds count from 1 in each.
+    session: u64,
     spec: RlSpec,
     key: Keypair,
     swarm: Swarm<Behaviour>,
@@ -222,7 +233,7 @@ impl RlLoop {
         self.seq += 1;
         let status = if self.phase == Phase::Warming { Status::Waiting } else { Status::Active };
         let msg = Message::Hello { status, seq: self.seq, recent: Vec::new() };
-        if let Ok(bytes) = Envelope::seal(&self.key, self.spec.run_id(), 0, &msg) {
+        if let Ok(bytes) = Envelope::seal(&self.key, self.run, 0, &msg) {
             let _ = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes);
         }
     }
@@ -243,7 +254,7 @@ impl RlLoop {
             }
             Phase::Waiting(deadline) => {
                 let want = self.spec.rl.external as usize;
-                let fresh = self.candidates().len();
+                let fresh = self.pool.fresh_count(self.round, self.spec.rl.max_age);
                 // Alone on the topic: nobody to wait for.
                 let alone = self.swarm.behaviour().gossipsub.all_peers().all(|(_, t)| !t.contains(&&self.topic.hash()));
                 if fresh >= want || alone || Instant::now() >= deadline {
@@ -300,7 +311,7 @@ impl RlLoop {
                         g.rewards.iter_mut().for_each(|x| *x = 1.0);
                     }
                 }
-                let batch = RolloutBatch { round, rollouts: published };
+                let batch = RolloutBatch { session: self.session, round, rollouts: published };
                 self.publish(round, batch);
                 self.current.tokens += tokens;
                 self.current.gen_secs = secs;
@@ -327,7 +338,7 @@ impl RlLoop {
 
     fn publish(&mut self, round: u64, batch: RolloutBatch) {
         let n = batch.rollouts.len();
-        let bytes = match Envelope::seal(&self.key, self.spec.run_id(), round, &Message::Rollouts(batch)) {
+        let bytes = match Envelope::seal(&self.key, self.run, round, &Message::Rollouts(batch)) {
             Ok(b) => b,
             Err(e) => {
                 self.say(format!("round {round}: rollouts not published: {e:?} (over the 120 KiB bound)"));
@@ -375,13 +386,12 @@ impl RlLoop {
                 .into_iter()
                 .map(|(f, (s, k))| (trainer::rl::tasks::family_name(f).to_string(), s / k.max(1) as f32))
                 .collect(),
-            accuracy: reward,
             eval: eval.map(|v| v.into_iter().map(|(f, a)| (f.to_string(), a)).collect()),
             tokens_per_s: (self.current.tokens + tokens) as f64 / work.max(1e-9),
             shared: self.current.shared,
             taken,
             rejected,
-            dropped_peers: self.pool.dropped().len(),
+            dropped_peers: self.pool.dropped(),
             pool_peers: self.pool.peers(),
             loss: update.loss,
             samples: update.samples,
@@ -432,12 +442,15 @@ impl RlLoop {
     fn on_gossip(&mut self, data: &[u8], source: Option<protocol::PeerId>) -> gossipsub::MessageAcceptance {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         let Ok(opened) = Envelope::open(data) else { return Reject };
-        if source.is_some_and(|s| s != opened.sender) || opened.run != self.spec.run_id() {
+        if source.is_some_and(|s| s != opened.sender) || opened.run != self.run {
             return Reject;
         }
         let batch = match opened.message() {
             Ok(Message::Rollouts(batch)) => batch,
             Ok(Message::Hello { status, seq, .. }) => {
+                if !self.hellos.contains_key(&opened.sender) && self.hellos.len() >= MAX_HELLO_PEERS {
+                    return Ignore;
+                }
                 let last = self.hellos.entry(opened.sender).or_insert((0, false));
                 if seq <= last.0 {
                     return Ignore;
@@ -451,10 +464,10 @@ impl RlLoop {
             return Reject;
         }
         let groups = batch.rollouts.len();
-        let rescore = |r: &protocol::rollouts::Rollout| trainer::rl::Learner::rescore(r);
-        match self.pool.offer(opened.sender, batch, self.round, self.spec.rl.max_age, &rescore) {
+        let rescore = trainer::rl::Learner::rescore;
+        match self.pool.offer(opened.sender, batch, self.round, &self.rules, &rescore) {
             Ok(_) => Accept,
-            Err(RolloutError::Stale { .. } | RolloutError::Replayed(_)) => Ignore,
+            Err(RolloutError::Replayed { .. }) => Ignore,
             Err(RolloutError::Lied { task, claimed, rescored }) => {
                 self.rejected += groups;
                 self.say(format!(

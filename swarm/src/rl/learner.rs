@@ -12,7 +12,7 @@ use trainer::rl::{Learner, Update};
 
 /// A job for the learner thread.
 pub(crate) enum Job {
-    /// Generate round `0`'s rollouts.
+    /// Generate the rollouts of the round it names.
     Generate(u64),
     /// Train round `round` on `local` and the first `external` of
     /// `candidates` (in the pool's order, re-scored on arrival).

@@ -29,12 +29,11 @@ pub enum RlEvent {
 pub struct RlRound {
     /// The round (policy updates so far).
     pub round: u64,
-    /// Mean reward of this round's own completions.
+    /// Mean reward of this round's own completions (rewards are 0 or 1: the
+    /// fraction answered right).
     pub reward: f32,
     /// Mean reward per family (of this round's own completions).
     pub reward_by_family: Vec<(String, f32)>,
-    /// Completions with reward 1 among this round's own, as a fraction.
-    pub accuracy: f32,
     /// Greedy held-out accuracy per family (rounds with an evaluation).
     pub eval: Option<Vec<(String, f32)>>,
     /// Tokens generated and trained on per second (this round's work).

@@ -19,7 +19,7 @@ pub mod tasks;
 use crate::error::TrainerError;
 use crate::rng::Rng;
 use policy::{Clip, Policy, Sample};
-use protocol::rollouts::{MAX_LEVEL, RlParams, RlSpec, Rollout, TaskRef};
+use protocol::rollouts::{MAX_LEVEL, RlParams, RlSpec, Rollout, Rules, TaskRef};
 
 /// The small policy's name in the zoo.
 pub const TASKS_GPT: &str = "tasks-gpt";
@@ -68,6 +68,13 @@ pub fn default_spec(model: &str) -> Option<RlSpec> {
 /// families); returns the families' indices.
 pub fn check_spec(spec: &RlSpec) -> Result<Vec<u8>, TrainerError> {
     spec.validate().map_err(|e| TrainerError::InvalidConfig(e.to_string()))?;
+    let (max_prompt, context) = (tasks::MAX_PROMPT_CHARS, policy::SHAPE_CONTEXT);
+    let room = context - max_prompt - 1;
+    if spec.rl.max_tokens as usize > room {
+        return Err(TrainerError::InvalidConfig(format!(
+            "rl.max_tokens: at most {room} for `{TASKS_GPT}` (context {context}, prompts up to {max_prompt} characters)"
+        )));
+    }
     if spec.model != TASKS_GPT {
         return Err(TrainerError::InvalidConfig(format!(
             "RL with `{}` is not implemented: the RL policy is `{TASKS_GPT}` (smollm2-135m needs a GPU-sized run)",
@@ -86,6 +93,17 @@ pub fn check_spec(spec: &RlSpec) -> Result<Vec<u8>, TrainerError> {
             })
         })
         .collect()
+}
+
+/// What a peer of this run accepts from others (see `Pool::offer`).
+pub fn rules(spec: &RlSpec) -> Result<Rules, TrainerError> {
+    Ok(Rules {
+        group: spec.rl.group as usize,
+        max_chars: spec.rl.max_tokens as usize,
+        level: spec.rl.level,
+        families: check_spec(spec)?,
+        max_age: spec.rl.max_age,
+    })
 }
 
 /// What one round's generation gave.
@@ -124,7 +142,7 @@ impl Learner {
     /// warm-up: `progress(step, steps, loss)`), for the peer whose tasks and
     /// samples are drawn from `me`.
     pub fn new(spec: &RlSpec, me: u64, progress: &mut dyn FnMut(u32, u32, f32)) -> Result<Learner, TrainerError> {
-        let families = check_spec(spec)?;
+        let families = rules(spec)?.families;
         let mut policy = Policy::new(spec.seed);
         let mut rng = Rng::from_u64(spec.seed ^ 0x5f70_7761_726d);
         let steps = spec.rl.sft_steps;
@@ -199,7 +217,7 @@ impl Learner {
     pub fn choose_local(rollouts: &[Rollout], n: usize, informative: bool) -> Vec<Rollout> {
         let mut order: Vec<&Rollout> = rollouts.iter().collect();
         if informative {
-            order.sort_by_key(|r| r.rewards.iter().all(|&x| x == r.rewards[0]));
+            order.sort_by_key(|r| !r.informative());
         }
         order.into_iter().take(n).cloned().collect()
     }

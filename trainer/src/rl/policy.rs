@@ -21,8 +21,10 @@ use crate::rng::Rng;
 pub const VOCAB: usize = 96;
 /// The end token.
 pub const END: i64 = 0;
+/// The policy's context (prompt and completion, in characters).
+pub const SHAPE_CONTEXT: usize = 32;
 /// The policy's size.
-pub(crate) const SHAPE: Shape = Shape { context: 32, d_model: 96, layers: 3, heads: 4 };
+pub(crate) const SHAPE: Shape = Shape { context: SHAPE_CONTEXT, d_model: 96, layers: 3, heads: 4 };
 
 /// A token of a character (`?` for anything outside printable ASCII).
 fn token(c: char) -> i64 {

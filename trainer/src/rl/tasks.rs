@@ -15,6 +15,9 @@ use protocol::rollouts::{FAMILIES, MAX_LEVEL, TaskRef};
 /// The family names, by index.
 pub const NAMES: [&str; FAMILIES as usize] = ["arithmetic", "base", "fraction", "logic", "calendar", "sort", "count"];
 
+/// The longest prompt any family generates (checked by a test).
+pub const MAX_PROMPT_CHARS: usize = 22;
+
 /// A generated task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -151,19 +154,20 @@ fn tf(v: bool) -> &'static str {
     if v { "T" } else { "F" }
 }
 
-/// The reward of `completion` for task `t`: 1 if it is the answer (spaces
-/// around it ignored), else 0 (also for a task that does not exist).
+/// The reward of `completion` for task `t`: 1 if it is the answer (ASCII
+/// spaces around it ignored), else 0 (also for a task that does not exist).
 pub fn reward(t: TaskRef, completion: &str) -> f32 {
-    match generate(t) {
-        Some(p) if completion.trim() == p.answer => 1.0,
-        _ => 0.0,
-    }
+    rescore(t, &[completion])[0]
 }
 
-/// Re-scores a group of completions: the rewards this checker gives them.
-pub fn rescore(t: TaskRef, completions: &[String]) -> Vec<f32> {
-    let Some(p) = generate(t) else { return vec![0.0; completions.len()] };
-    completions.iter().map(|c| if c.trim() == p.answer { 1.0 } else { 0.0 }).collect()
+/// Re-scores a group of completions: the rewards this checker gives them
+/// (only ASCII spaces around an answer are ignored).
+pub fn rescore<S: AsRef<str>>(t: TaskRef, completions: &[S]) -> Vec<f32> {
+    let answer = generate(t).map(|p| p.answer);
+    completions
+        .iter()
+        .map(|c| if answer.as_deref() == Some(c.as_ref().trim_matches(' ')) { 1.0 } else { 0.0 })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,7 +187,7 @@ mod tests {
                     let p = generate(t(f, seed, level)).unwrap();
                     assert_eq!(generate(t(f, seed, level)).unwrap(), p, "deterministic");
                     assert!(p.prompt.is_ascii() && p.answer.is_ascii());
-                    assert!(p.prompt.len() <= 22 && p.answer.len() <= 8, "{p:?}");
+                    assert!(p.prompt.len() <= MAX_PROMPT_CHARS && p.answer.len() <= 8, "{p:?}");
                     assert_eq!(reward(t(f, seed, level), &p.answer), 1.0);
                     assert_eq!(reward(t(f, seed, level), &format!(" {} ", p.answer)), 1.0);
                     assert_eq!(reward(t(f, seed, level), &format!("{}0", p.answer)), 0.0);
@@ -239,8 +243,8 @@ mod tests {
     fn rescoring_matches_rewards() {
         let task = t(6, 4, 2);
         let p = generate(task).unwrap();
-        let got = rescore(task, &[p.answer.clone(), "x".into(), String::new()]);
-        assert_eq!(got, vec![1.0, 0.0, 0.0]);
+        let got = rescore(task, &[p.answer.clone(), "x".into(), String::new(), format!("\n{}", p.answer)]);
+        assert_eq!(got, vec![1.0, 0.0, 0.0, 0.0], "a newline is not a space the policy could read back");
         assert_eq!(family("sort"), Some(5));
         assert_eq!(family("chess"), None);
     }
