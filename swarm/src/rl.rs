@@ -319,12 +319,11 @@ impl RlLoop {
                 self.phase = Phase::Waiting(Instant::now() + Duration::from_millis(self.spec.rl.wait_ms));
                 self.on_tick();
             }
-            Done::Trained { round, update, taken, accuracy, tokens, secs } => {
-                for (peer, r, task) in &taken {
+            Done::Trained(t) => {
+                for (peer, r, task) in &t.taken {
                     self.pool.mark_used(*peer, *r, *task);
                 }
-                let rejected = std::mem::take(&mut self.rejected);
-                self.report(round, update, taken.len(), rejected, accuracy, tokens, secs);
+                self.report(t);
                 if stopping {
                     self.phase = Phase::Over;
                 } else {
@@ -356,17 +355,9 @@ impl RlLoop {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn report(
-        &mut self,
-        round: u64,
-        update: trainer::rl::Update,
-        taken: usize,
-        rejected: usize,
-        eval: Option<Vec<(&'static str, f32)>>,
-        tokens: usize,
-        train_secs: f64,
-    ) {
+    fn report(&mut self, t: learner::Trained) {
+        let learner::Trained { round, update, taken, accuracy: eval, tokens, secs: train_secs } = t;
+        let rejected = std::mem::take(&mut self.rejected);
         let local = &self.current.local;
         let mut by_family: BTreeMap<u8, (f32, usize)> = BTreeMap::new();
         let (mut sum, mut n) = (0f32, 0usize);
@@ -389,7 +380,7 @@ impl RlLoop {
             eval: eval.map(|v| v.into_iter().map(|(f, a)| (f.to_string(), a)).collect()),
             tokens_per_s: (self.current.tokens + tokens) as f64 / work.max(1e-9),
             shared: self.current.shared,
-            taken,
+            taken: taken.len(),
             rejected,
             dropped_peers: self.pool.dropped(),
             pool_peers: self.pool.peers(),

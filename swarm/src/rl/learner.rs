@@ -28,17 +28,20 @@ pub(crate) enum Done {
     /// A round's rollouts, scored.
     Generated { round: u64, rollouts: Vec<Rollout>, tokens: usize, secs: f64 },
     /// A round's update.
-    Trained {
-        round: u64,
-        update: Update,
-        /// External groups used: (publisher, its round, task).
-        taken: Vec<(PeerId, u64, TaskRef)>,
-        accuracy: Option<Vec<(&'static str, f32)>>,
-        tokens: usize,
-        secs: f64,
-    },
+    Trained(Trained),
     /// The model side failed.
     Failed(String),
+}
+
+/// A round's update.
+pub(crate) struct Trained {
+    pub round: u64,
+    pub update: Update,
+    /// External groups used: (publisher, its round, task).
+    pub taken: Vec<(PeerId, u64, TaskRef)>,
+    pub accuracy: Option<Vec<(&'static str, f32)>>,
+    pub tokens: usize,
+    pub secs: f64,
 }
 
 /// Starts the learner thread for the peer whose task and sampling seeds come from `me`.
@@ -88,7 +91,7 @@ fn run(
                 let update = learner.train(&local)?;
                 let accuracy = if evaluate { Some(learner.evaluate()?) } else { None };
                 let secs = started.elapsed().as_secs_f64();
-                done.send(Done::Trained { round, update, taken, accuracy, tokens, secs }).ok();
+                done.send(Done::Trained(Trained { round, update, taken, accuracy, tokens, secs })).ok();
             }
         }
     }
