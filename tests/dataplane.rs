@@ -113,15 +113,19 @@ fn a_swarm_on_the_data_plane_catches_a_peer_serving_wrong_bytes_and_a_late_joine
     let mut lying = base.to_vec();
     lying.extend(["--adversary", "wrong-bytes"]);
     let _liar = start_peer(&mut procs, dir.path(), "liar", &lying);
-    // The joiner starts once peer-0 has applied round 2.
-    let mut first: Vec<String> = Vec::new();
-    while !reports(&first).iter().any(|r| r.round >= 2) {
-        let line = honest[0].lines.recv_timeout(Duration::from_secs(120)).expect("peer-0 applies round 2");
-        first.push(line);
+    // The joiner starts once both honest peers have applied round 2 (so the
+    // manifest it syncs to has a state it must fetch; see the brown test).
+    let (mut first, mut second): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for (i, lines) in [(0, &mut first), (1, &mut second)] {
+        while !reports(lines).iter().any(|r| r.round >= 2) {
+            let line = honest[i].lines.recv_timeout(Duration::from_secs(120)).expect("honest peers apply round 2");
+            lines.push(line);
+        }
     }
     let joiner = start_peer(&mut procs, dir.path(), "joiner", &base);
     first.extend(collect(&honest[0], Duration::from_secs(180)));
-    let outs = [reports(&first), reports(&collect(&honest[1], Duration::from_secs(180)))];
+    second.extend(collect(&honest[1], Duration::from_secs(180)));
+    let outs = [reports(&first), reports(&second)];
     let late = reports(&collect(&joiner, Duration::from_secs(120)));
     let logs: Vec<String> = ["peer-0", "peer-1", "joiner"]
         .iter()
@@ -207,10 +211,17 @@ fn a_brown_gpt_joiner_syncs_a_169_mb_state_through_the_data_plane_among_lying_pe
     lying.extend(["--adversary", "wrong-bytes"]);
     let _liar = start_peer_env(&mut procs, dir.path(), "liar", &lying, &env);
     let mut first: Vec<String> = Vec::new();
-    // After round 2 the swarm's state is round 1's result, not the genesis
-    // state a joiner makes itself: it must be fetched.
-    while !reports(&first).iter().any(|r| r.round >= 2) {
-        first.push(honest[0].lines.recv_timeout(Duration::from_secs(600)).expect("peer-0 applies round 2"));
+    let mut second: Vec<String> = Vec::new();
+    // Once round 2 is applied, the manifest a joiner syncs to is round 2's,
+    // whose state is round 1's result, not the genesis state a joiner makes
+    // itself: it must be fetched. Both honest peers must have applied it: a
+    // joiner syncs to a manifest most peers confirm, and one CI run started
+    // the joiner when only peer-0 had, so it synced to round 1 (genesis,
+    // nothing to fetch) and the data-plane assertion failed.
+    for (i, lines) in [(0, &mut first), (1, &mut second)] {
+        while !reports(lines).iter().any(|r| r.round >= 2) {
+            lines.push(honest[i].lines.recv_timeout(Duration::from_secs(600)).expect("honest peers apply round 2"));
+        }
     }
     let joiner = start_peer_env(&mut procs, dir.path(), "joiner", &base, &env);
     first.extend(collect(&honest[0], Duration::from_secs(900)));
