@@ -1,0 +1,87 @@
+//! Helpers of the protocol's integration tests: one peer driven by hand,
+//! with signed messages from peers made from seeds.
+#![allow(dead_code)]
+
+use protocol::{
+    AppliedManifest, Config, Contribution, Envelope, Gossip, Hash, InEvent, Keypair, Manifest, ManifestEntry, Message,
+    OutEvent, Peer, RunSpec, Status, Verdict,
+};
+
+pub fn spec() -> RunSpec {
+    RunSpec::new(
+        "digits-mlp",
+        protocol::spec::TrainSpec { inner_steps: 5, inner_lr: 0.01, batch_size: 8, weight_decay: 0.0 },
+    )
+}
+
+pub fn peer_with(key: u64, last_round: u64) -> (Peer, Hash) {
+    let spec = spec();
+    let run = spec.run_id();
+    let cfg = Config::new(run, Hash::of(b"genesis"), &spec, last_round);
+    (Peer::new(cfg, Keypair::from_seed(key)), run)
+}
+
+pub fn peer() -> (Peer, Hash) {
+    peer_with(1, 10)
+}
+
+/// A signed message from `key`, published by `key`.
+pub fn gossip(key: u64, run: Hash, round: u64, msg: &Message) -> InEvent {
+    let k = Keypair::from_seed(key);
+    InEvent::Gossip(Gossip { bytes: Envelope::seal(&k, run, round, msg).unwrap(), source: Some(k.peer_id()) })
+}
+
+/// A contribution of `samples` to blob `hash`, trained from `base`.
+pub fn contribution(hash: Hash, samples: u64, base: Hash) -> Contribution {
+    Contribution {
+        hash,
+        samples,
+        base_state: base,
+        raw: Hash::of(&hash.0),
+        residual: 0.0,
+        chain: Hash::of(&base.0),
+        payee: None,
+        attest: None,
+    }
+}
+
+/// A manifest entry: peer `key`'s signed announcement for `round`.
+pub fn entry(key: u64, run: Hash, round: u64, hash: Hash, base: Hash) -> ManifestEntry {
+    let k = Keypair::from_seed(key);
+    let c = contribution(hash, 8, base);
+    let sealed = Envelope::seal(&k, run, round, &Message::Contribution(c)).unwrap();
+    let signature = Envelope::open(&sealed).unwrap().signature;
+    ManifestEntry { peer: k.peer_id(), contribution: c, signature }
+}
+
+pub fn hello(status: Status, seq: u64, recent: Vec<AppliedManifest>) -> Message {
+    Message::Hello { status, seq, recent }
+}
+
+pub fn verdicts(out: &[OutEvent]) -> Vec<Verdict> {
+    out.iter()
+        .filter_map(|o| match o {
+            OutEvent::Verdict(v) => Some(*v),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn published_manifest(out: &[OutEvent]) -> Option<Manifest> {
+    out.iter().find_map(|o| match o {
+        OutEvent::Broadcast(b) => match Envelope::open(b).ok()?.message().ok()? {
+            Message::Manifest(m) => Some(m),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+pub fn requests_for(out: &[OutEvent], blob: Hash) -> Vec<protocol::PeerId> {
+    out.iter()
+        .filter_map(|o| match o {
+            OutEvent::Request { hash, from, .. } if *hash == blob => Some(*from),
+            _ => None,
+        })
+        .collect()
+}

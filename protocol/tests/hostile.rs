@@ -1,0 +1,249 @@
+//! Issue 13: what hostile peers (one, or a Sybil group of fresh keys) can
+//! and cannot do to one peer's protocol: replays, rounds past the run,
+//! claims of later rounds, head counts, made-up manifests in hellos.
+
+mod common;
+use common::*;
+use protocol::round::rank_key;
+const MAX_UNSERVED_LISTINGS: u32 = 3;
+const REPAIRS_PER_LISTER: usize = 8;
+use protocol::{
+    AppliedManifest, BlobKind, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair, Manifest,
+    ManifestEntry, Message, OutEvent, Peer, Phase, Status, Verdict,
+};
+
+#[test]
+fn replayed_hellos_and_leaves_change_nothing() {
+    let (mut p, run) = peer();
+    let recent = vec![AppliedManifest { round: 3, id: Hash::of(b"m3") }];
+    // Peer 2 said it waited (seq 10), then that it is active (seq 11).
+    let waiting = Envelope::seal(&Keypair::from_seed(2), run, 3, &hello(Status::Waiting, 10, vec![])).unwrap();
+    let leave = Envelope::seal(&Keypair::from_seed(2), run, 3, &Message::Leave { seq: 9, recent }).unwrap();
+    let src = Some(Keypair::from_seed(2).peer_id());
+    p.handle(InEvent::Gossip(Gossip { bytes: waiting.clone(), source: src }), 10);
+    p.handle(gossip(2, run, 4, &hello(Status::Active, 11, vec![])), 20);
+    assert_eq!(p.members(), 1);
+    // An attacker replays its older messages (a leave it sent before a
+    // restart, the old hello): both are dropped; it stays an active member.
+    for (bytes, t) in [(leave, 30), (waiting, 40)] {
+        let out = p.handle(InEvent::Gossip(Gossip { bytes, source: None }), t);
+        assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::Replayed))]);
+    }
+    assert_eq!(p.members(), 1, "the replayed leave did not remove it");
+    assert_eq!(p.stats().dropped.get(&DropReason::Replayed), Some(&2));
+    // Its next hello counts as usual.
+    let out = p.handle(gossip(2, run, 4, &hello(Status::Active, 12, vec![])), 50);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
+}
+
+#[test]
+fn rounds_after_the_runs_last_are_rejected_before_any_arithmetic() {
+    // A waiting hello at round u64::MAX, then a contribution there, used to
+    // make an "active" member at u64::MAX (and overflow `round + 1` in
+    // the candidate rule).
+    let (mut p, run) = peer();
+    let genesis = Hash::of(b"genesis");
+    let beyond = spec().rounds + 1;
+    for round in [beyond, u64::MAX] {
+        let out = p.handle(gossip(4, run, round, &hello(Status::Waiting, 1, vec![])), 0);
+        assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)], "hello at {round}");
+        let c = Message::Contribution(contribution(Hash::of(b"x"), 8, genesis));
+        let out = p.handle(gossip(4, run, round, &c), 1);
+        assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)], "contribution at {round}");
+    }
+    // So do listed manifests of such rounds (hellos and leaves).
+    let lie = vec![AppliedManifest { round: u64::MAX, id: Hash::of(b"m") }];
+    let out = p.handle(gossip(5, run, 1, &hello(Status::Active, 1, lie.clone())), 2);
+    assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)]);
+    let out = p.handle(gossip(5, run, 1, &Message::Leave { seq: 1, recent: lie }), 3);
+    assert_eq!(verdicts(&out), vec![Verdict::Reject(DropReason::BeyondRun)]);
+    assert_eq!(p.stats().dropped.get(&DropReason::BeyondRun), Some(&6));
+    // The last round itself is fine.
+    let out = p.handle(gossip(4, run, spec().rounds, &hello(Status::Waiting, 2, vec![])), 4);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
+}
+
+#[test]
+fn one_peer_claiming_a_later_round_does_not_keep_waiting_peers_from_starting() {
+    // Issue 13 item 1: a hello "active in round 2" kept every waiting peer
+    // waiting for ever. With no manifest to show, the claim is ignored at
+    // once; with a made-up one, once nobody serves it.
+    for made_up in [false, true] {
+        let (mut p, run) = peer();
+        for s in [2, 3] {
+            p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0);
+        }
+        let recent = if made_up { vec![AppliedManifest { round: 1, id: Hash::of(b"made up") }] } else { vec![] };
+        let mut started = None;
+        for (t, seq) in (100..60_000).step_by(100).zip(1..) {
+            let mut out = p.handle(gossip(9, run, 2, &hello(Status::Active, seq, recent.clone())), t);
+            for s in [2, 3] {
+                out.extend(p.handle(gossip(s, run, 0, &hello(Status::Waiting, seq + 1, vec![])), t));
+            }
+            out.extend(p.handle(InEvent::Tick, t + 1));
+            // Nobody has the made-up manifest.
+            let mut queue = out;
+            while let Some(o) = queue.pop() {
+                if let OutEvent::Request { hash, from, .. } = o {
+                    queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::NotFound }, t + 50));
+                }
+            }
+            if p.phase() == Phase::Training(1) {
+                started = Some(t);
+                break;
+            }
+        }
+        eprintln!("made-up manifest {made_up}: round 1 started at {started:?} ms");
+        assert!(started.is_some(), "the three waiting peers start round 1 (made-up manifest: {made_up})");
+    }
+}
+
+/// Round 1 gathered and applied by `me` and `others` (the manifest signed
+/// by the round's first candidate); returns the state after it.
+fn round_one_applied(p: &mut Peer, me: u64, others: &[u64], run: Hash) -> Hash {
+    let mut out = Vec::new();
+    for s in others {
+        out.extend(p.handle(gossip(*s, run, 0, &hello(Status::Waiting, 1, vec![])), 0));
+    }
+    out.extend(p.handle(InEvent::Tick, 600));
+    assert_eq!(p.phase(), Phase::Training(1));
+    let base = p.state();
+    let grad = |s: u64| if s == me { Hash::of(b"mine") } else { Hash::of(format!("grad-{s}").as_bytes()) };
+    out.extend(p.handle(InEvent::TrainingDone { round: 1, contribution: contribution(grad(me), 8, base) }, 700));
+    for s in others {
+        out.extend(p.handle(gossip(*s, run, 1, &Message::Contribution(contribution(grad(*s), 8, base))), 800));
+        out.extend(p.handle(InEvent::BlobReady(grad(*s)), 810));
+    }
+    if published_manifest(&out).is_none() {
+        let all: Vec<u64> = std::iter::once(me).chain(others.iter().copied()).collect();
+        let first = *all.iter().min_by_key(|s| rank_key(&run, 1, &Keypair::from_seed(**s).peer_id())).unwrap();
+        let mut entries: Vec<ManifestEntry> = all.iter().map(|s| entry(*s, run, 1, grad(*s), base)).collect();
+        entries.sort_by_key(|e| e.peer);
+        let m = Manifest { state: base, entries, exclusions: vec![], excluded: vec![], checks: vec![], ledger: None };
+        p.handle(gossip(first, run, 1, &Message::Manifest(m)), 900);
+    }
+    assert_eq!(p.phase(), Phase::Applying(1));
+    let state = Hash::of(b"state after round 1");
+    p.handle(InEvent::Applied { round: 1, state }, 950);
+    assert_eq!(p.phase(), Phase::Training(2));
+    state
+}
+
+#[test]
+fn fresh_keys_outnumbering_the_peers_with_standing_cannot_stop_a_round() {
+    // Issue 13 item 2: "the round is over" and "who we wait for" counted
+    // every head that said it was active. Five fresh keys claim round 3 (a
+    // majority of the active peers), a sixth says it is active in round 2
+    // and never contributes: the aggregator of round 2 must publish the
+    // moment the peers with standing (round 1's contributors) are in.
+    let run = spec().run_id();
+    let me = [1u64, 2, 3, 4].into_iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(*s).peer_id())).unwrap();
+    let others: Vec<u64> = [1u64, 2, 3, 4].into_iter().filter(|s| *s != me).collect();
+    let (mut p, _) = peer_with(me, 10);
+    let state = round_one_applied(&mut p, me, &others, run);
+    let sybils: Vec<u64> = (100..106).collect();
+    let claim = |s: u64, seq: u64| {
+        if s == 105 {
+            (2, hello(Status::Active, seq, vec![]))
+        } else {
+            (3, hello(Status::Active, seq, vec![AppliedManifest { round: 2, id: Hash::of(b"made up 2") }]))
+        }
+    };
+    let mut out = Vec::new();
+    for s in &sybils {
+        let (r, m) = claim(*s, 1);
+        out.extend(p.handle(gossip(*s, run, r, &m), 1_000));
+    }
+    for s in &others {
+        out.extend(p.handle(gossip(*s, run, 2, &hello(Status::Active, 3, vec![])), 1_010));
+    }
+    out.extend(
+        p.handle(InEvent::TrainingDone { round: 2, contribution: contribution(Hash::of(b"mine 2"), 8, state) }, 1_100),
+    );
+    let mut published_at = None;
+    for (t, s) in (1_200..).step_by(10).zip(&others) {
+        for x in &sybils {
+            let (r, m) = claim(*x, t);
+            out.extend(p.handle(gossip(*x, run, r, &m), t));
+        }
+        let h = Hash::of(format!("grad2-{s}").as_bytes());
+        out.extend(p.handle(gossip(*s, run, 2, &Message::Contribution(contribution(h, 8, state))), t));
+        out.extend(p.handle(InEvent::BlobReady(h), t + 5));
+        if published_at.is_none() && published_manifest(&out).is_some() {
+            published_at = Some(t + 5);
+        }
+    }
+    assert_eq!(published_at, Some(1_225), "published when the last peer with standing was in");
+    assert_eq!(published_manifest(&out).unwrap().entries.len(), 4);
+}
+
+/// Runs `p` for `ms` of hellos every 100 ms: `honest` list `real` (round 3),
+/// each of `sybils` lists three new made-up ids. Nobody serves a made-up
+/// manifest; the real one is never answered (it stays on its way). Returns
+/// (requests for made-up manifests, when the real one was first asked).
+fn hello_flood(p: &mut Peer, run: Hash, honest: &[u64], sybils: &[u64], real: Hash, ms: u64) -> (usize, Option<u64>) {
+    let (mut fake_requests, mut real_asked, mut n) = (0, None, 0u64);
+    for (t, seq) in (0..ms).step_by(100).zip(1..) {
+        let mut out = Vec::new();
+        for s in honest {
+            let listed = vec![AppliedManifest { round: 3, id: real }];
+            out.extend(p.handle(gossip(*s, run, 4, &hello(Status::Active, seq, listed)), t));
+        }
+        for s in sybils {
+            let fakes = (0..3u64)
+                .map(|k| {
+                    n += 1;
+                    AppliedManifest { round: 6 + k, id: Hash::of(format!("made up {n}").as_bytes()) }
+                })
+                .collect();
+            out.extend(p.handle(gossip(*s, run, 9, &hello(Status::Active, seq, fakes)), t));
+        }
+        out.extend(p.handle(InEvent::Tick, t + 1));
+        let mut queue = out;
+        while let Some(o) = queue.pop() {
+            if let OutEvent::Request { hash, from, kind: BlobKind::Manifest } = o {
+                if hash == real {
+                    real_asked.get_or_insert(t);
+                    continue;
+                }
+                fake_requests += 1;
+                queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::NotFound }, t + 50));
+            }
+        }
+    }
+    (fake_requests, real_asked)
+}
+
+#[test]
+fn made_up_manifests_in_hellos_cost_few_requests_and_do_not_hide_the_real_one() {
+    // Issue 13 item 6: manifest ids listed in hellos were fetched newest
+    // first, two more on every poll, each retried of every active peer up
+    // to 20 times. Six fresh keys list three new made-up ids (rounds 6-8)
+    // in every hello for 30 s; three honest peers list round 3's manifest.
+    let (mut p, run) = peer();
+    let real = Hash::of(b"the manifest of round 3");
+    let sybils: Vec<u64> = (100..106).collect();
+    let (fake_requests, real_asked) = hello_flood(&mut p, run, &[2, 3, 4], &sybils, real, 30_000);
+    eprintln!("made-up manifests asked for: {fake_requests}; the real one asked at {real_asked:?} ms");
+    let bound = sybils.len() * (MAX_UNSERVED_LISTINGS as usize + REPAIRS_PER_LISTER);
+    assert!(fake_requests <= bound, "{fake_requests} requests for made-up manifests (bound {bound})");
+    assert!(real_asked.is_some_and(|t| t <= 1_000), "the real manifest is asked for at once: {real_asked:?}");
+}
+
+#[test]
+fn with_standing_known_far_ahead_rounds_count_only_from_peers_with_standing() {
+    // After round 1, peers 1-4 have standing. A fresh key listing a
+    // manifest of round 9 is not asked for it; a peer with standing is.
+    let run = spec().run_id();
+    let (mut p, _) = peer_with(1, 10);
+    round_one_applied(&mut p, 1, &[2, 3, 4], run);
+    let far = vec![AppliedManifest { round: 9, id: Hash::of(b"round 9?") }];
+    let out = p.handle(gossip(50, run, 2, &hello(Status::Active, 1, far.clone())), 1_000);
+    let mut out2 = out.clone();
+    out2.extend(p.handle(InEvent::Tick, 1_001));
+    assert!(requests_for(&out2, far[0].id).is_empty(), "a fresh key's far-ahead manifest is not fetched");
+    let out = p.handle(gossip(3, run, 2, &hello(Status::Active, 9, far.clone())), 1_100);
+    let mut out2 = out.clone();
+    out2.extend(p.handle(InEvent::Tick, 1_101));
+    assert_eq!(requests_for(&out2, far[0].id), vec![Keypair::from_seed(3).peer_id()], "a peer with standing is asked");
+}
