@@ -6,7 +6,9 @@ use bytes::Bytes;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, ping, request_response};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, gossipsub, identify, kad, ping, request_response,
+};
 use std::io;
 use std::time::Duration;
 
@@ -34,6 +36,26 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// Blob transfer.
     pub blobs: request_response::Behaviour<BlobCodec>,
+    /// Connections per peer and in all (issue 13 item 9).
+    pub limits: connection_limits::Behaviour,
+}
+
+/// Connections one peer id may hold with a node: a restarted peer's new
+/// connection beside its old one, and a simultaneous dial both ways.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections a node holds in all, and incoming ones being set up.
+pub const MAX_CONNECTIONS: u32 = 512;
+/// Incoming connections in their handshake at once.
+pub const MAX_PENDING_INCOMING: u32 = 64;
+
+/// The connection limits of every node.
+pub fn limits() -> connection_limits::Behaviour {
+    connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_established(Some(MAX_CONNECTIONS))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+    )
 }
 
 /// Frames blob requests (a 32-byte hash) and responses (a status byte, then
@@ -202,7 +224,7 @@ pub fn build_with(
             .with_request_timeout(blob_timeout(max_blob))
             .with_max_concurrent_streams(MAX_BLOB_STREAMS),
     );
-    let behaviour = Behaviour { gossipsub, kad, identify, ping: ping::Behaviour::default(), blobs };
+    let behaviour = Behaviour { gossipsub, kad, identify, ping: ping::Behaviour::default(), blobs, limits: limits() };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic_config(|mut c| {
@@ -271,6 +293,51 @@ pub fn parse_addr(addr: &str) -> Result<Multiaddr, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peer_id_gets_at_most_four_connections() {
+        use libp2p::futures::StreamExt;
+        use libp2p::swarm::SwarmEvent;
+        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+        let node_key = protocol::Keypair::from_secret([1; 32]);
+        let mut node = build(&node_key, 1024).unwrap();
+        node.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = node.select_next_some().await {
+                break address;
+            }
+        };
+        let node_id = *node.local_peer_id();
+        // A hostile client connects ten times under one peer id (ten
+        // processes with one key: each dials once).
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let mut c = build(&protocol::Keypair::from_secret([2; 32]), 1024).unwrap();
+            c.dial(DialOpts::peer_id(node_id).addresses(vec![addr.clone()]).condition(PeerCondition::Always).build())
+                .unwrap();
+            clients.push(tokio::spawn(async move {
+                loop {
+                    c.select_next_some().await;
+                }
+            }));
+        }
+        let (mut up, mut refused) = (0u32, 0u32);
+        let count = async {
+            while up + refused < 10 {
+                match node.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => up += 1,
+                    SwarmEvent::IncomingConnectionError { .. } => refused += 1,
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), count).await.expect("every connection settled");
+        for c in clients {
+            c.abort();
+        }
+        assert!(up <= MAX_CONNECTIONS_PER_PEER, "{up} connections established from one peer id");
+        assert!(refused >= 10 - MAX_CONNECTIONS_PER_PEER, "{refused} refused");
+    }
 
     #[test]
     fn the_same_envelope_from_another_author_has_another_message_id() {

@@ -154,11 +154,12 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         model: ModelInfo { params, codec, language },
         rounds: BTreeMap::new(),
         banned: HashSet::new(),
-        peers: PeerBook { store: peer_store, path: peer_store_path },
+        peers: PeerBook { store: peer_store, path: peer_store_path, dirty: true },
         bans,
         signed,
         adversary: cfg.adversary.map(|kind| Lies::new(kind, key.clone())),
         connections: HashMap::new(),
+        resubscribe: swarm_events::Resubscribe::default(),
         run,
         run_dir,
         payee: Some(settlement.address()),
@@ -250,6 +251,8 @@ struct Meter {
 struct PeerBook {
     store: PeerStore,
     path: PathBuf,
+    /// Changed since the last save.
+    dirty: bool,
 }
 
 /// Peers excluded from the run, kept in the run dir (`excluded.json`) so a
@@ -370,6 +373,8 @@ struct EventLoop {
     adversary: Option<Lies>,
     /// Open connections by peer, oldest first.
     connections: HashMap<libp2p::PeerId, Vec<libp2p::swarm::ConnectionId>>,
+    /// Rate limit on leaving and rejoining the topic for restarted peers.
+    resubscribe: swarm_events::Resubscribe,
     run: protocol::Hash,
     run_dir: PathBuf,
     /// Where this peer's credits are paid (the settlement key's address).
@@ -403,6 +408,9 @@ impl EventLoop {
         let mut discover = tokio::time::interval(Duration::from_secs(2));
         loop {
             if self.linger_until.is_some_and(|t| Instant::now() >= t) {
+                if self.peers.dirty {
+                    let _ = self.peers.store.save(&self.peers.path);
+                }
                 return Ok(());
             }
             let wake = tokio::time::Instant::from_std(self.wake_at());
@@ -415,7 +423,12 @@ impl EventLoop {
                 _ = discover.tick() => {
                     let me = *self.swarm.local_peer_id();
                     self.swarm.behaviour_mut().kad.get_closest_peers(me);
-                    let _ = self.peers.store.save(&self.peers.path);
+                    if self.resubscribe.due(Instant::now()) {
+                        self.resubscribe_now();
+                    }
+                    if std::mem::take(&mut self.peers.dirty) {
+                        self.peers.store.save_in_background(&self.peers.path);
+                    }
                 }
             }
         }

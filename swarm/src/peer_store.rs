@@ -28,6 +28,20 @@ impl PeerStore {
         std::fs::rename(tmp, path)
     }
 
+    /// Writes atomically on a blocking thread, off the event loop (the
+    /// store is serialised here; it is small). Identify pushes change it
+    /// often: callers save on a timer, when it changed (issue 13 item 9).
+    pub fn save_in_background(&self, path: &Path) {
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+                tracing::debug!("peer store not saved to {}: {e}", path.display());
+            }
+        });
+    }
+
     /// Remembers a peer's addresses (keeps the store bounded).
     pub fn remember(&mut self, peer: String, addrs: Vec<String>) {
         if addrs.is_empty() {

@@ -70,7 +70,7 @@ impl EventLoop {
                 let addrs: Vec<String> = info.listen_addrs.iter().map(|a| format!("{a}/p2p/{peer_id}")).collect();
                 if self.peers.store.peers.get(&peer_id.to_string()) != Some(&addrs) {
                     self.peers.store.remember(peer_id.to_string(), addrs);
-                    let _ = self.peers.store.save(&self.peers.path);
+                    self.peers.dirty = true;
                 }
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -102,15 +102,93 @@ impl EventLoop {
             self.swarm.close_connection(old);
         }
         self.connections.entry(peer_id).or_default().push(connection_id);
-        if restarted {
-            // gossipsub tells a peer our subscriptions only on its first
-            // connection; the restarted process never got them.
-            let gs = &mut self.swarm.behaviour_mut().gossipsub;
-            gs.unsubscribe(&self.topic);
-            let _ = gs.subscribe(&self.topic);
+        if restarted && self.resubscribe.restarted(std::time::Instant::now()) {
+            self.resubscribe_now();
         }
         if let Some(p) = crate::identity::protocol_peer(&peer_id) {
             self.drive(InEvent::Connected(p));
         }
+    }
+
+    /// gossipsub tells a peer our subscriptions only on its first
+    /// connection; a restarted process never got them. Leaving and joining
+    /// the topic tells everyone again, at the price of the mesh (rebuilt in
+    /// a few heartbeats): see [`Resubscribe`].
+    pub(super) fn resubscribe_now(&mut self) {
+        let gs = &mut self.swarm.behaviour_mut().gossipsub;
+        gs.unsubscribe(&self.topic);
+        let _ = gs.subscribe(&self.topic);
+    }
+}
+
+/// How often a node leaves and rejoins its topic for restarted peers: a
+/// second connection under a known peer id (a restart, or an attacker
+/// reconnecting every few seconds) used to reset the mesh every time
+/// (issue 13 item 8). Now at most once per [`Resubscribe::EVERY`]; a restart
+/// in between is served when that time is up.
+#[derive(Debug, Default)]
+pub(super) struct Resubscribe {
+    last: Option<std::time::Instant>,
+    due: Option<std::time::Instant>,
+}
+
+impl Resubscribe {
+    pub(super) const EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// A peer restarted: whether to resubscribe now (else it is scheduled).
+    pub(super) fn restarted(&mut self, now: std::time::Instant) -> bool {
+        match self.last {
+            Some(t) if now < t + Self::EVERY => {
+                self.due.get_or_insert(t + Self::EVERY);
+                false
+            }
+            _ => {
+                (self.last, self.due) = (Some(now), None);
+                true
+            }
+        }
+    }
+
+    /// Whether a scheduled resubscription is due (checked on a timer).
+    pub(super) fn due(&mut self, now: std::time::Instant) -> bool {
+        if self.due.is_some_and(|d| now >= d) {
+            (self.last, self.due) = (Some(now), None);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Resubscribe;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn restarts_resubscribe_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // An attacker reconnects every 9 s for 108 s; the node's timer runs
+        // every 2 s.
+        let mut r = Resubscribe::default();
+        let mut resets = 0;
+        for s in 0..=108 {
+            if s % 9 == 0 && r.restarted(at(s)) {
+                resets += 1;
+            }
+            if s % 2 == 0 && r.due(at(s)) {
+                resets += 1;
+            }
+        }
+        assert_eq!(resets, 4, "mesh resets in 108 s (13 before the limit)");
+        // A real restart after a quiet time is served at once.
+        let mut r = Resubscribe::default();
+        r.restarted(t0);
+        assert!(r.restarted(at(31)));
+        // One inside the interval waits for it, then is served.
+        assert!(!r.restarted(at(40)));
+        assert!(!r.due(at(60)));
+        assert!(r.due(at(61)));
+        assert!(!r.due(at(62)), "served once");
     }
 }
