@@ -12,6 +12,11 @@ pub const KEEP_ROUNDS: u64 = 4;
 /// rounds old must still find its contributions, however fast rounds are.
 pub const KEEP_AT_LEAST: Duration = Duration::from_secs(30);
 
+/// Bytes of small, gossiped kinds (manifests, chains) kept in all, per
+/// kind: the oldest go first beyond it. 256 manifests of the largest size
+/// (an envelope is at most 120 KiB); a swarm keeps a handful per round.
+pub const SMALL_KIND_CAP: usize = 256 * protocol::MAX_ENVELOPE_BYTES;
+
 /// A stored blob as the bytes of a network response, without a copy.
 pub struct Shared(pub Arc<Vec<u8>>);
 
@@ -38,6 +43,8 @@ pub struct BlobStore {
     /// Where states, inner states and contributions are served too (the
     /// data plane, for models whose state is big): the same bytes, shared.
     plane: Option<crate::dataplane::DataPlane>,
+    /// Bytes held of the capped kinds: manifests, chains.
+    small: [usize; 2],
 }
 
 /// Whether blobs of this kind go through the data plane (of a model that
@@ -49,7 +56,7 @@ pub fn plane_kind(kind: BlobKind) -> bool {
 impl BlobStore {
     /// A store that also serves its big blobs through `plane`.
     pub fn with_plane(plane: Option<crate::dataplane::DataPlane>) -> BlobStore {
-        BlobStore { blobs: BTreeMap::new(), plane }
+        BlobStore { blobs: BTreeMap::new(), plane, small: [0; 2] }
     }
 
     /// Adds bytes (tagged with the round, for eviction); returns their hash.
@@ -68,9 +75,46 @@ impl BlobStore {
         {
             p.serve(hash.0, bytes.clone());
         }
-        let e = self.blobs.entry(hash).or_insert(Entry { round, added, kind, bytes });
+        let len = bytes.len();
+        let mut new = false;
+        let e = self.blobs.entry(hash).or_insert_with(|| {
+            new = true;
+            Entry { round, added, kind, bytes }
+        });
         e.round = e.round.max(round);
         e.added = added;
+        if new && let Some(i) = small_index(kind) {
+            self.small[i] += len;
+            self.trim(kind, hash);
+        }
+    }
+
+    /// Drops the oldest blobs of a capped kind until it is within
+    /// [`SMALL_KIND_CAP`] (never `keep`, just added).
+    fn trim(&mut self, kind: BlobKind, keep: Hash) {
+        let Some(i) = small_index(kind) else { return };
+        if self.small[i] <= SMALL_KIND_CAP {
+            return;
+        }
+        let mut oldest: Vec<(Instant, Hash, usize)> = self
+            .blobs
+            .iter()
+            .filter(|(h, e)| e.kind == kind && **h != keep)
+            .map(|(h, e)| (e.added, *h, e.bytes.len()))
+            .collect();
+        oldest.sort_unstable();
+        for (_, h, len) in oldest {
+            if self.small[i] <= SMALL_KIND_CAP {
+                break;
+            }
+            self.blobs.remove(&h);
+            self.small[i] -= len;
+        }
+    }
+
+    /// Bytes held of a capped kind (manifests, chains).
+    pub fn small_bytes(&self, kind: BlobKind) -> usize {
+        small_index(kind).map_or(0, |i| self.small[i])
     }
 
     /// Marks a held blob as used in `round` (a manifest names it): it is
@@ -100,11 +144,16 @@ impl BlobStore {
 
     fn evict(&mut self, round: u64, now: Instant) {
         let min = round.saturating_sub(KEEP_ROUNDS);
-        let plane = &self.plane;
+        let (plane, small) = (&self.plane, &mut self.small);
         self.blobs.retain(|h, e| {
             let keep = e.round >= min || now.duration_since(e.added) < KEEP_AT_LEAST;
-            if !keep && let Some(p) = plane {
-                p.forget(&h.0);
+            if !keep {
+                if let Some(p) = plane {
+                    p.forget(&h.0);
+                }
+                if let Some(i) = small_index(e.kind) {
+                    small[i] -= e.bytes.len();
+                }
             }
             keep
         });
@@ -121,9 +170,42 @@ impl BlobStore {
     }
 }
 
+/// The kinds capped by [`SMALL_KIND_CAP`], small and gossiped: the big ones
+/// (states, contributions) are only ever fetched when the protocol needs
+/// them, and evicted by round.
+fn small_index(kind: BlobKind) -> Option<usize> {
+    match kind {
+        BlobKind::Manifest => Some(0),
+        BlobKind::Chain => Some(1),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_of_large_manifests_leave_the_store_bounded() {
+        // Issue 13 item 3: every well-formed manifest was kept until a round
+        // was applied; a waiting or stalled node freed nothing.
+        let mut s = BlobStore::default();
+        let mine = s.add(3, BlobKind::State, vec![7; 1 << 20]);
+        let mut last = Hash::default();
+        for i in 0..5_000u32 {
+            let mut m = vec![0u8; protocol::MAX_ENVELOPE_BYTES];
+            m[..4].copy_from_slice(&i.to_le_bytes());
+            last = s.add(3, BlobKind::Manifest, m);
+        }
+        let held = s.small_bytes(BlobKind::Manifest);
+        eprintln!("5 000 manifests of 120 KiB: {held} bytes held (cap {SMALL_KIND_CAP})");
+        assert!(held <= SMALL_KIND_CAP, "{held} bytes of manifests");
+        assert_eq!(s.len(), SMALL_KIND_CAP / protocol::MAX_ENVELOPE_BYTES + 1);
+        assert!(s.get(&last).is_some(), "the newest manifest is kept");
+        assert!(s.get(&mine).is_some(), "other kinds are not touched");
+        s.evict(100, Instant::now() + KEEP_AT_LEAST + Duration::from_secs(1));
+        assert_eq!((s.len(), s.small_bytes(BlobKind::Manifest)), (0, 0));
+    }
 
     #[test]
     fn blobs_stay_for_rounds_and_for_a_minimum_time() {

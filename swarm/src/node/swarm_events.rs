@@ -102,7 +102,7 @@ impl EventLoop {
             self.swarm.close_connection(old);
         }
         self.connections.entry(peer_id).or_default().push(connection_id);
-        if restarted && self.resubscribe.restarted(std::time::Instant::now()) {
+        if restarted && self.resubscribe.restarted(peer_id, std::time::Instant::now()) {
             self.resubscribe_now();
         }
         if let Some(p) = crate::identity::protocol_peer(&peer_id) {
@@ -121,38 +121,49 @@ impl EventLoop {
     }
 }
 
-/// How often a node leaves and rejoins its topic for restarted peers: a
+/// How often a node leaves and rejoins its topic for a restarted peer: a
 /// second connection under a known peer id (a restart, or an attacker
 /// reconnecting every few seconds) used to reset the mesh every time
-/// (issue 13 item 8). Now at most once per [`Resubscribe::EVERY`]; a restart
-/// in between is served when that time is up.
+/// (issue 13 item 8). Now at most once per [`Resubscribe::EVERY`] for each
+/// peer id; a restart of the same id in between is served when that time
+/// is up. Other peers' restarts are served at once (they need it: their new
+/// process never got our subscription).
 #[derive(Debug, Default)]
 pub(super) struct Resubscribe {
-    last: Option<std::time::Instant>,
+    last: std::collections::HashMap<libp2p::PeerId, std::time::Instant>,
+    /// Restarts waiting for `due`.
+    pending: std::collections::HashSet<libp2p::PeerId>,
     due: Option<std::time::Instant>,
 }
 
 impl Resubscribe {
     pub(super) const EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-    /// A peer restarted: whether to resubscribe now (else it is scheduled).
-    pub(super) fn restarted(&mut self, now: std::time::Instant) -> bool {
-        match self.last {
-            Some(t) if now < t + Self::EVERY => {
-                self.due.get_or_insert(t + Self::EVERY);
-                false
-            }
-            _ => {
-                (self.last, self.due) = (Some(now), None);
-                true
-            }
+    /// `peer` restarted: whether to resubscribe now (else it is scheduled).
+    pub(super) fn restarted(&mut self, peer: libp2p::PeerId, now: std::time::Instant) -> bool {
+        self.last.retain(|_, t| now < *t + Self::EVERY);
+        if let Some(t) = self.last.get(&peer) {
+            let at = *t + Self::EVERY;
+            self.due = Some(self.due.map_or(at, |d| d.min(at)));
+            self.pending.insert(peer);
+            return false;
         }
+        self.last.insert(peer, now);
+        // Served now: a scheduled one for it alone is not needed.
+        self.pending.remove(&peer);
+        if self.pending.is_empty() {
+            self.due = None;
+        }
+        true
     }
 
     /// Whether a scheduled resubscription is due (checked on a timer).
     pub(super) fn due(&mut self, now: std::time::Instant) -> bool {
         if self.due.is_some_and(|d| now >= d) {
-            (self.last, self.due) = (Some(now), None);
+            self.due = None;
+            for p in self.pending.drain() {
+                self.last.insert(p, now);
+            }
             return true;
         }
         false
@@ -165,15 +176,16 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn restarts_resubscribe_at_most_once_per_interval() {
+    fn restarts_of_one_peer_id_resubscribe_at_most_once_per_interval() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
+        let (attacker, other) = (libp2p::PeerId::random(), libp2p::PeerId::random());
         // An attacker reconnects every 9 s for 108 s; the node's timer runs
         // every 2 s.
         let mut r = Resubscribe::default();
         let mut resets = 0;
         for s in 0..=108 {
-            if s % 9 == 0 && r.restarted(at(s)) {
+            if s % 9 == 0 && r.restarted(attacker, at(s)) {
                 resets += 1;
             }
             if s % 2 == 0 && r.due(at(s)) {
@@ -181,14 +193,18 @@ mod tests {
             }
         }
         assert_eq!(resets, 4, "mesh resets in 108 s (13 before the limit)");
-        // A real restart after a quiet time is served at once.
+        // Another peer's restart is served at once.
+        assert!(r.restarted(other, at(109)));
+        // A second one inside the interval waits for it, then is served.
         let mut r = Resubscribe::default();
-        r.restarted(t0);
-        assert!(r.restarted(at(31)));
-        // One inside the interval waits for it, then is served.
-        assert!(!r.restarted(at(40)));
-        assert!(!r.due(at(60)));
-        assert!(r.due(at(61)));
-        assert!(!r.due(at(62)), "served once");
+        assert!(r.restarted(other, at(109)));
+        assert!(!r.restarted(other, at(120)));
+        assert!(!r.due(at(138)));
+        assert!(r.due(at(139)));
+        assert!(!r.due(at(140)), "served once");
+        assert!(!r.restarted(other, at(150)), "served at 139: the next waits");
+        assert!(r.due(at(169)));
+        // After a quiet time, at once again.
+        assert!(r.restarted(other, at(230)));
     }
 }
