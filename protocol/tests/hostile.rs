@@ -247,3 +247,52 @@ fn with_standing_known_far_ahead_rounds_count_only_from_peers_with_standing() {
     out2.extend(p.handle(InEvent::Tick, 1_101));
     assert_eq!(requests_for(&out2, far[0].id), vec![Keypair::from_seed(3).peer_id()], "a peer with standing is asked");
 }
+
+#[test]
+fn one_peer_claiming_the_run_is_over_does_not_end_a_waiting_swarm() {
+    // Issue 13 item 1: `Hello{Active}` then a `Leave` listing a manifest of
+    // the last round made every waiting peer take the run as over and
+    // leave. Two messages from one key.
+    let (mut p, run) = peer();
+    for s in [2, 3] {
+        p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0);
+    }
+    let last = vec![AppliedManifest { round: 10, id: Hash::of(b"the end?") }];
+    p.handle(gossip(9, run, 10, &hello(Status::Active, 1, last.clone())), 10);
+    let mut out = p.handle(gossip(9, run, 10, &Message::Leave { seq: 2, recent: last }), 20);
+    out.extend(p.handle(InEvent::Tick, 700));
+    assert!(!out.iter().any(|o| matches!(o, OutEvent::Finished)), "the waiting peer stayed: {out:?}");
+    assert_eq!(p.phase(), Phase::Training(1), "and started round 1 with the two others");
+}
+
+#[test]
+fn a_late_joiner_leaves_when_the_peers_of_the_run_left_after_its_last_round() {
+    // The legitimate case the rule above must keep: three peers leave after
+    // the last round; a joiner that heard them is told the run is over.
+    let (mut p, run) = peer();
+    let last = vec![AppliedManifest { round: 10, id: Hash::of(b"the end") }];
+    for s in [2, 3, 4] {
+        p.handle(gossip(s, run, 10, &hello(Status::Active, 1, last.clone())), 10);
+    }
+    let mut out = Vec::new();
+    for s in [2, 3, 4] {
+        out.extend(p.handle(gossip(s, run, 10, &Message::Leave { seq: 2, recent: last.clone() }), 20));
+    }
+    // Nobody serves the final manifest any more: every request fails.
+    let (mut t, mut left) = (700, out.iter().any(|o| matches!(o, OutEvent::Finished)));
+    while !left && t < 60_000 {
+        let mut queue = p.handle(InEvent::Tick, t);
+        while let Some(o) = queue.pop() {
+            match o {
+                OutEvent::Request { hash, from, .. } => {
+                    queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable }, t))
+                }
+                OutEvent::Finished => left = true,
+                _ => {}
+            }
+        }
+        t += 300;
+    }
+    eprintln!("the joiner left at {t} ms: {left}");
+    assert!(left, "the joiner left: {:?}", p.phase());
+}

@@ -163,8 +163,12 @@ impl Members {
         self.departed.values().filter(|i| i.lists(m)).count()
     }
 
-    /// Everyone left after the run's last round and nobody active is left.
+    /// Everyone left after the run's last round and nobody active is left;
+    /// and at least as many peers left that way as wait here (`me` counted):
+    /// one peer saying "active" and then "I left after the last round" must
+    /// not end a swarm of waiting peers (issue 13 item 1).
     pub(super) fn run_is_over(&self) -> bool {
-        !self.finished.is_empty() && !self.peers.values().any(PeerInfo::is_active)
+        let waiting = 1 + self.peers.values().filter(|i| i.status == Status::Waiting).count();
+        !self.finished.is_empty() && !self.peers.values().any(PeerInfo::is_active) && self.finished.len() >= waiting
     }
 }
