@@ -131,11 +131,14 @@ pub fn blob_timeout(max_blob: usize) -> Duration {
     Duration::from_secs(10) + Duration::from_micros(max_blob as u64)
 }
 
-/// A gossip message's id: BLAKE3 of its author (the signed `source`) and its
-/// data. With the data alone, a peer that republished X's envelope as its
-/// own got its copy rejected (signer is not author) and the id cached, so
-/// X's real copy was then dropped as a duplicate: X silenced (issue 13
-/// item 7). Relays keep the author, so duplicates are still recognised.
+/// A gossip message's id: BLAKE3 of its author (the signed `source`, if
+/// any) and its data. With signed gossip and the data alone, a peer that
+/// republished X's envelope as its own got its copy rejected (signer is not
+/// author) and the id cached, so X's real copy was then dropped as a
+/// duplicate: X silenced (issue 13 item 7). Gossip is now anonymous (no
+/// author: any copy of X's envelope is X's message, and valid), and the
+/// author stays in the id should that change. Relays keep the author, so
+/// duplicates are still recognised.
 pub fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
     let mut h = blake3::Hasher::new();
     match &m.source {
@@ -195,8 +198,15 @@ pub fn build_with(
 ) -> Result<Swarm<Behaviour>, Error> {
     let keypair = crate::identity::to_libp2p(key);
     let peer_id = keypair.public().to_peer_id();
+    // Anonymous gossip (issue 13 item 4): every message is a signed
+    // envelope that the protocol verifies; gossipsub's own signature over
+    // it (with the same key) was a second ed25519 verification per message
+    // and a second signature per publish, and its author field proved
+    // nothing more (a connection can relay envelopes of any key). So
+    // messages carry no author, sequence number or signature, and one that
+    // does is invalid.
     let gs_cfg = gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .message_id_fn(message_id)
@@ -204,7 +214,7 @@ pub fn build_with(
         .flood_publish(true)
         .build()
         .map_err(|e| Error::Net(e.to_string()))?;
-    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gs_cfg)
+    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gs_cfg)
         .map_err(|e| Error::Net(e.to_string()))?;
     let mut kcfg = kad::Config::new(KAD_PROTOCOL);
     kcfg.set_query_timeout(Duration::from_secs(10));
@@ -337,6 +347,49 @@ mod tests {
         }
         assert!(up <= MAX_CONNECTIONS_PER_PEER, "{up} connections established from one peer id");
         assert!(refused >= 10 - MAX_CONNECTIONS_PER_PEER, "{refused} refused");
+    }
+
+    #[tokio::test]
+    async fn gossip_carries_no_author_or_signature_of_its_own() {
+        // Issue 13 item 4: the envelope's signature is verified once, by the
+        // protocol; gossipsub's own signature was a second verification.
+        use libp2p::futures::StreamExt;
+        use libp2p::swarm::SwarmEvent;
+        let topic = gossipsub::IdentTopic::new("swarm/test");
+        let mut a = build(&protocol::Keypair::from_secret([3; 32]), 1024).unwrap();
+        let mut b = build(&protocol::Keypair::from_secret([4; 32]), 1024).unwrap();
+        a.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+        b.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+        b.listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+                break address;
+            }
+        };
+        a.dial(addr).unwrap();
+        let got = async {
+            let mut sent = false;
+            loop {
+                tokio::select! {
+                    ev = a.select_next_some() => {
+                        if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { .. })) = ev
+                            && !sent
+                        {
+                            a.behaviour_mut().gossipsub.publish(topic.clone(), b"an envelope".to_vec()).unwrap();
+                            sent = true;
+                        }
+                    }
+                    ev = b.select_next_some() => {
+                        if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) = ev {
+                            return message;
+                        }
+                    }
+                }
+            }
+        };
+        let m = tokio::time::timeout(Duration::from_secs(20), got).await.expect("the message arrived");
+        assert_eq!(m.data, b"an envelope");
+        assert_eq!((m.source, m.sequence_number), (None, None), "no author, no sequence number");
     }
 
     #[test]

@@ -429,7 +429,8 @@ impl RlLoop {
     }
 
     /// Checks a gossip message in order: size and signature, signer is the
-    /// author, run, then content (bounds), then the pool's rules.
+    /// author (where gossip names one; it is anonymous), run, then content
+    /// (bounds), then the pool's rules.
     fn on_gossip(&mut self, data: &[u8], source: Option<protocol::PeerId>) -> gossipsub::MessageAcceptance {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         let Ok(opened) = Envelope::open(data) else { return Reject };
