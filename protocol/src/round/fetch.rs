@@ -19,8 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Unservable manifest ids remembered.
 const MAX_UNAVAILABLE: usize = 256;
-/// Peers whose unservable manifest listings are counted.
-const MAX_LISTERS: usize = 4096;
 /// Attempts for the blobs of a check (a chain, an inner state): only their
 /// contributor holds them, and one that does not serve them is at fault.
 const REVIEW_ATTEMPTS: u32 = 3;
@@ -28,14 +26,6 @@ const REVIEW_ATTEMPTS: u32 = 3;
 /// Blobs only the peer that made them holds.
 fn private(kind: BlobKind) -> bool {
     matches!(kind, BlobKind::Chain | BlobKind::InnerState)
-}
-
-/// Blobs asked only of the peers named as providers, never of every active
-/// peer: private blobs, and manifests named in hellos (the peers that list
-/// one applied it and hold it; asking everyone else for a made-up id was a
-/// request storm, issue 13 item 6).
-fn listed_only(kind: BlobKind) -> bool {
-    private(kind) || kind == BlobKind::Manifest
 }
 
 #[derive(Clone, Debug)]
@@ -91,9 +81,6 @@ pub(super) struct Fetcher {
     banned: BTreeSet<PeerId>,
     /// Manifest ids that no provider could serve.
     unavailable: BTreeSet<Hash>,
-    /// Per peer, the manifests it listed, was asked for and said it does
-    /// not hold.
-    unserved: BTreeMap<PeerId, u32>,
 }
 
 impl Fetcher {
@@ -108,30 +95,7 @@ impl Fetcher {
             connected: BTreeSet::new(),
             banned: BTreeSet::new(),
             unavailable: BTreeSet::new(),
-            unserved: BTreeMap::new(),
         }
-    }
-
-    /// How many manifests `peer` listed and then said it does not hold
-    /// (among those nobody served).
-    pub(super) fn unserved_listings(&self, peer: &PeerId) -> u32 {
-        self.unserved.get(peer).copied().unwrap_or(0)
-    }
-
-    /// Manifest fetches in progress.
-    pub(super) fn manifests_in_flight(&self) -> usize {
-        self.fetches.values().filter(|f| f.kind == BlobKind::Manifest).count()
-    }
-
-    /// Per provider, the manifest fetches in progress it is named for.
-    pub(super) fn manifests_per_lister(&self) -> BTreeMap<PeerId, usize> {
-        let mut load = BTreeMap::new();
-        for f in self.fetches.values().filter(|f| f.kind == BlobKind::Manifest) {
-            for p in &f.providers {
-                *load.entry(*p).or_default() += 1;
-            }
-        }
-        load
     }
 
     pub(super) fn has(&self, hash: &Hash) -> bool {
@@ -241,10 +205,9 @@ impl Fetcher {
         // Every provider of this attempt failed.
         let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
         let max = if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts };
-        // A private blob (or a listed manifest) that every provider says it
-        // does not hold is given up at once: they are the only ones meant to
-        // hold it.
-        let disowned = listed_only(f.kind) && f.providers.iter().all(|p| f.not_held.contains(p));
+        // A private blob that every provider says it does not hold is given
+        // up at once (its maker is the only one meant to hold it).
+        let disowned = private(f.kind) && f.providers.iter().all(|p| f.not_held.contains(p));
         if f.attempt < max && !disowned {
             f.retry_at = Some(now + self.retry);
             return (Failed::Continuing, out);
@@ -262,14 +225,6 @@ impl Fetcher {
                 self.unavailable.clear();
             }
             self.unavailable.insert(hash);
-            if self.unserved.len() >= MAX_LISTERS {
-                self.unserved.clear();
-            }
-            // Only those that answered they do not hold what they listed: an
-            // unreachable lister may be on the other side of a partition.
-            for p in &disowned {
-                *self.unserved.entry(*p).or_default() += 1;
-            }
         }
         GivenUp { hash, kind, providers, disowned }
     }
@@ -289,7 +244,7 @@ impl Fetcher {
                 f.retry_at = None;
                 f.attempt += 1;
                 f.asked.clear();
-                if !listed_only(f.kind) {
+                if !private(f.kind) {
                     add_providers(f, active.to_vec());
                 }
                 if f.providers.len() > 1 {
@@ -307,7 +262,7 @@ impl Fetcher {
                     }
                 }
             } else if !f.pending.is_empty() && now >= f.last_sent + self.hedge {
-                if !listed_only(f.kind) {
+                if !private(f.kind) {
                     add_providers(f, active.to_vec());
                 }
                 f.last_sent = now;

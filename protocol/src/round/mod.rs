@@ -40,7 +40,6 @@ mod types;
 pub use crate::message::{Manifest, ManifestEntry};
 pub use deadline::Deadline;
 pub use history::RECENT;
-pub use sync::{MAX_REPAIRS, MAX_UNSERVED_LISTINGS, REPAIRS_PER_LISTER};
 pub use types::*;
 
 use crate::envelope::{DropReason, Envelope};

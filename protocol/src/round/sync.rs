@@ -7,18 +7,6 @@ use super::*;
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-/// Manifests named in hellos fetched at once, in all.
-pub const MAX_REPAIRS: usize = 64;
-/// Of them, listed by any one peer: an honest peer lists its last
-/// [`RECENT`] manifests; twice that leaves room for the rounds it moves on
-/// while fetches are retried.
-pub const REPAIRS_PER_LISTER: usize = 2 * RECENT;
-/// Repairs started per poll.
-const REPAIRS_PER_POLL: usize = 2;
-/// Unservable manifests a peer without standing may list before its
-/// listings are ignored.
-pub const MAX_UNSERVED_LISTINGS: u32 = 3;
-
 impl Peer {
     pub(super) fn remember_foreign(&mut self, round: u64, known: KnownManifest) {
         if self.foreign.as_ref().is_none_or(|f| f.round <= round) {
@@ -89,66 +77,23 @@ impl Peer {
 
     /// Fetches (as blobs) manifests that peers say they applied for our
     /// round or later and that we never received: gossip can lose them.
-    ///
-    /// Hellos are cheap to fake, so this is bounded (issue 13 item 6): at
-    /// most [`MAX_REPAIRS`] manifests are fetched at once, at most
-    /// [`REPAIRS_PER_LISTER`] of them listed by any one peer, and only of
-    /// the peers that list them; a peer without standing whose listed manifests nobody
-    /// served [`MAX_UNSERVED_LISTINGS`] times is not repaired from again;
-    /// with standing known, rounds more than one ahead of ours count only
-    /// when a peer with standing lists them. Manifests backed by peers with
-    /// standing go first, then the newest (a joiner syncs to the newest
-    /// confirmed one).
     pub(super) fn repair_manifests(&mut self) {
         let from = if self.holds_state() { self.round } else { 0 };
-        let standing = self.history.has_standing();
-        let mut wanted: BTreeMap<Hash, (u64, Vec<PeerId>)> = BTreeMap::new();
+        // Newest rounds first: a joiner syncs to the newest confirmed one.
+        let mut wanted: BTreeMap<(Reverse<u64>, Hash), Vec<PeerId>> = BTreeMap::new();
         for (p, i) in self.members.iter() {
-            let backed = standing && self.history.counts(p);
-            if !backed && self.fetcher.unserved_listings(p) >= MAX_UNSERVED_LISTINGS {
-                continue;
-            }
             for m in &i.recent {
-                let far = standing && !backed && m.round > self.round.saturating_add(1);
-                if m.round < from || far || self.knows_manifest(&m.id) || self.fetcher.is_unavailable(&m.id) {
-                    continue;
-                }
-                let w = wanted.entry(m.id).or_insert((m.round, Vec::new()));
-                // One id listed for two rounds: a lie of one of them; the
-                // first listing stands.
-                if w.0 == m.round {
-                    w.1.push(*p);
+                if m.round >= from
+                    && !self.knows_manifest(&m.id)
+                    && !self.fetcher.is_fetching(&m.id)
+                    && !self.fetcher.is_unavailable(&m.id)
+                {
+                    wanted.entry((Reverse(m.round), m.id)).or_default().push(*p);
                 }
             }
         }
-        let mut ranked = Vec::new();
-        for (id, (round, listers)) in wanted {
-            if self.fetcher.is_fetching(&id) {
-                // Peers that listed it since are providers too (no request).
-                self.fetch(id, BlobKind::Manifest, listers);
-                continue;
-            }
-            let backed = listers.iter().filter(|p| standing && self.history.counts(p)).count();
-            ranked.push((Reverse((backed, round)), id, listers));
-        }
-        ranked.sort_unstable();
-        let mut in_flight = self.fetcher.manifests_in_flight();
-        let mut load = self.fetcher.manifests_per_lister();
-        let mut started = 0;
-        for (_, id, listers) in ranked {
-            if started == REPAIRS_PER_POLL || in_flight >= MAX_REPAIRS {
-                break;
-            }
-            // Each lister's share: a peer listing made-up ids ties up its
-            // own repairs, not everyone's.
-            if listers.iter().all(|p| load.get(p).is_some_and(|n| *n >= REPAIRS_PER_LISTER)) {
-                continue;
-            }
-            for p in &listers {
-                *load.entry(*p).or_default() += 1;
-            }
-            self.fetch(id, BlobKind::Manifest, listers);
-            (started, in_flight) = (started + 1, in_flight + 1);
+        for ((_, id), providers) in wanted.into_iter().take(2) {
+            self.fetch(id, BlobKind::Manifest, providers);
         }
     }
 

@@ -88,14 +88,13 @@ impl EventLoop {
         let bytes = Vec::from(bytes);
         if r.kind == BlobKind::Manifest {
             // A manifest we missed: a signed envelope, judged like gossip
-            // (its signature vouches for it, whoever served it). Kept only
-            // if the protocol keeps it (`KeepBlob`): a "manifest" that is
-            // not even an envelope, or one the protocol refuses, is not
-            // stored (issue 13 item 3).
-            if bytes.len() <= protocol::MAX_ENVELOPE_BYTES {
-                self.on_gossip(bytes, None);
+            // (its signature vouches for it, whoever served it). One bigger
+            // than an envelope is not stored (issue 13 item 3); the store
+            // caps manifests in all.
+            if bytes.len() > protocol::MAX_ENVELOPE_BYTES {
+                return self.drive(InEvent::BlobReady(r.hash));
             }
-            return self.drive(InEvent::BlobReady(r.hash));
+            self.on_gossip(bytes.clone(), None);
         }
         let round = self.peer.round();
         let chain = (r.kind == BlobKind::Chain).then(|| chain_event(r.hash, &bytes));
