@@ -23,9 +23,7 @@ impl PeerStore {
 
     /// Writes atomically (temp file, rename).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        std::fs::rename(tmp, path)
+        write_atomically(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
     }
 
     /// Writes atomically on a blocking thread, off the event loop (the
@@ -35,8 +33,7 @@ impl PeerStore {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let tmp = path.with_extension("tmp");
-            if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+            if let Err(e) = write_atomically(&path, &bytes) {
                 tracing::debug!("peer store not saved to {}: {e}", path.display());
             }
         });
@@ -55,6 +52,13 @@ impl PeerStore {
         }
         self.peers.insert(peer, addrs);
     }
+}
+
+/// Writes `bytes` to a temp file beside `path`, then renames it there.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]
