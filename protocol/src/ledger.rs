@@ -247,8 +247,15 @@ impl Ledger {
     /// returns the epochs it closes. Rounds must come in increasing order; a
     /// skipped round (the peer synced past it) makes the epochs it touches
     /// uncomputable here.
+    ///
+    /// Another manifest for a round already applied here (this peer left a
+    /// losing history after two aggregators published for one round) undoes
+    /// what the losing history added from that round on: the epochs it
+    /// touches, and those whose checks refer back to it, become uncomputable
+    /// here (before, the losing manifest stayed in and the epoch's root
+    /// differed from everyone else's).
     pub fn apply(&mut self, round: u64, id: Hash, m: &Manifest) -> Vec<u64> {
-        if round <= self.last {
+        if round <= self.last && !self.replaces(round, &id) {
             return Vec::new();
         }
         if round != self.last + 1 {
@@ -328,6 +335,30 @@ impl Ledger {
         self.recent.retain(|(r, _, _, _)| *r + LOOKBACK > round);
         self.credited.retain(|(h, _, _)| self.recent.iter().any(|(_, id, _, _)| id == h));
         self.close_due(round)
+    }
+
+    /// Whether `id` is another manifest than the one applied here for
+    /// `round`; if so, forgets everything from `round` on, and the next
+    /// apply starts after a gap.
+    fn replaces(&mut self, round: u64, id: &Hash) -> bool {
+        let ours = self.recent.iter().find(|(r, _, _, _)| *r == round).map(|(_, h, _, _)| *h);
+        if ours.is_none_or(|h| h == *id) || round == 0 {
+            return false;
+        }
+        self.recent.retain(|(r, _, _, _)| *r < round);
+        self.credited.retain(|(h, _, _)| self.recent.iter().any(|(_, id, _, _)| id == h));
+        self.excluded.retain(|_, r| *r < round);
+        // Epochs that closed at `round` or later may hold what the losing
+        // history added (an exclusion counts until its epoch closes).
+        let spec = self.spec.clone();
+        self.closed.retain(|e, _| spec.close_round(*e) < round);
+        // A gap right before `round`: every epoch from `round`'s on is
+        // uncomputable here (its root comes from the manifests).
+        self.last = round - 1;
+        self.complete_from = round.saturating_add(1);
+        self.receipts.clear();
+        self.work.clear();
+        true
     }
 
     fn samples_of(&self, manifest: &Hash, contributor: &PeerId) -> Option<u64> {
@@ -538,5 +569,56 @@ mod tests {
         let credits = |p: PeerId| e.credits.iter().find(|c| c.peer == p).map_or(0, |c| c.credits);
         assert_eq!(credits(drawn), 200 + 10, "two rounds of 100 samples and one check of a tenth of 100");
         assert_eq!(credits(peer(9)), 0);
+    }
+
+    #[test]
+    fn a_manifest_replacing_one_applied_here_leaves_its_epochs_unknown() {
+        use crate::message::{Contribution, Manifest, ManifestEntry, Signature};
+        let entry = |i: u8, samples: u64| {
+            let h = Hash::of(&[i]);
+            let c = Contribution {
+                hash: h,
+                samples,
+                base_state: h,
+                raw: h,
+                residual: 0.0,
+                chain: h,
+                payee: None,
+                attest: None,
+            };
+            ManifestEntry { peer: PeerId([i; 32]), contribution: c, signature: Signature([i; 64]) }
+        };
+        let manifest = |entries: Vec<ManifestEntry>| Manifest {
+            state: Hash::of(b"s"),
+            entries,
+            exclusions: vec![],
+            excluded: vec![],
+            checks: vec![],
+            ledger: None,
+        };
+        let spec = LedgerSpec { epoch_rounds: 2, settle_rounds: 1, ..Default::default() };
+        let id = |r: u64, side: &str| Hash::of(format!("{side} {r}").as_bytes());
+        // Rounds 1-4 on one history; round 3 by another aggregator on the
+        // losing side (a peer that had 2 entries where the others had 3).
+        let (mut ours, mut theirs) = (Ledger::new(spec.clone()), Ledger::new(spec));
+        for r in 1..=2 {
+            let m = manifest(vec![entry(1, 10), entry(2, 10), entry(3, 10)]);
+            ours.apply(r, id(r, "both"), &m);
+            theirs.apply(r, id(r, "both"), &m);
+        }
+        ours.apply(3, id(3, "losing"), &manifest(vec![entry(1, 10), entry(2, 10)]));
+        assert!(ours.epoch(0).is_some_and(|e| !e.is_unknown()), "epoch 0 closed at round 3");
+        // Leaving the losing history: round 3 again, from the winning side.
+        for r in 3..=6 {
+            let m = manifest(vec![entry(1, 10), entry(2, 10), entry(3, 10)]);
+            ours.apply(r, id(r, "winning"), &m);
+            theirs.apply(r, id(r, "winning"), &m);
+        }
+        assert!(ours.epoch(0).unwrap().is_unknown(), "closed with the losing manifest's round: reopened, unknown");
+        assert!(ours.epoch(1).unwrap().is_unknown(), "round 3's epoch");
+        assert!(!theirs.epoch(1).unwrap().is_unknown());
+        assert_eq!(ours.last_round(), 6);
+        // The same manifest again changes nothing.
+        assert!(ours.apply(6, id(6, "winning"), &manifest(vec![])).is_empty());
     }
 }
