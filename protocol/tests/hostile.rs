@@ -1,14 +1,20 @@
 //! Issue 13: what hostile peers (one, or a Sybil group of fresh keys) can
 //! and cannot do to one peer's protocol: replays, rounds past the run,
-//! claims of later rounds, head counts, a claimed end of the run.
+//! claims of later rounds, head counts, a claimed end of the run, made-up
+//! manifests in hellos.
 
 mod common;
 use common::*;
 use protocol::round::rank_key;
 use protocol::{
-    AppliedManifest, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair, Manifest, ManifestEntry,
-    Message, OutEvent, Peer, Phase, Status, Verdict,
+    AppliedManifest, BlobKind, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair, Manifest,
+    ManifestEntry, Message, OutEvent, Peer, PeerId, Phase, Status, Verdict,
 };
+
+/// Unserved listings after which a fresh key's listings are ignored, and
+/// its listings in flight at a time (`protocol/src/round/fetch.rs`).
+const MAX_UNSERVED: usize = 3;
+const UNVOUCHED_PER_LISTER: usize = 8;
 
 #[test]
 fn replayed_hellos_and_leaves_change_nothing() {
@@ -173,6 +179,97 @@ fn fresh_keys_outnumbering_the_peers_with_standing_cannot_stop_a_round() {
     }
     assert_eq!(published_at, Some(1_225), "published when the last peer with standing was in");
     assert_eq!(published_manifest(&out).unwrap().entries.len(), 4);
+}
+
+/// What a flood of made-up manifest ids in hellos cost `p`.
+#[derive(Debug, Default)]
+struct Flood {
+    /// Requests for made-up ids.
+    fake_requests: usize,
+    /// Of those, requests to a peer that did not list the id.
+    asked_others: usize,
+    /// When the real manifest was first asked for.
+    real_asked: Option<u64>,
+}
+
+/// Runs `p` from `start` for `ms` with hellos every 100 ms: `honest` list
+/// `real` (round 2), each of `sybils` lists three new made-up ids (rounds
+/// 6-8) just before. Nobody serves a made-up id (each request is answered "not held");
+/// the real one is never answered (it stays on its way).
+fn hello_flood(p: &mut Peer, run: Hash, honest: &[u64], sybils: &[u64], real: Hash, start: u64, ms: u64) -> Flood {
+    let (mut flood, mut n) = (Flood::default(), 0u64);
+    let mut listed_by: std::collections::BTreeMap<Hash, PeerId> = Default::default();
+    for (t, seq) in (start..start + ms).step_by(100).zip(10..) {
+        let mut out = Vec::new();
+        for s in sybils {
+            let fakes: Vec<AppliedManifest> = (0..3u64)
+                .map(|k| {
+                    n += 1;
+                    AppliedManifest { round: 6 + k, id: Hash::of(format!("made up {n}").as_bytes()) }
+                })
+                .collect();
+            for f in &fakes {
+                listed_by.insert(f.id, Keypair::from_seed(*s).peer_id());
+            }
+            out.extend(p.handle(gossip(*s, run, 9, &hello(Status::Active, seq, fakes)), t));
+        }
+        for s in honest {
+            let listed = vec![AppliedManifest { round: 2, id: real }];
+            out.extend(p.handle(gossip(*s, run, 3, &hello(Status::Active, seq, listed)), t));
+        }
+        out.extend(p.handle(InEvent::Tick, t + 1));
+        let mut queue = out;
+        while let Some(o) = queue.pop() {
+            if let OutEvent::Request { hash, from, kind: BlobKind::Manifest } = o {
+                if hash == real {
+                    flood.real_asked.get_or_insert(t);
+                    continue;
+                }
+                flood.fake_requests += 1;
+                flood.asked_others += usize::from(listed_by.get(&hash) != Some(&from));
+                queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::NotFound }, t + 50));
+            }
+        }
+    }
+    flood
+}
+
+#[test]
+fn made_up_manifests_of_fresh_keys_cost_few_requests_and_do_not_hide_the_real_one() {
+    // Issue 13 item 6: manifest ids listed in hellos were fetched newest
+    // first, two more on every poll, each retried of every active peer up
+    // to 20 times. After round 1 (peers 1-4 have standing), six fresh keys
+    // list three new made-up ids in every hello for 30 s; the three other
+    // peers list round 2's manifest, which this peer missed.
+    let run = spec().run_id();
+    let (mut p, _) = peer_with(1, 10);
+    round_one_applied(&mut p, 1, &[2, 3, 4], run);
+    let real = Hash::of(b"the manifest of round 2");
+    let sybils: Vec<u64> = (100..106).collect();
+    let flood = hello_flood(&mut p, run, &[2, 3, 4], &sybils, real, 1_000, 30_000);
+    eprintln!("30 s of made-up manifests from 6 fresh keys: {flood:?}");
+    let bound = sybils.len() * (MAX_UNSERVED + UNVOUCHED_PER_LISTER);
+    assert!(flood.fake_requests <= bound, "{} requests for made-up manifests (bound {bound})", flood.fake_requests);
+    assert_eq!(flood.asked_others, 0, "a fresh key's listing is asked of that key alone");
+    assert_eq!(flood.real_asked, Some(1_000), "the real manifest is asked for at once");
+}
+
+#[test]
+fn before_anyone_has_standing_listed_manifests_are_asked_of_every_peer() {
+    // A joiner knows nobody's standing: every lister counts, and an id that
+    // its lister does not serve is asked again of the other active peers
+    // (the lister may have restarted with an empty store).
+    let (mut p, run) = peer();
+    let id = Hash::of(b"listed by peer 2");
+    let listed = vec![AppliedManifest { round: 3, id }];
+    let mut out = p.handle(gossip(2, run, 4, &hello(Status::Active, 1, listed)), 0);
+    out.extend(p.handle(gossip(3, run, 4, &hello(Status::Active, 1, vec![])), 0));
+    out.extend(p.handle(InEvent::Tick, 1));
+    let two = Keypair::from_seed(2).peer_id();
+    assert_eq!(requests_for(&out, id), vec![two]);
+    let mut out = p.handle(InEvent::RequestFailed { hash: id, from: two, why: FetchFailure::NotFound }, 10);
+    out.extend(p.handle(InEvent::Tick, 400));
+    assert_eq!(requests_for(&out, id), vec![Keypair::from_seed(3).peer_id()], "retried of another active peer");
 }
 
 #[test]

@@ -11,6 +11,13 @@
 //! asked again after `fetch_retry`, of every active peer too, starting with
 //! another provider; after `max_fetch_attempts` attempts the machine gives
 //! up on it. A provider that served wrong bytes is never asked again.
+//!
+//! A manifest id that only peers without standing list (fresh keys, once
+//! standing is known) is *unvouched*: it is asked of its listers alone, in
+//! one attempt, at most [`UNVOUCHED_PER_LISTER`] at a time per lister, and a
+//! lister whose unvouched listings went unserved [`MAX_UNSERVED`] times is
+//! not asked again for [`UNSERVED_FOR`] (issue 13 item 6: made-up ids in
+//! hellos were retried 20 times of every active peer by every node).
 
 use super::types::{BlobKind, OutEvent};
 use crate::id::{Hash, PeerId};
@@ -22,6 +29,16 @@ const MAX_UNAVAILABLE: usize = 256;
 /// Attempts for the blobs of a check (a chain, an inner state): only their
 /// contributor holds them, and one that does not serve them is at fault.
 const REVIEW_ATTEMPTS: u32 = 3;
+/// Unvouched manifest fetches in flight per listing peer.
+pub(super) const UNVOUCHED_PER_LISTER: usize = 8;
+/// Unserved unvouched listings after which a lister is not asked again ...
+pub(super) const MAX_UNSERVED: u32 = 3;
+/// ... for this long; an unvouched id nobody served is not asked for again
+/// for as long either (then it may be: a healed partition's other side has
+/// no standing here, and its manifests are real).
+pub(super) const UNSERVED_FOR: Time = 60_000;
+/// Listers and ids remembered as unserved.
+const MAX_UNSERVED_ENTRIES: usize = 1_024;
 
 /// Blobs only the peer that made them holds.
 fn private(kind: BlobKind) -> bool {
@@ -45,6 +62,8 @@ struct Fetch {
     retry_at: Option<Time>,
     /// When the last request went out (the hedging clock).
     last_sent: Time,
+    /// Listed only by peers without standing: asked of them alone, once.
+    unvouched: bool,
 }
 
 /// What a failed request led to.
@@ -81,6 +100,10 @@ pub(super) struct Fetcher {
     banned: BTreeSet<PeerId>,
     /// Manifest ids that no provider could serve.
     unavailable: BTreeSet<Hash>,
+    /// Unvouched manifest ids nobody served, with when they were given up.
+    unvouched_unserved: BTreeMap<Hash, Time>,
+    /// Listers of unvouched ids nobody served: how many, since when.
+    unserved_listers: BTreeMap<PeerId, (u32, Time)>,
 }
 
 impl Fetcher {
@@ -95,6 +118,8 @@ impl Fetcher {
             connected: BTreeSet::new(),
             banned: BTreeSet::new(),
             unavailable: BTreeSet::new(),
+            unvouched_unserved: BTreeMap::new(),
+            unserved_listers: BTreeMap::new(),
         }
     }
 
@@ -115,8 +140,46 @@ impl Fetcher {
         self.fetches.contains_key(hash)
     }
 
+    /// Whether nobody served this manifest id: given up on as a vouched id
+    /// (for good), or as an unvouched one (for [`UNSERVED_FOR`]).
     pub(super) fn is_unavailable(&self, hash: &Hash) -> bool {
+        self.gave_up_on(hash) || self.unvouched_unserved.contains_key(hash)
+    }
+
+    /// Whether this manifest id was given up on as a vouched id.
+    pub(super) fn gave_up_on(&self, hash: &Hash) -> bool {
         self.unavailable.contains(hash)
+    }
+
+    /// Starts fetching a manifest id that only peers without standing list,
+    /// of them alone (see the module's notes); false if none of them may be
+    /// asked now (too many of their listings in flight or unserved).
+    pub(super) fn fetch_unvouched(&mut self, hash: Hash, listers: Vec<PeerId>, now: Time) -> (bool, Vec<OutEvent>) {
+        let open: Vec<PeerId> = listers
+            .into_iter()
+            .filter(|p| {
+                *p != self.me
+                    && !self.banned.contains(p)
+                    && self.unvouched_in_flight(p) < UNVOUCHED_PER_LISTER
+                    && self
+                        .unserved_listers
+                        .get(p)
+                        .is_none_or(|(n, since)| *n < MAX_UNSERVED || now >= since + UNSERVED_FOR)
+            })
+            .collect();
+        if open.is_empty() || self.have.contains(&hash) || self.fetches.contains_key(&hash) {
+            return (false, Vec::new());
+        }
+        let out = self.fetch(hash, BlobKind::Manifest, open, now);
+        if let Some(f) = self.fetches.get_mut(&hash) {
+            f.unvouched = true;
+        }
+        (true, out)
+    }
+
+    /// Unvouched fetches in flight that ask `p`.
+    fn unvouched_in_flight(&self, p: &PeerId) -> usize {
+        self.fetches.values().filter(|f| f.unvouched && f.providers.contains(p)).count()
     }
 
     pub(super) fn connected(&mut self, peer: PeerId, up: bool) {
@@ -142,7 +205,11 @@ impl Fetcher {
             attempt: 1,
             retry_at: None,
             last_sent: now,
+            unvouched: false,
         });
+        // Asked for as an ordinary fetch (a peer with standing lists it, or
+        // another part of the round needs it): vouched for from now on.
+        f.unvouched = false;
         add_providers(f, providers);
         let mut out = Vec::new();
         let idle = f.pending.is_empty() && f.retry_at.is_none();
@@ -176,6 +243,7 @@ impl Fetcher {
     /// A blob arrived; false if it was already held (a hedged duplicate).
     pub(super) fn ready(&mut self, hash: Hash) -> bool {
         self.fetches.remove(&hash);
+        self.unvouched_unserved.remove(&hash);
         self.have.insert(hash)
     }
 
@@ -204,6 +272,9 @@ impl Fetcher {
         }
         // Every provider of this attempt failed.
         let Some(f) = self.fetches.get_mut(&hash) else { return (Failed::Continuing, out) };
+        if f.unvouched {
+            return (Failed::GaveUp(self.give_up_unvouched(hash, now)), out);
+        }
         let max = if private(f.kind) { REVIEW_ATTEMPTS } else { self.max_attempts };
         // A private blob that every provider says it does not hold is given
         // up at once (its maker is the only one meant to hold it).
@@ -213,6 +284,29 @@ impl Fetcher {
             return (Failed::Continuing, out);
         }
         (Failed::GaveUp(self.give_up(hash)), out)
+    }
+
+    /// An unvouched id that its listers did not serve: not asked for again
+    /// for [`UNSERVED_FOR`], and counted against each lister.
+    fn give_up_unvouched(&mut self, hash: Hash, now: Time) -> GivenUp {
+        let f = self.fetches.remove(&hash);
+        let (providers, disowned) =
+            f.map_or_else(|| (Vec::new(), Vec::new()), |f| (f.providers, f.not_held.into_iter().collect()));
+        self.unvouched_unserved.retain(|_, at| now < *at + UNSERVED_FOR);
+        self.unserved_listers.retain(|_, (_, since)| now < *since + UNSERVED_FOR);
+        if self.unvouched_unserved.len() >= MAX_UNSERVED_ENTRIES {
+            self.unvouched_unserved.pop_first();
+        }
+        self.unvouched_unserved.insert(hash, now);
+        for p in &providers {
+            if self.unserved_listers.len() >= MAX_UNSERVED_ENTRIES && !self.unserved_listers.contains_key(p) {
+                self.unserved_listers.pop_first();
+            }
+            let e = self.unserved_listers.entry(*p).or_insert((0, now));
+            e.0 += 1;
+            e.1 = now;
+        }
+        GivenUp { hash, kind: BlobKind::Manifest, providers, disowned }
     }
 
     fn give_up(&mut self, hash: Hash) -> GivenUp {
@@ -244,7 +338,7 @@ impl Fetcher {
                 f.retry_at = None;
                 f.attempt += 1;
                 f.asked.clear();
-                if !private(f.kind) {
+                if !private(f.kind) && !f.unvouched {
                     add_providers(f, active.to_vec());
                 }
                 if f.providers.len() > 1 {
@@ -262,7 +356,7 @@ impl Fetcher {
                     }
                 }
             } else if !f.pending.is_empty() && now >= f.last_sent + self.hedge {
-                if !private(f.kind) {
+                if !private(f.kind) && !f.unvouched {
                     add_providers(f, active.to_vec());
                 }
                 f.last_sent = now;
@@ -408,5 +502,39 @@ mod tests {
         let other = Hash::of(b"other chain");
         f.fetch(other, BlobKind::InnerState, vec![peer(2)], 20);
         assert_eq!(f.failed(other, peer(2), false, false, 30).0, Failed::Continuing);
+    }
+
+    #[test]
+    fn an_unvouched_id_is_asked_of_its_listers_once_and_a_lister_that_never_serves_is_ignored() {
+        let mut f = Fetcher::new(peer(0), 300, 20, 1_000);
+        let mut hedged = 0;
+        let lister = peer(7);
+        for k in 0..MAX_UNSERVED as u64 {
+            let h = Hash::of(format!("made up {k}").as_bytes());
+            let (asked_now, out) = f.fetch_unvouched(h, vec![lister], 0);
+            assert!(asked_now);
+            assert_eq!(asked(&out), vec![lister]);
+            // Hedged and retried of nobody else; given up at its lister's "not held".
+            assert!(asked(&f.poll(5_000, &[peer(1), peer(2)], &mut hedged).0).is_empty());
+            assert!(matches!(f.failed(h, lister, false, true, 5_010).0, Failed::GaveUp(_)));
+            assert!(f.is_unavailable(&h) && !f.gave_up_on(&h));
+        }
+        // Three unserved listings: the lister is not asked for a minute.
+        let next = Hash::of(b"made up again");
+        assert!(!f.fetch_unvouched(next, vec![lister], 6_000).0);
+        assert!(f.fetch_unvouched(next, vec![lister], 5_010 + UNSERVED_FOR).0);
+        // A peer with standing listing an unserved id fetches it as any blob.
+        let old = Hash::of(b"made up 0");
+        assert_eq!(asked(&f.fetch(old, BlobKind::Manifest, vec![peer(3)], 70_000)), vec![peer(3)]);
+        assert!(f.ready(old) && !f.is_unavailable(&old));
+    }
+
+    #[test]
+    fn a_lister_has_at_most_a_few_unvouched_ids_in_flight() {
+        let mut f = Fetcher::new(peer(0), 300, 20, 1_000);
+        let started = (0..20u64)
+            .filter(|k| f.fetch_unvouched(Hash::of(format!("id {k}").as_bytes()), vec![peer(9)], 0).0)
+            .count();
+        assert_eq!(started, UNVOUCHED_PER_LISTER);
     }
 }

@@ -77,23 +77,52 @@ impl Peer {
 
     /// Fetches (as blobs) manifests that peers say they applied for our
     /// round or later and that we never received: gossip can lose them.
+    /// Ids that a peer with standing lists come first (newest first among
+    /// them) and are fetched as any blob; ids that only peers without
+    /// standing list (fresh keys, made-up rounds) come after, and are asked
+    /// of their listers alone, once (issue 13 item 6; see `fetch.rs`).
+    /// Before anyone's standing is known (round 1, a joiner), every lister
+    /// counts.
     pub(super) fn repair_manifests(&mut self) {
         let from = if self.holds_state() { self.round } else { 0 };
-        // Newest rounds first: a joiner syncs to the newest confirmed one.
-        let mut wanted: BTreeMap<(Reverse<u64>, Hash), Vec<PeerId>> = BTreeMap::new();
+        let mut wanted: BTreeMap<(bool, Reverse<u64>, Hash), Vec<PeerId>> = BTreeMap::new();
+        let mut vouched: BTreeSet<Hash> = BTreeSet::new();
         for (p, i) in self.members.iter() {
             for m in &i.recent {
                 if m.round >= from
                     && !self.knows_manifest(&m.id)
                     && !self.fetcher.is_fetching(&m.id)
-                    && !self.fetcher.is_unavailable(&m.id)
+                    && !self.fetcher.gave_up_on(&m.id)
                 {
-                    wanted.entry((Reverse(m.round), m.id)).or_default().push(*p);
+                    if self.history.counts(p) {
+                        vouched.insert(m.id);
+                    }
+                    wanted.entry((false, Reverse(m.round), m.id)).or_default().push(*p);
                 }
             }
         }
-        for ((_, id), providers) in wanted.into_iter().take(2) {
-            self.fetch(id, BlobKind::Manifest, providers);
+        // Vouched ids sort first (`false` < `true`). An unvouched id nobody
+        // served waits (a peer with standing listing it vouches for it: a
+        // fresh key listing a real id first cannot hide it).
+        let wanted: BTreeMap<_, _> = wanted
+            .into_iter()
+            .map(|((_, r, id), listers)| ((!vouched.contains(&id), r, id), listers))
+            .filter(|((unvouched, _, id), _)| !*unvouched || !self.fetcher.is_unavailable(id))
+            .collect();
+        let mut started = 0;
+        for ((unvouched, _, id), listers) in wanted {
+            if started == 2 {
+                break;
+            }
+            if !unvouched {
+                self.fetch(id, BlobKind::Manifest, listers);
+                started += 1;
+                continue;
+            }
+            let (asked, out) = self.fetcher.fetch_unvouched(id, listers, self.now);
+            self.stats.requests += out.len() as u64;
+            self.out.extend(out);
+            started += usize::from(asked);
         }
     }
 
