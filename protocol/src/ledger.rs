@@ -517,32 +517,33 @@ impl Epoch {
 mod tests {
     use super::*;
 
+    use crate::message::{CheckRecord, Contribution, Manifest, ManifestEntry, Signature};
+
+    /// Peer `i`'s entry of `samples` samples (made-up hashes and signature).
+    fn entry(i: u8, samples: u64) -> ManifestEntry {
+        let h = Hash::of(&[i]);
+        let c = Contribution {
+            hash: h,
+            samples,
+            base_state: h,
+            raw: h,
+            residual: 0.0,
+            chain: h,
+            payee: None,
+            attest: None,
+        };
+        ManifestEntry { peer: PeerId([i; 32]), contribution: c, signature: Signature([i; 64]) }
+    }
+
+    fn manifest(entries: Vec<ManifestEntry>, checks: Vec<CheckRecord>) -> Manifest {
+        Manifest { state: Hash::of(b"s"), entries, exclusions: vec![], excluded: vec![], checks, ledger: None }
+    }
+
     #[test]
     fn checks_are_credited_only_to_the_drawn_verifier() {
-        use crate::message::{CheckRecord, Contribution, Finding, Manifest, ManifestEntry, Signature, SignedFinding};
+        use crate::message::{Finding, SignedFinding};
         let peer = |i: u8| PeerId([i; 32]);
-        let entry = |i: u8| {
-            let h = Hash::of(&[i]);
-            let c = Contribution {
-                hash: h,
-                samples: 100,
-                base_state: h,
-                raw: h,
-                residual: 0.0,
-                chain: h,
-                payee: None,
-                attest: None,
-            };
-            ManifestEntry { peer: peer(i), contribution: c, signature: Signature([i; 64]) }
-        };
-        let manifest = |entries: Vec<ManifestEntry>, checks: Vec<CheckRecord>| Manifest {
-            state: Hash::of(b"s"),
-            entries,
-            exclusions: vec![],
-            excluded: vec![],
-            checks,
-            ledger: None,
-        };
+        let entry = |i: u8| entry(i, 100);
         let spec = LedgerSpec { epoch_rounds: 2, settle_rounds: 0, ..Default::default() };
         let mut l = Ledger::new(spec).with_review(1.0, 3);
         let m1 = manifest(vec![entry(1), entry(2), entry(3)], vec![]);
@@ -573,29 +574,7 @@ mod tests {
 
     #[test]
     fn a_manifest_replacing_one_applied_here_leaves_its_epochs_unknown() {
-        use crate::message::{Contribution, Manifest, ManifestEntry, Signature};
-        let entry = |i: u8, samples: u64| {
-            let h = Hash::of(&[i]);
-            let c = Contribution {
-                hash: h,
-                samples,
-                base_state: h,
-                raw: h,
-                residual: 0.0,
-                chain: h,
-                payee: None,
-                attest: None,
-            };
-            ManifestEntry { peer: PeerId([i; 32]), contribution: c, signature: Signature([i; 64]) }
-        };
-        let manifest = |entries: Vec<ManifestEntry>| Manifest {
-            state: Hash::of(b"s"),
-            entries,
-            exclusions: vec![],
-            excluded: vec![],
-            checks: vec![],
-            ledger: None,
-        };
+        let manifest = |entries: Vec<ManifestEntry>| manifest(entries, vec![]);
         let spec = LedgerSpec { epoch_rounds: 2, settle_rounds: 1, ..Default::default() };
         let id = |r: u64, side: &str| Hash::of(format!("{side} {r}").as_bytes());
         // Rounds 1-4 on one history; round 3 by another aggregator on the
