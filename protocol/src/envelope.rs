@@ -59,6 +59,9 @@ pub enum DropReason {
     /// A hello or leave not newer than one already seen from its sender
     /// (replayed).
     Replayed,
+    /// A hello from a peer without standing that this peer does not know,
+    /// while it knows as many such peers as it keeps.
+    Crowded,
 }
 
 /// An envelope whose size and signature have been checked; its payload is not

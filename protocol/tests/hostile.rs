@@ -320,3 +320,39 @@ fn a_late_joiner_leaves_when_the_peers_of_the_run_left_after_its_last_round() {
     eprintln!("the joiner left at {t} ms: {left}");
     assert!(left, "the joiner left: {:?}", p.phase());
 }
+
+#[test]
+fn fresh_keys_beyond_the_member_cap_are_not_kept_and_peers_with_standing_still_get_in() {
+    // Issue 13 item 4: every poll scans the members, and a fresh key is a
+    // member for the peer TTL; 10 000 of them made each hello cost 0.5 ms.
+    // Members without standing are capped at 2 048 (MAX_MEMBERS).
+    const MAX_MEMBERS: usize = 2048;
+    let run = spec().run_id();
+    let (mut p, _) = peer_with(1, 10);
+    round_one_applied(&mut p, 1, &[2, 3, 4], run);
+    let sybils: Vec<u64> = (1_000..1_000 + MAX_MEMBERS as u64 + 100).collect();
+    let flood = |p: &mut Peer, seq: u64, t: u64| {
+        let mut crowded = 0;
+        for s in &sybils {
+            let out = p.handle(gossip(*s, run, 2, &hello(Status::Active, seq, vec![])), t);
+            crowded += usize::from(verdicts(&out) == vec![Verdict::Ignore(Some(DropReason::Crowded))]);
+        }
+        crowded
+    };
+    assert_eq!(flood(&mut p, 1, 1_000), 100, "the keys past the cap are dropped, not punished");
+    assert_eq!(p.members(), 3 + MAX_MEMBERS, "the peers with standing and the first 2 048 fresh keys");
+    // The peers with standing fall silent past the TTL (5 s) while the fresh
+    // keys keep saying hello: they expire, the fresh keys fill the table.
+    p.handle(InEvent::Tick, 3_000);
+    flood(&mut p, 2, 3_000);
+    p.handle(InEvent::Tick, 6_500);
+    flood(&mut p, 3, 6_500);
+    assert_eq!(p.members(), MAX_MEMBERS);
+    // A peer with standing is let in all the same; a new fresh key is not.
+    let out = p.handle(gossip(2, run, 2, &hello(Status::Active, 5, vec![])), 6_600);
+    assert_eq!(verdicts(&out), vec![Verdict::Accept]);
+    let out = p.handle(gossip(99_999, run, 2, &hello(Status::Active, 1, vec![])), 6_610);
+    assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::Crowded))]);
+    assert_eq!(p.members(), MAX_MEMBERS + 1);
+    assert_eq!(p.stats().dropped.get(&DropReason::Crowded), Some(&301));
+}

@@ -64,6 +64,10 @@ struct Fetch {
     last_sent: Time,
     /// Listed only by peers without standing: asked of them alone, once.
     unvouched: bool,
+    /// The active peers were added as providers in this attempt (once per
+    /// attempt: with thousands of members, adding them at every hedge of
+    /// every fetch was most of a hello flood's cost, issue 13 item 4).
+    widened: bool,
 }
 
 /// What a failed request led to.
@@ -177,6 +181,11 @@ impl Fetcher {
         (true, out)
     }
 
+    /// Manifest fetches in progress.
+    pub(super) fn manifests_in_flight(&self) -> usize {
+        self.fetches.values().filter(|f| f.kind == BlobKind::Manifest).count()
+    }
+
     /// Unvouched fetches in flight that ask `p`.
     fn unvouched_in_flight(&self, p: &PeerId) -> usize {
         self.fetches.values().filter(|f| f.unvouched && f.providers.contains(p)).count()
@@ -206,6 +215,7 @@ impl Fetcher {
             retry_at: None,
             last_sent: now,
             unvouched: false,
+            widened: false,
         });
         // Asked for as an ordinary fetch (a peer with standing lists it, or
         // another part of the round needs it): vouched for from now on.
@@ -338,9 +348,8 @@ impl Fetcher {
                 f.retry_at = None;
                 f.attempt += 1;
                 f.asked.clear();
-                if !private(f.kind) && !f.unvouched {
-                    add_providers(f, active.to_vec());
-                }
+                f.widened = false;
+                widen(f, active);
                 if f.providers.len() > 1 {
                     f.providers.rotate_left(1);
                 }
@@ -356,9 +365,7 @@ impl Fetcher {
                     }
                 }
             } else if !f.pending.is_empty() && now >= f.last_sent + self.hedge {
-                if !private(f.kind) && !f.unvouched {
-                    add_providers(f, active.to_vec());
-                }
+                widen(f, active);
                 f.last_sent = now;
                 if self.ask_next(hash, now, &mut out) {
                     *hedged += 1;
@@ -385,9 +392,26 @@ fn f_attempt(fetches: &BTreeMap<Hash, Fetch>, hash: &Hash) -> u32 {
     fetches.get(hash).map_or(0, |f| f.attempt)
 }
 
+/// Adds the active peers as providers of a public, vouched blob, once per
+/// attempt: each of them may hold any blob of the current state.
+fn widen(f: &mut Fetch, active: &[PeerId]) {
+    if !private(f.kind) && !f.unvouched && !f.widened {
+        f.widened = true;
+        add_providers(f, active.to_vec());
+    }
+}
+
+/// Appends the providers not listed yet. With a set of those listed, not a
+/// scan of the list per provider: a fetch retried with every active peer
+/// cost active x providers comparisons per hedge, quadratic in a flood of
+/// fresh keys (issue 13 item 4).
 fn add_providers(f: &mut Fetch, providers: Vec<PeerId>) {
+    if providers.is_empty() {
+        return;
+    }
+    let mut listed: BTreeSet<PeerId> = f.providers.iter().copied().collect();
     for p in providers {
-        if !f.providers.contains(&p) {
+        if listed.insert(p) {
             f.providers.push(p);
         }
     }

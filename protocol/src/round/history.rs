@@ -90,6 +90,11 @@ impl History {
         self.standing.is_empty() || self.standing.contains_key(p)
     }
 
+    /// The peers with standing.
+    pub(super) fn standing(&self) -> impl Iterator<Item = &PeerId> {
+        self.standing.keys()
+    }
+
     pub(super) fn last_contributors(&self) -> &BTreeSet<PeerId> {
         &self.last_contributors
     }

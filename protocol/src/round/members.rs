@@ -8,6 +8,12 @@ use crate::message::{AppliedManifest, Status};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Members a peer keeps, peers with standing not counted against it: a
+/// hello from a new peer without standing beyond it is dropped (issue 13
+/// item 4: every poll scans the members, and fresh keys cost nothing).
+/// Before anyone's standing is known (round 1, a joiner) every peer counts
+/// against it.
+pub const MAX_MEMBERS: usize = 2048;
 /// Finished peers remembered.
 const MAX_FINISHED: usize = 1024;
 /// Peers whose last hello counter is remembered (beyond that, only those
@@ -60,7 +66,13 @@ impl Members {
         if self.seqs.get(&peer).is_some_and(|last| seq <= *last) {
             return Err(DropReason::Replayed);
         }
-        if self.seqs.len() >= MAX_SEQS && !self.seqs.contains_key(&peer) {
+        // Forget the counters of peers that are gone, when that frees a
+        // quarter of the table: with more members than it holds, a retain
+        // at every new sender scanned it at every hello (issue 13 item 4).
+        if self.seqs.len() >= MAX_SEQS
+            && !self.seqs.contains_key(&peer)
+            && self.peers.len() + self.departed.len() + MAX_SEQS / 4 <= self.seqs.len()
+        {
             let (peers, departed) = (&self.peers, &self.departed);
             self.seqs.retain(|p, _| peers.contains_key(p) || departed.contains_key(p));
         }
@@ -118,6 +130,10 @@ impl Members {
 
     pub(super) fn len(&self) -> usize {
         self.peers.len()
+    }
+
+    pub(super) fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
     }
 
     pub(super) fn is_active(&self, peer: &PeerId) -> bool {

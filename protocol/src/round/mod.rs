@@ -49,7 +49,7 @@ use crate::message::{AppliedManifest, Contribution, Message, Signature, SignedFi
 use crate::time::Time;
 use fetch::Fetcher;
 use history::History;
-use members::Members;
+use members::{MAX_MEMBERS, Members};
 use reviews::Reviews;
 use std::collections::BTreeMap;
 
@@ -496,7 +496,8 @@ fn manifest_is_well_formed(run: Hash, round: u64, m: &Manifest) -> bool {
 fn drop_reason_verdict(why: DropReason) -> Verdict {
     match why {
         // Old news that an honest peer may relay.
-        DropReason::StaleRound | DropReason::Replayed => Verdict::Ignore(Some(why)),
+        // A crowded hello may be an honest newcomer's: not its fault.
+        DropReason::StaleRound | DropReason::Replayed | DropReason::Crowded => Verdict::Ignore(Some(why)),
         _ => Verdict::Reject(why),
     }
 }

@@ -82,9 +82,27 @@ impl Peer {
         if recent.iter().any(|m| m.round > self.cfg.run_rounds) {
             return Err(DropReason::BeyondRun);
         }
+        if !self.members.contains(&sender) && !self.has_standing(&sender) && self.without_standing() >= MAX_MEMBERS {
+            return Err(DropReason::Crowded);
+        }
         self.members.newer(sender, seq)?;
         self.members.hello(sender, status, round, recent, now);
         Ok(())
+    }
+
+    /// Whether `p` has standing here (known, and earned).
+    fn has_standing(&self, p: &PeerId) -> bool {
+        self.history.has_standing() && self.history.counts(p)
+    }
+
+    /// Members without standing (all members before anyone's standing is
+    /// known).
+    fn without_standing(&self) -> usize {
+        let n = self.members.len();
+        if n < MAX_MEMBERS || !self.history.has_standing() {
+            return n;
+        }
+        n - self.history.standing().filter(|p| self.members.contains(p)).count()
     }
 
     fn on_leave(

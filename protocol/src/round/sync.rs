@@ -7,6 +7,13 @@ use super::*;
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
+/// Manifest fetches in progress at most when more are wanted: gossip loses
+/// one or two manifests, a joiner needs one; made-up ids listed by fresh
+/// keys before anyone has standing (when every lister counts) would
+/// otherwise start two more fetches at every poll, each asked of every
+/// active peer (issue 13 item 4).
+const MAX_REPAIRS: usize = 16;
+
 impl Peer {
     pub(super) fn remember_foreign(&mut self, round: u64, known: KnownManifest) {
         if self.foreign.as_ref().is_none_or(|f| f.round <= round) {
@@ -110,8 +117,9 @@ impl Peer {
             .filter(|((unvouched, _, id), _)| !*unvouched || !self.fetcher.is_unavailable(id))
             .collect();
         let mut started = 0;
+        let in_flight = self.fetcher.manifests_in_flight();
         for ((unvouched, _, id), listers) in wanted {
-            if started == 2 {
+            if started == 2 || in_flight + started >= MAX_REPAIRS {
                 break;
             }
             if !unvouched {
