@@ -61,7 +61,7 @@ pub async fn run(
                 SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
                     message: request_response::Message::Request { request, channel, .. }, ..
                 })) => {
-                    let answer = (request == crate::runs::list_request())
+                    let answer = (request.hash == crate::runs::list_request())
                         .then(|| bytes::Bytes::from(crate::runs::encode_list(&runs)));
                     let _ = swarm.behaviour_mut().blobs.send_response(channel, answer);
                 }

@@ -58,13 +58,81 @@ pub fn limits() -> connection_limits::Behaviour {
     )
 }
 
+/// A blob response that brings no byte for this long fails (issue 13 item
+/// 9): a provider that stalls mid-transfer is failed over in seconds, not
+/// after the whole transfer's time limit ([`blob_timeout`], which grows with
+/// the largest blob and stays only as a bound on a provider that trickles).
+pub const BLOB_PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Frames blob requests (a 32-byte hash) and responses (a status byte, then
 /// the blob) on a stream that the handler closes after each message. Reads
-/// are bounded: a response larger than `max_response` is an error.
+/// are bounded: a response larger than `max_response` is an error, and so is
+/// one that brings no byte for `progress`.
 #[derive(Clone, Debug)]
 pub struct BlobCodec {
     /// Largest response accepted, in bytes.
     pub max_response: usize,
+    /// Longest wait for the next bytes of a response.
+    pub progress: Duration,
+    /// The bound of the request this codec (cloned per stream) last wrote:
+    /// its response is read against it.
+    expect: usize,
+}
+
+impl BlobCodec {
+    /// A codec reading responses of at most `max_response` bytes, failing
+    /// one that brings no byte for `progress`.
+    pub fn new(max_response: usize, progress: Duration) -> BlobCodec {
+        BlobCodec { max_response, progress, expect: usize::MAX }
+    }
+}
+
+/// A blob request. Only the hash goes on the wire; `max` bounds the answer
+/// on the asking side before it is read (issue 13 item 3: a manifest asked
+/// for may not be answered with hundreds of megabytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobRequest {
+    /// The blob's hash (or a run id, or the list request).
+    pub hash: [u8; 32],
+    /// The most bytes the answer may have (within the codec's bound).
+    pub max: usize,
+}
+
+impl BlobRequest {
+    /// A request bounded by the codec's limit alone.
+    pub fn new(hash: [u8; 32]) -> BlobRequest {
+        BlobRequest { hash, max: usize::MAX }
+    }
+
+    /// A request whose answer may have at most `max` bytes.
+    pub fn bounded(hash: [u8; 32], max: usize) -> BlobRequest {
+        BlobRequest { hash, max }
+    }
+}
+
+/// Reads to the end of the stream, at most `max` bytes, failing when no byte
+/// comes for `progress`.
+async fn read_progressing<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+    progress: Duration,
+) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::time::timeout(progress, io.read(&mut buf)).await.map_err(|_| stalled(progress, v.len()))??;
+        if n == 0 {
+            return Ok(v);
+        }
+        if v.len() + n > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("message over {max} bytes")));
+        }
+        v.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn stalled(progress: Duration, got: usize) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("no bytes for {progress:?} (after {got} bytes)"))
 }
 
 async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
@@ -78,16 +146,18 @@ async fn read_bounded<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io
 
 impl request_response::Codec for BlobCodec {
     type Protocol = StreamProtocol;
-    type Request = [u8; 32];
+    type Request = BlobRequest;
     /// The blob, shared with the store (answering does not copy it).
     type Response = Option<Bytes>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<[u8; 32]>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BlobRequest>
     where
         T: AsyncRead + Unpin + Send,
     {
         let v = read_bounded(io, 32).await?;
-        v.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "request is not a 32-byte hash"))
+        let hash =
+            v.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "request is not a 32-byte hash"))?;
+        Ok(BlobRequest::new(hash))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Option<Bytes>>
@@ -95,8 +165,10 @@ impl request_response::Codec for BlobCodec {
         T: AsyncRead + Unpin + Send,
     {
         let mut status = [0u8; 1];
-        io.read_exact(&mut status).await?;
-        let body = read_bounded(io, self.max_response).await?;
+        tokio::time::timeout(self.progress, io.read_exact(&mut status))
+            .await
+            .map_err(|_| stalled(self.progress, 0))??;
+        let body = read_progressing(io, self.max_response.min(self.expect), self.progress).await?;
         match status[0] {
             1 => Ok(Some(Bytes::from(body))),
             0 if body.is_empty() => Ok(None),
@@ -104,11 +176,13 @@ impl request_response::Codec for BlobCodec {
         }
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: [u8; 32]) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: BlobRequest) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&req).await
+        // The same codec clone reads this request's response next.
+        self.expect = req.max;
+        io.write_all(&req.hash).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Option<Bytes>) -> io::Result<()>
@@ -126,7 +200,8 @@ impl request_response::Codec for BlobCodec {
 }
 
 /// How long a provider may take to deliver the largest blob: 10 s, plus one
-/// second per MB (a provider slower than 1 MB/s is failed over).
+/// second per MB (a provider slower than 1 MB/s is failed over). A provider
+/// that stops sending fails sooner, after [`BLOB_PROGRESS_TIMEOUT`].
 pub fn blob_timeout(max_blob: usize) -> Duration {
     Duration::from_secs(10) + Duration::from_micros(max_blob as u64)
 }
@@ -228,7 +303,7 @@ pub fn build_with(
             .with_agent_version(agent_version(plane_port)),
     );
     let blobs = request_response::Behaviour::with_codec(
-        BlobCodec { max_response: max_blob },
+        BlobCodec::new(max_blob, BLOB_PROGRESS_TIMEOUT),
         [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(blob_timeout(max_blob))
@@ -405,5 +480,56 @@ mod tests {
         assert_ne!(message_id(&msg(Some(x))), message_id(&msg(None)));
         // A relayed copy keeps its author: still a duplicate.
         assert_eq!(message_id(&msg(Some(x))), message_id(&msg(Some(x))));
+    }
+    /// A provider's response as a stream that brings `chunks` chunks (the
+    /// status byte first), one every `every`, then ends or stalls.
+    fn dripping(chunks: usize, every: Duration, stall: bool) -> impl AsyncRead + Unpin + Send {
+        use libp2p::futures::{StreamExt, TryStreamExt, stream};
+        let body = stream::iter(0..chunks).then(move |i| async move {
+            tokio::time::sleep(every).await;
+            let mut chunk = vec![7u8; 1024];
+            if i == 0 {
+                chunk.insert(0, 1);
+            }
+            Ok::<_, io::Error>(chunk)
+        });
+        let end = if stall { stream::pending().boxed() } else { stream::empty().boxed() };
+        body.chain(end).boxed().into_async_read()
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_stops_sending_fails_after_the_progress_timeout_and_a_slow_steady_one_does_not() {
+        use request_response::Codec;
+        let progress = Duration::from_millis(200);
+        let mut codec = BlobCodec::new(1 << 20, progress);
+        let proto = BLOB_PROTOCOL;
+        // Steady: 20 chunks 50 ms apart, a second in all (5 progress timeouts).
+        let mut steady = dripping(20, Duration::from_millis(50), false);
+        let body = codec.read_response(&BLOB_PROTOCOL, &mut steady).await.unwrap().unwrap();
+        assert_eq!(body.len(), 20 * 1024);
+        // Stalls after 3 chunks: fails (without a progress timeout this read
+        // waits for ever; the outer limit makes that a failure, not a hang).
+        let mut stalling = dripping(3, Duration::from_millis(50), true);
+        let read = codec.read_response(&proto, &mut stalling);
+        let err = tokio::time::timeout(Duration::from_secs(10), read).await.expect("no progress timeout").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // A provider that never sends even the status byte fails too.
+        let mut silent = dripping(0, Duration::ZERO, true);
+        let read = codec.read_response(&proto, &mut silent);
+        let err = tokio::time::timeout(Duration::from_secs(10), read).await.expect("no progress timeout").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // And the size bound still holds.
+        let mut big = dripping(20, Duration::ZERO, false);
+        let mut small = BlobCodec::new(4096, progress);
+        let err = small.read_response(&BLOB_PROTOCOL, &mut big).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // As does a request's own bound, below the codec's (a manifest asked
+        // for is read up to an envelope's size, not the largest state's).
+        let mut big = dripping(20, Duration::ZERO, false);
+        let mut out = libp2p::futures::io::Cursor::new(Vec::new());
+        codec.write_request(&BLOB_PROTOCOL, &mut out, BlobRequest::bounded([9; 32], 4096)).await.unwrap();
+        assert_eq!(out.into_inner(), vec![9; 32], "only the hash goes on the wire");
+        let err = codec.read_response(&BLOB_PROTOCOL, &mut big).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 }

@@ -166,6 +166,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         settlement,
         attestation: None,
         spec_bytes: bytes::Bytes::from(crate::runs::spec_bytes(&cfg.spec)),
+        max_blob,
         plane,
         plane_rx,
     };
@@ -384,6 +385,8 @@ struct EventLoop {
     attestation: Option<protocol::message::Attestation>,
     /// The run's spec as served to joiners that know only its id.
     spec_bytes: bytes::Bytes,
+    /// The largest blob of the run's model (an inner state).
+    max_blob: usize,
     /// The data plane, for a model with big states.
     plane: Option<plane::Plane>,
     plane_rx: Option<mpsc::UnboundedReceiver<plane::Done>>,

@@ -96,7 +96,7 @@ async fn client(bootstrap: &str, timeout: Duration) -> Result<(Swarm<Behaviour>,
 /// The runs a bootstrap node knows (it was given provider records for).
 pub async fn list(bootstrap: &str, timeout: Duration) -> Result<Vec<Hash>, Error> {
     let (mut sw, id) = client(bootstrap, timeout).await?;
-    sw.behaviour_mut().blobs.send_request(&id, list_request());
+    sw.behaviour_mut().blobs.send_request(&id, net::BlobRequest::new(list_request()));
     let wait = async {
         loop {
             if let SwarmEvent::Behaviour(BehaviourEvent::Blobs(ev)) = sw.select_next_some().await {
@@ -139,7 +139,7 @@ pub async fn fetch_spec(bootstrap: &str, run: &Hash, timeout: Duration) -> Resul
                     {
                         for p in providers {
                             if asked.insert(p) {
-                                sw.behaviour_mut().blobs.send_request(&p, run.0);
+                                sw.behaviour_mut().blobs.send_request(&p, net::BlobRequest::new(run.0));
                                 pending += 1;
                             }
                         }
@@ -231,7 +231,7 @@ pub async fn publish(
                 SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
                     peer, message: request_response::Message::Request { request, channel, .. }, ..
                 })) => {
-                    let answer = (request == run.0).then(|| bytes.clone());
+                    let answer = (request.hash == run.0).then(|| bytes.clone());
                     if answer.is_some() {
                         report(format!("served the spec to {peer}"));
                     }

@@ -91,7 +91,7 @@ pub async fn serve(bytes: usize, seed: u64, ip: IpAddr, lie: bool) -> Result<(),
                     message: request_response::Message::Request { request, channel, .. },
                     ..
                 })) => {
-                    let answer = (request == hash.0).then(|| served.clone());
+                    let answer = (request.hash == hash.0).then(|| served.clone());
                     let _ = swarm.behaviour_mut().blobs.send_response(channel, answer);
                 }
                 _ => {}
@@ -116,7 +116,7 @@ pub async fn fetch_libp2p(addr: &str, hash: protocol::Hash, max: usize, timeout:
         loop {
             match swarm.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == id => {
-                    swarm.behaviour_mut().blobs.send_request(&id, hash.0);
+                    swarm.behaviour_mut().blobs.send_request(&id, net::BlobRequest::bounded(hash.0, max));
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Blobs(request_response::Event::Message {
                     message: request_response::Message::Response { response, .. },

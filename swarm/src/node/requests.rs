@@ -5,6 +5,7 @@
 //! answers requests from the store.
 
 use super::{EventLoop, Request};
+use crate::net;
 use libp2p::request_response;
 use protocol::{BlobKind, FetchFailure, Hash, InEvent};
 use std::sync::Arc;
@@ -26,26 +27,39 @@ impl EventLoop {
         let Some(lp) = target else {
             return self.queue.push_back(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable });
         };
-        let id = self.swarm.behaviour_mut().blobs.send_request(&lp, hash.0);
+        let request = net::BlobRequest::bounded(hash.0, self.max_bytes(kind));
+        let id = self.swarm.behaviour_mut().blobs.send_request(&lp, request);
         self.flow(kind).sent += 32;
         self.requests.insert(id, Request { hash, kind, from });
     }
 
+    /// The most bytes a blob of `kind` may have: an answer is refused past
+    /// it before it is read further (issue 13 item 3). Manifests are
+    /// envelopes, chains a hash per segment end; the big kinds are bounded
+    /// by the largest blob of the run's model.
+    fn max_bytes(&self, kind: BlobKind) -> usize {
+        match kind {
+            BlobKind::Manifest => protocol::MAX_ENVELOPE_BYTES,
+            BlobKind::Chain => 32 * (protocol::spec::MAX_SEGMENTS as usize + 1),
+            _ => self.max_blob,
+        }
+    }
+
     /// Serves blob requests from the store and checks fetched blobs.
-    pub(super) fn on_blob_event(&mut self, ev: request_response::Event<[u8; 32], Option<bytes::Bytes>>) {
+    pub(super) fn on_blob_event(&mut self, ev: request_response::Event<net::BlobRequest, Option<bytes::Bytes>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } if request == self.run.0 => {
+                request_response::Message::Request { request, channel, .. } if request.hash == self.run.0 => {
                     // The run's spec (its hash is the run id): for joiners that know only the id.
                     let _ = self.swarm.behaviour_mut().blobs.send_response(channel, Some(self.spec_bytes.clone()));
                 }
                 request_response::Message::Request { request, channel, .. } => {
-                    let kind = self.blobs.kind(&Hash(request)).unwrap_or(BlobKind::Contribution);
+                    let kind = self.blobs.kind(&Hash(request.hash)).unwrap_or(BlobKind::Contribution);
                     let hide = self.lies(crate::adversary::Adversary::IgnoreDispute)
                         && matches!(kind, BlobKind::Chain | BlobKind::InnerState);
                     let blob = self
                         .blobs
-                        .get(&Hash(request))
+                        .get(&Hash(request.hash))
                         .filter(|_| !hide)
                         .map(|b| bytes::Bytes::from_owner(crate::blobs::Shared(b)))
                         .map(|b| if self.lies(crate::adversary::Adversary::WrongBytes) { flipped(&b) } else { b });
