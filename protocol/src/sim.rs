@@ -163,6 +163,8 @@ pub struct Sim {
     pub liars: BTreeSet<usize>,
     /// Nodes that report a fault in every contribution they check.
     pub framers: BTreeSet<usize>,
+    /// Nodes that never serve their own contributions (withholders).
+    pub withholders: BTreeSet<usize>,
     /// Exclusions each node applied: node -> excluded nodes.
     pub excluded: BTreeMap<usize, BTreeSet<usize>>,
     /// Checks each node ran (as verifier or referee).
@@ -201,6 +203,7 @@ impl Sim {
             envelopes: BTreeMap::new(),
             chains: BTreeMap::new(),
             liars: BTreeSet::new(),
+            withholders: BTreeSet::new(),
             framers: BTreeSet::new(),
             excluded: BTreeMap::new(),
             checks: BTreeMap::new(),
@@ -456,7 +459,9 @@ impl Sim {
                 h.update(&round.to_le_bytes());
                 h.update(&base_state.0);
                 let hash = Hash(*h.finalize().as_bytes());
-                self.blobs.entry(hash).or_default().insert(i);
+                if !self.withholders.contains(&i) {
+                    self.blobs.entry(hash).or_default().insert(i);
+                }
                 let chain = self.make_chain(i, hash);
                 let d = self.rng.range(self.cfg.train_time.0, self.cfg.train_time.1);
                 let contribution = Contribution {

@@ -292,3 +292,60 @@ fn a_joiner_learns_the_exclusions_of_the_rounds_it_skipped() {
     assert!(sim.excluded.get(&joiner).is_some_and(|e| e.contains(&2)), "the joiner knows: {:?}", sim.excluded);
     assert!((first_applied + 1..=16).any(|r| sim.contributors(r).contains(&joiner)), "and contributes");
 }
+
+/// Whether node 0 is the first aggregator candidate of round 1.
+fn first_in_round_one(sim: &Sim) -> bool {
+    let key = |j| rank_key(&sim.run_id(), 1, &sim.peer_id(j));
+    (1..sim.nodes.len()).all(|j| key(0) < key(j))
+}
+
+#[test]
+fn a_peer_that_never_serves_its_contribution_is_left_out_and_the_others_go_on() {
+    // Issue 13: node 0 announces contributions it never serves. Nobody
+    // can fetch them, so no aggregator includes them (an aggregator waits
+    // for a fetch until the deadline, not for ever), and since candidates
+    // are the last round's contributors, node 0 never aggregates after
+    // round 1.
+    for seed in [1, 2, 3] {
+        let mut sim = Sim::new(SimConfig::new(4, seed));
+        sim.withholders.insert(0);
+        assert!(!first_in_round_one(&sim), "seed {seed}: pick a seed where node 0 does not aggregate round 1");
+        sim.run_until(240_000);
+        assert!(sim.all_finished(), "seed {seed}: not finished at t={}", sim.now);
+        assert_agreement(&sim);
+        for r in 1..=10 {
+            assert_eq!(sim.contributors(r).len(), 3, "seed {seed} round {r}: {:?}", sim.contributors(r));
+            assert!(!sim.contributors(r).contains(&0), "seed {seed} round {r}");
+        }
+    }
+}
+
+/// Issue 13: the same peer as round 1's first aggregator candidate puts its
+/// own unserved contribution in its manifest. Before, the others gave up on
+/// it, went back to waiting and resynced to its next manifest, which named
+/// the next unserved contribution: only node 0 reached round 10 (seeds 8
+/// and 14 of 1-20, where node 0 aggregates round 1). Now a manifest
+/// with an entry nobody serves is given up, its aggregator is no candidate
+/// of that round and does not count for its history, and the next candidate
+/// publishes the round without it.
+#[test]
+fn an_aggregator_that_never_serves_its_contribution_does_not_stall_the_others() {
+    for seed in [8, 14, 23, 24, 26, 27, 30] {
+        let mut sim = Sim::new(SimConfig::new(4, seed));
+        sim.withholders.insert(0);
+        assert!(first_in_round_one(&sim), "seed {seed}");
+        sim.run_until(240_000);
+        for r in 1..=10 {
+            let by = sim.applied.get(&r).cloned().unwrap_or_default();
+            let honest: Vec<_> = (1..4).filter_map(|i| by.get(&i)).collect();
+            assert_eq!(honest.len(), 3, "seed {seed}: round {r} applied by {:?}", by.keys());
+            assert!(honest.windows(2).all(|w| w[0] == w[1]), "seed {seed}: honest peers disagree on round {r}");
+            assert!(!sim.contributors(r).contains(&0), "seed {seed} round {r}");
+        }
+        for i in 1..4 {
+            let stats = sim.nodes[i].peer.stats();
+            assert_eq!(stats.switched_history, 0, "seed {seed}: node {i} switched to the withholder's history");
+            assert!(stats.unservable_manifests >= 1, "seed {seed}: node {i}");
+        }
+    }
+}

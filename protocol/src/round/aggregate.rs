@@ -33,10 +33,13 @@ impl Peer {
     /// no such contributor alive (round 1, or all gone), every active peer is
     /// a candidate.
     fn candidates(&self, round: u64) -> Vec<PeerId> {
-        let alive = |p: &PeerId| (*p == self.me || self.members.is_active(p)) && !self.reviews.excluded.contains(p);
+        let withheld = |p: &PeerId| self.withheld.get(&round).is_some_and(|w| w.contains(p));
+        let alive = |p: &PeerId| {
+            (*p == self.me || self.members.is_active(p)) && !self.reviews.excluded.contains(p) && !withheld(p)
+        };
         let mut c: Vec<PeerId> = self.history.last_contributors().iter().copied().filter(alive).collect();
         if c.is_empty() {
-            c = self.members.active();
+            c = self.members.active().into_iter().filter(|p| !withheld(p)).collect();
             c.push(self.me);
         }
         c.sort_by_key(|p| rank_key(&self.cfg.run, round, p));

@@ -129,6 +129,9 @@ pub struct Peer {
     rounds: BTreeMap<u64, RoundData>,
     /// The latest manifest seen from another history.
     foreign: Option<Foreign>,
+    /// Aggregators whose manifest of a round named a blob nobody served:
+    /// not candidates of that round any more (recent rounds only).
+    withheld: BTreeMap<u64, std::collections::BTreeSet<PeerId>>,
     hellos: Hellos,
     /// The round whose state we synced to (we do not contribute to it).
     synced_round: Option<u64>,
@@ -172,6 +175,7 @@ impl Peer {
             reviews: Reviews::default(),
             rounds: BTreeMap::new(),
             foreign: None,
+            withheld: BTreeMap::new(),
             hellos: Hellos { next: 0, seq: 0, last_status: Status::Waiting },
             synced_round: None,
             resumed: None,

@@ -13,6 +13,11 @@ impl Peer {
             self.remember_foreign(round, known);
             return;
         }
+        // Its aggregator published a manifest of this round that nobody
+        // could collect: not again.
+        if self.withheld.get(&round).is_some_and(|w| w.contains(&known.aggregator)) {
+            return;
+        }
         let holds = self.holds_state() && round <= self.round;
         let data = self.rounds.entry(round).or_default();
         if let Some(existing) = &data.manifest {
@@ -266,8 +271,57 @@ impl Peer {
             return self.checks_lost(&hash, &g.providers, &g.disowned);
         }
         if kind != BlobKind::Manifest && self.needed_now(&hash) {
+            // Nobody but its aggregator applied the manifest: a peer that
+            // trained this round goes back to gathering it. If others
+            // applied it (the blob existed, and we lost it), or we synced to
+            // this round (no contribution of our own, and maybe the last one
+            // left), we wait for the next manifest and sync, as before.
+            if let Phase::Collecting(r) = self.phase
+                && self.synced_round != Some(r)
+                && !self.applied_by_others(r)
+            {
+                return self.manifest_unservable(r, hash);
+            }
             self.stats.resyncs += 1;
             self.phase = Phase::Waiting;
+        }
+    }
+
+    /// Whether a peer other than its aggregator lists the manifest of
+    /// `round` as applied.
+    fn applied_by_others(&self, round: u64) -> bool {
+        self.manifest_of(round).is_some_and(|k| {
+            let m = applied(round, k.id);
+            let by = self.members.supporters(&m);
+            by.iter().any(|p| *p != k.aggregator) || self.members.departed_supporters(&m) > 0
+        })
+    }
+
+    /// An entry of the manifest being collected is served by nobody (its
+    /// contributor and the aggregator withhold it, or they are gone): the
+    /// manifest cannot be applied by anyone who lacks it. We still hold the
+    /// round's state, so we go back to gathering without that manifest and
+    /// its aggregator: the next candidate publishes one of the entries it
+    /// holds. (Going back to waiting, as before, let an aggregator that
+    /// withheld its own contribution stall every other peer for good: they
+    /// resynced to its next manifest, which named the next unserved one.)
+    fn manifest_unservable(&mut self, round: u64, missing: Hash) {
+        let Some(k) = self.rounds.get_mut(&round).and_then(|d| d.manifest.take()) else { return };
+        self.stats.unservable_manifests += 1;
+        let floor = self.round.saturating_sub(1);
+        self.withheld.retain(|r, _| *r >= floor);
+        self.withheld.entry(round).or_default().insert(k.aggregator);
+        let data = self.rounds.entry(round).or_default();
+        data.contributions.retain(|_, a| a.contribution.hash != missing);
+        data.alternatives
+            .retain(|a| a.aggregator != k.aggregator && a.manifest.entries.iter().all(|e| e.hash() != missing));
+        self.phase = Phase::Gathering(round);
+        // Another candidate's manifest of the round, if one came: take it.
+        if let Some(alt) =
+            self.rounds.get_mut(&round).and_then(|d| (!d.alternatives.is_empty()).then(|| d.alternatives.remove(0)))
+        {
+            self.rounds.entry(round).or_default().manifest = Some(alt);
+            self.collect(round);
         }
     }
 

@@ -28,7 +28,7 @@ impl Peer {
     pub(super) fn on_minority_fork(&mut self) -> bool {
         let mut votes: BTreeMap<AppliedManifest, usize> = BTreeMap::new();
         let mut active = 0;
-        for (_, i) in self.members.iter().filter(|(_, i)| i.is_active()) {
+        for (_, i) in self.members.iter().filter(|(p, i)| i.is_active() && !self.withholds(p)) {
             active += 1;
             for m in i.recent.iter().filter(|m| self.history.contradicts(m)) {
                 *votes.entry(*m).or_default() += 1;
@@ -44,6 +44,11 @@ impl Peer {
         self.history.forget_record();
         self.phase = Phase::Waiting;
         true
+    }
+
+    /// Whether `p` aggregated a recent manifest that nobody could collect.
+    pub(super) fn withholds(&self, p: &PeerId) -> bool {
+        self.withheld.values().any(|w| w.contains(p))
     }
 
     /// Active peers that list any of our recently applied manifests.
@@ -63,7 +68,10 @@ impl Peer {
         if !self.history.has_recent() {
             return false;
         }
-        let theirs = self.members.supporters(&applied(round, known.id));
+        // An aggregator whose manifest nobody could collect does not count
+        // for its history (it would pull us back to what it withholds).
+        let mut theirs = self.members.supporters(&applied(round, known.id));
+        theirs.retain(|p| !self.withholds(p));
         // Compare like with like: who applied our manifest of that round, if
         // we applied one, else who shares our recent history.
         let mut ours = match self.history.recent_of(round) {

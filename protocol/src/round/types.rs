@@ -375,6 +375,8 @@ pub struct Stats {
     pub manifests_published: u64,
     /// Valid manifests that differed from the one already accepted.
     pub conflicting_manifests: u64,
+    /// Manifests given up because an entry's blob was served by nobody.
+    pub unservable_manifests: u64,
     /// Times this peer fell back to a state sync.
     pub resyncs: u64,
     /// Rounds applied.
