@@ -130,7 +130,8 @@ pub struct Peer {
     /// The latest manifest seen from another history.
     foreign: Option<Foreign>,
     /// Aggregators whose manifest of a round named a blob nobody served:
-    /// not candidates of that round any more (recent rounds only).
+    /// not candidates of that round any more, and no voice for their
+    /// history (the last `STANDING_ROUNDS` rounds are kept).
     withheld: BTreeMap<u64, std::collections::BTreeSet<PeerId>>,
     hellos: Hellos,
     /// The round whose state we synced to (we do not contribute to it).

@@ -308,7 +308,7 @@ impl Peer {
     fn manifest_unservable(&mut self, round: u64, missing: Hash) {
         let Some(k) = self.rounds.get_mut(&round).and_then(|d| d.manifest.take()) else { return };
         self.stats.unservable_manifests += 1;
-        let floor = self.round.saturating_sub(1);
+        let floor = self.round.saturating_sub(history::STANDING_ROUNDS);
         self.withheld.retain(|r, _| *r >= floor);
         self.withheld.entry(round).or_default().insert(k.aggregator);
         let data = self.rounds.entry(round).or_default();

@@ -46,9 +46,11 @@ impl Peer {
         true
     }
 
-    /// Whether `p` aggregated a recent manifest that nobody could collect.
+    /// Whether `p` aggregated a manifest that nobody could collect in the
+    /// last [`history::STANDING_ROUNDS`] rounds.
     pub(super) fn withholds(&self, p: &PeerId) -> bool {
-        self.withheld.values().any(|w| w.contains(p))
+        let floor = self.round.saturating_sub(history::STANDING_ROUNDS);
+        self.withheld.range(floor..).any(|(_, w)| w.contains(p))
     }
 
     /// Active peers that list any of our recently applied manifests.
