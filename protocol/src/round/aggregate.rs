@@ -87,8 +87,17 @@ impl Peer {
             return Some(deadline);
         }
         let k = self.candidates(round).iter().position(|p| *p == self.me)? as u64;
-        let takeover = deadline + k * self.cfg.aggregator_timeout;
+        let takeover = self.turns_from(round, deadline) + k * self.cfg.aggregator_timeout;
         (self.now < takeover).then_some(takeover)
+    }
+
+    /// When the candidates' turns of `round` start: the deadline, or the
+    /// moment we went back to gathering it after giving up its manifest.
+    fn turns_from(&self, round: u64, deadline: Time) -> Time {
+        match self.regathered {
+            Some((r, at)) if r == round => deadline.max(at),
+            _ => deadline,
+        }
     }
 
     /// The contributions of `round` trained from our state, and whether
@@ -124,8 +133,12 @@ impl Peer {
     fn round_is_closed(&self, round: u64) -> bool {
         // Heads with standing only: fresh keys claiming a later round must
         // not outvote the peers that did the work.
-        let active: Vec<&PeerInfo> =
-            self.members.active_with_departed_ids().filter(|(p, _)| self.history.counts(p)).map(|(_, i)| i).collect();
+        let active: Vec<&PeerInfo> = self
+            .members
+            .active_with_departed_ids()
+            .filter(|(p, _)| self.history.counts(p) && !self.withholds(p))
+            .map(|(_, i)| i)
+            .collect();
         let past = active.iter().filter(|i| i.round > round || i.recent.iter().any(|m| m.round >= round)).count();
         quorum::round_is_over(past, active.len())
     }
@@ -143,7 +156,8 @@ impl Peer {
             return; // signed for in an earlier life
         }
         let k = k as u64;
-        let go = if k == 0 { all_in || now >= deadline } else { now >= deadline + k * self.cfg.aggregator_timeout };
+        let start = self.turns_from(round, deadline);
+        let go = if k == 0 { all_in || now >= start } else { now >= start + k * self.cfg.aggregator_timeout };
         if !go || ready.is_empty() || self.round_is_closed(round) {
             return;
         }

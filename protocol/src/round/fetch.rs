@@ -181,9 +181,10 @@ impl Fetcher {
         (true, out)
     }
 
-    /// Manifest fetches in progress.
+    /// Manifest fetches in progress, unvouched ones not counted (they are
+    /// capped per lister).
     pub(super) fn manifests_in_flight(&self) -> usize {
-        self.fetches.values().filter(|f| f.kind == BlobKind::Manifest).count()
+        self.fetches.values().filter(|f| f.kind == BlobKind::Manifest && !f.unvouched).count()
     }
 
     /// Unvouched fetches in flight that ask `p`.

@@ -179,6 +179,11 @@ impl Members {
         self.departed.values().filter(|i| i.lists(m)).count()
     }
 
+    /// Recently departed peers that had applied `m`, by id.
+    pub(super) fn departed_supporter_ids(&self, m: &AppliedManifest) -> Vec<PeerId> {
+        self.departed.iter().filter(|(_, i)| i.lists(m)).map(|(p, _)| *p).collect()
+    }
+
     /// Everyone left after the run's last round and nobody active is left;
     /// and at least as many peers left that way as wait here (`me` counted):
     /// one peer saying "active" and then "I left after the last round" must

@@ -133,6 +133,9 @@ pub struct Peer {
     /// not candidates of that round any more, and no voice for their
     /// history (the last `STANDING_ROUNDS` rounds are kept).
     withheld: BTreeMap<u64, std::collections::BTreeSet<PeerId>>,
+    /// When we went back to gathering a round after giving up its manifest:
+    /// the candidates' turns count from then.
+    regathered: Option<(u64, Time)>,
     hellos: Hellos,
     /// The round whose state we synced to (we do not contribute to it).
     synced_round: Option<u64>,
@@ -177,6 +180,7 @@ impl Peer {
             rounds: BTreeMap::new(),
             foreign: None,
             withheld: BTreeMap::new(),
+            regathered: None,
             hellos: Hellos { next: 0, seq: 0, last_status: Status::Waiting },
             synced_round: None,
             resumed: None,
@@ -457,13 +461,16 @@ impl Peer {
         // have not given up on: one peer claiming a later round must not
         // send everyone back to waiting (issue 13 item 1).
         let (active, ahead) = if self.history.has_standing() {
-            let counted = |p: &PeerId, i: &members::PeerInfo| i.is_active() && self.history.counts(p);
+            let counted =
+                |p: &PeerId, i: &members::PeerInfo| i.is_active() && self.history.counts(p) && !self.withholds(p);
             let active = self.members.iter().filter(|(p, i)| counted(p, i)).count();
             (active, self.members.iter().filter(|(p, i)| counted(p, i) && i.round > r).count())
         } else {
             let shows = |i: &members::PeerInfo| i.recent.iter().any(|m| !self.fetcher.is_unavailable(&m.id));
             let present = self.members.iter().filter(|(_, i)| i.status != Status::Syncing).count();
-            (present, self.members.iter().filter(|(_, i)| i.is_active() && i.round > r && shows(i)).count())
+            let ahead =
+                |p: &PeerId, i: &members::PeerInfo| i.is_active() && i.round > r && shows(i) && !self.withholds(p);
+            (present, self.members.iter().filter(|(p, i)| ahead(p, i)).count())
         };
         if quorum::is_behind(ahead, active) {
             self.stats.resyncs += 1;

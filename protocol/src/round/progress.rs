@@ -277,6 +277,7 @@ impl Peer {
             // this round (no contribution of our own, and maybe the last one
             // left), we wait for the next manifest and sync, as before.
             if let Phase::Collecting(r) = self.phase
+                && self.contributed == r
                 && self.synced_round != Some(r)
                 && !self.applied_by_others(r)
             {
@@ -293,7 +294,7 @@ impl Peer {
         self.manifest_of(round).is_some_and(|k| {
             let m = applied(round, k.id);
             let by = self.members.supporters(&m);
-            by.iter().any(|p| *p != k.aggregator) || self.members.departed_supporters(&m) > 0
+            by.iter().chain(self.members.departed_supporter_ids(&m).iter()).any(|p| *p != k.aggregator)
         })
     }
 
@@ -313,9 +314,16 @@ impl Peer {
         self.withheld.entry(round).or_default().insert(k.aggregator);
         let data = self.rounds.entry(round).or_default();
         data.contributions.retain(|_, a| a.contribution.hash != missing);
-        data.alternatives
-            .retain(|a| a.aggregator != k.aggregator && a.manifest.entries.iter().all(|e| e.hash() != missing));
+        let state = self.state;
+        data.alternatives.retain(|a| {
+            a.aggregator != k.aggregator
+                && a.manifest.state == state
+                && a.manifest.entries.iter().all(|e| e.hash() != missing)
+        });
         self.phase = Phase::Gathering(round);
+        // The candidates' turns start again from now, one after the other
+        // (the deadline has passed: all would publish at once).
+        self.regathered = Some((round, self.now));
         // Another candidate's manifest of the round, if one came: take it.
         if let Some(alt) =
             self.rounds.get_mut(&round).and_then(|d| (!d.alternatives.is_empty()).then(|| d.alternatives.remove(0)))
