@@ -349,7 +349,9 @@ fn withholding_aggregator(peers: usize, seeds: &[u64]) {
             let honest: Vec<_> = (1..peers).filter_map(|i| by.get(&i)).collect();
             assert_eq!(honest.len(), peers - 1, "{peers} peers, seed {seed}: round {r} applied by {:?}", by.keys());
             assert!(honest.windows(2).all(|w| w[0] == w[1]), "seed {seed}: honest peers disagree on round {r}");
-            assert!(!sim.contributors(r).contains(&0), "seed {seed} round {r}");
+            let (_, m) = &sim.manifests[&r][&1];
+            let withholder = sim.peer_id(0);
+            assert!(m.entries.iter().all(|e| e.peer != withholder), "{peers} peers, seed {seed} round {r}");
         }
         for i in 1..peers {
             let stats = sim.nodes[i].peer.stats();
