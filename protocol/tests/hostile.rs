@@ -355,4 +355,16 @@ fn fresh_keys_beyond_the_member_cap_are_not_kept_and_peers_with_standing_still_g
     assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::Crowded))]);
     assert_eq!(p.members(), MAX_MEMBERS + 1);
     assert_eq!(p.stats().dropped.get(&DropReason::Crowded), Some(&301));
+    // Nor does a contribution make a fresh key a member past the cap (it
+    // used to: a contribution counts its sender as active).
+    let state = p.state();
+    for s in 99_999..100_009u64 {
+        let c = Message::Contribution(contribution(Hash::of(&s.to_le_bytes()), 8, state));
+        let out = p.handle(gossip(s, run, 2, &c), 6_700);
+        assert_eq!(verdicts(&out), vec![Verdict::Ignore(Some(DropReason::Crowded))]);
+    }
+    assert_eq!(p.members(), MAX_MEMBERS + 1);
+    // A member's contribution is taken as before.
+    let c = Message::Contribution(contribution(Hash::of(b"member's"), 8, state));
+    assert_eq!(verdicts(&p.handle(gossip(1_000, run, 2, &c), 6_710)), vec![Verdict::Accept]);
 }

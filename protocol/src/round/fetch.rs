@@ -221,6 +221,16 @@ impl Fetcher {
         // Asked for as an ordinary fetch (a peer with standing lists it, or
         // another part of the round needs it): vouched for from now on.
         f.unvouched = false;
+        if f.kind == BlobKind::Manifest && kind != BlobKind::Manifest {
+            // The round needs as a state (or contribution, ...) a hash that
+            // hellos listed as a manifest id: a liar can list a real state's
+            // hash as one. Fetched as what the round needs from now on, and
+            // everyone is asked again under that kind's size bound (requests
+            // in flight under the manifest's bound fail on its size).
+            f.kind = kind;
+            f.asked.clear();
+            f.widened = false;
+        }
         add_providers(f, providers);
         let mut out = Vec::new();
         let idle = f.pending.is_empty() && f.retry_at.is_none();
@@ -469,6 +479,38 @@ mod tests {
         assert!(matches!(last.0, Failed::GaveUp(GivenUp { kind: BlobKind::State, .. })));
         assert!(!f.is_fetching(&h));
         assert_eq!(f.next_timeout(), None);
+    }
+
+    #[test]
+    fn a_hash_listed_as_a_manifest_that_the_round_needs_as_a_state_is_fetched_as_a_state() {
+        // A liar lists a real state's hash as a manifest id; the state fetch
+        // used to join that fetch and stay under the manifest's size bound.
+        let mut f = Fetcher::new(peer(0), 300, 2, 1_000);
+        let h = Hash::of(b"a state");
+        let kinds = |out: &[OutEvent]| -> Vec<(PeerId, BlobKind)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    OutEvent::Request { from, kind, .. } => Some((*from, *kind)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(kinds(&f.fetch(h, BlobKind::Manifest, vec![peer(1)], 0)), vec![(peer(1), BlobKind::Manifest)]);
+        // The round needs it as its state, from peer 2: no second request
+        // while peer 1's is out.
+        assert!(f.fetch(h, BlobKind::State, vec![peer(2)], 10).is_empty());
+        assert_eq!(f.manifests_in_flight(), 0, "no longer a manifest fetch");
+        // Peer 1's answer was too big for a manifest: everyone is asked
+        // again, as a state (peer 1 too: it may well hold the state).
+        let (r, out) = f.failed(h, peer(1), false, false, 20);
+        assert_eq!((r, kinds(&out)), (Failed::Continuing, vec![(peer(1), BlobKind::State)]));
+        let (r, out) = f.failed(h, peer(1), false, false, 30);
+        assert_eq!((r, kinds(&out)), (Failed::Continuing, vec![(peer(2), BlobKind::State)]));
+        // A later listing as a manifest does not turn it back.
+        assert!(f.fetch(h, BlobKind::Manifest, vec![peer(3)], 40).is_empty());
+        let (_, out) = f.failed(h, peer(2), false, false, 50);
+        assert_eq!(kinds(&out), vec![(peer(3), BlobKind::State)]);
+        assert!(f.ready(h));
     }
 
     #[test]

@@ -82,11 +82,20 @@ impl Peer {
         if recent.iter().any(|m| m.round > self.cfg.run_rounds) {
             return Err(DropReason::BeyondRun);
         }
-        if !self.members.contains(&sender) && !self.has_standing(&sender) && self.without_standing() >= MAX_MEMBERS {
-            return Err(DropReason::Crowded);
-        }
+        self.admit(&sender)?;
         self.members.newer(sender, seq)?;
         self.members.hello(sender, status, round, recent, now);
+        Ok(())
+    }
+
+    /// Whether a message of `sender` may make it a member: members without
+    /// standing are capped at [`MAX_MEMBERS`] (a flood of fresh keys; issue
+    /// 13 item 4). Past the cap, a new key is ignored (it may be an honest
+    /// newcomer), and peers with standing always get in.
+    fn admit(&self, sender: &PeerId) -> Result<(), DropReason> {
+        if !self.members.contains(sender) && !self.has_standing(sender) && self.without_standing() >= MAX_MEMBERS {
+            return Err(DropReason::Crowded);
+        }
         Ok(())
     }
 
@@ -134,6 +143,7 @@ impl Peer {
         if c.samples == 0 || (self.cfg.max_samples > 0 && c.samples > self.cfg.max_samples) || !residual_ok {
             return Err(DropReason::Invalid);
         }
+        self.admit(&sender)?;
         self.members.touch(sender, round, now);
         let data = self.rounds.entry(round).or_default();
         if let Some(first) = data.contributions.get(&sender).copied() {
