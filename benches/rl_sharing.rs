@@ -93,6 +93,7 @@ fn run(spec: &RlSpec, base: &Learner, peers: usize) -> anyhow::Result<Outcome> {
     let mut learners: Vec<Learner> = (0..peers).map(|i| base.for_peer(1000 + i as u64)).collect();
     let mut pools: Vec<Pool> = (0..peers).map(|_| Pool::new()).collect();
     let rules = trainer::rl::rules(spec)?;
+    let checker = trainer::rl::checker(spec);
     let r = &spec.rl;
     let (mut cumulative, mut taken, mut tokens) = (0f64, 0usize, 0usize);
     let quarter = (spec.rounds / 4).max(1);
@@ -116,7 +117,7 @@ fn run(spec: &RlSpec, base: &Learner, peers: usize) -> anyhow::Result<Outcome> {
                 for (k, g) in generated.iter().enumerate() {
                     if k != i {
                         let batch = RolloutBatch { session: 1, round, rollouts: g.rollouts.clone() };
-                        pool.offer(ids[k], batch, round, &rules, &Learner::rescore)?;
+                        pool.offer(ids[k], batch, round, &rules, &|r| checker.rescore(r.task, &r.completions))?;
                     }
                 }
             }

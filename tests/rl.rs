@@ -121,6 +121,20 @@ fn rl_specs_are_checked_and_launch_prints_the_run_id() {
         assert!(!ok && err.contains(field), "{field}: {err}");
     }
     // A model without an RL policy says what exists.
-    let (ok, _, err) = run_swarm(&["join", "smollm2-135m", "--rl", "--data-dir", data], Duration::from_secs(30));
-    assert!(!ok && err.contains("tasks-gpt"), "{err}");
+    let (ok, _, err) = run_swarm(&["join", "digits-mlp", "--rl", "--data-dir", data], Duration::from_secs(30));
+    assert!(!ok && err.contains("tasks-gpt") && err.contains("smollm2-135m"), "{err}");
+    // smollm2-135m is an RL policy with --rl (its spec says so), and says which pull it needs.
+    let (ok, text, err) = run_swarm(&["spec", "smollm2-135m", "--rl"], Duration::from_secs(30));
+    assert!(ok && text.contains("[rl]") && text.contains("model = \"smollm2-135m\""), "{text}{err}");
+    let empty = dir.path().join("no-packages");
+    let out = std::process::Command::new(common::swarm_bin())
+        .args(["join", "smollm2-135m", "--rl", "--data-dir", data])
+        .env("SWARM_PACKAGES", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("swarm pull smollm2-135m"), "{err}");
+    // Without --rl it is the DiLoCo fine-tuning run.
+    let (ok, text, err) = run_swarm(&["spec", "smollm2-135m"], Duration::from_secs(30));
+    assert!(ok && !text.contains("[rl]") && text.contains("smollm2-135m"), "{text}{err}");
 }

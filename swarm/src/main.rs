@@ -38,10 +38,13 @@ enum Cmd {
     /// List the models you can join.
     Models,
     /// Print the default run spec of a model as TOML (a start for --spec; an
-    /// RL spec for an RL policy).
+    /// RL spec for an RL policy, or with --rl).
     Spec {
         /// Model name.
         model: String,
+        /// The model's RL spec (`smollm2-135m`; implied for `tasks-gpt`).
+        #[arg(long)]
+        rl: bool,
     },
     /// Start a bootstrap node and N peers on 127.0.0.1 and show their progress.
     Local(local::LocalArgs),
@@ -331,7 +334,7 @@ async fn join(args: JoinArgs) -> Result<()> {
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .is_some_and(|text| text.lines().any(|l| l.trim_start().starts_with("[rl]")));
-    if args.rl || rl_spec_file || args.model.as_deref().is_some_and(|m| trainer::rl::default_spec(m).is_some()) {
+    if args.rl || rl_spec_file || args.model.as_deref().is_some_and(trainer::rl::rl_only) {
         return rl_cli::join(args).await;
     }
     let spec = resolve_spec(&args).await?;
@@ -419,16 +422,24 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let policy = trainer::rl::policy::Policy::new(0).num_params();
             println!(
-                "{:<14} {:>10}  RL policy: a character transformer trained with GRPO on verifiable tasks (swarm join {} shares rollouts)",
+                "{:<14} {:>10}  RL policy: a character transformer trained with GRPO on verifiable tasks (swarm join {} shares rollouts; so does swarm join {} --rl)",
                 trainer::rl::TASKS_GPT,
                 policy,
-                trainer::rl::TASKS_GPT
+                trainer::rl::TASKS_GPT,
+                trainer::rl::SMOLLM2_135M
             );
             Ok(())
         }
-        Cmd::Spec { model } => {
-            if let Some(rl) = trainer::rl::default_spec(&model) {
-                print!("{}", rl.to_toml());
+        Cmd::Spec { model, rl } => {
+            if rl || trainer::rl::rl_only(&model) {
+                let Some(spec) = trainer::rl::default_spec(&model) else {
+                    anyhow::bail!(
+                        "no RL spec for `{model}`: the RL policies are `{}` and `{}`",
+                        trainer::rl::TASKS_GPT,
+                        trainer::rl::SMOLLM2_135M
+                    );
+                };
+                print!("{}", spec.to_toml());
                 return Ok(());
             }
             print!("{}", default_spec(&model)?.to_toml());

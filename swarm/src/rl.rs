@@ -26,7 +26,7 @@ use learner::{Done, Job};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, gossipsub};
-use protocol::rollouts::{Pool, RolloutBatch, RolloutError, Rules};
+use protocol::rollouts::{Pool, Rollout, RolloutBatch, RolloutError, Rules};
 use protocol::{Envelope, Keypair, Message, PeerId, RlSpec, Status};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -85,7 +85,7 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
     let (jobs, done) = learner::start(cfg.spec.clone(), seed);
     events
         .send(RlEvent::Info(format!(
-            "peer {} joined RL run {} ({}, rounds 1..={}, I/J = {}/{}, G = {}); warming up the policy ({} steps)",
+            "peer {} joined RL run {} ({}, rounds 1..={}, I/J = {}/{}, G = {}); {}",
             me.short(),
             &run.to_hex()[..16],
             cfg.spec.model,
@@ -93,7 +93,10 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
             cfg.spec.rl.local,
             cfg.spec.rl.external,
             cfg.spec.rl.group,
-            cfg.spec.rl.sft_steps
+            match cfg.spec.rl.sft_steps {
+                0 => "loading the policy".to_string(),
+                n => format!("warming up the policy ({n} steps)"),
+            }
         )))
         .ok();
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
@@ -299,7 +302,7 @@ impl RlLoop {
             }
             Done::Ready { accuracy, secs } => {
                 let mean = accuracy.iter().map(|(_, a)| a).sum::<f32>() / accuracy.len().max(1) as f32;
-                self.say(format!("policy warmed up in {secs:.1} s: held-out accuracy {mean:.3}"));
+                self.say(format!("policy ready in {secs:.1} s: held-out accuracy {mean:.3}"));
                 if self.phase == Phase::Warming {
                     self.phase = Phase::Starting(Instant::now() + Duration::from_millis(self.spec.rl.start_wait_ms));
                 }
@@ -456,7 +459,8 @@ impl RlLoop {
             return Reject;
         }
         let groups = batch.rollouts.len();
-        let rescore = trainer::rl::Learner::rescore;
+        let checker = trainer::rl::checker(&self.spec);
+        let rescore = |r: &Rollout| checker.rescore(r.task, &r.completions);
         match self.pool.offer(opened.sender, batch, self.round, &self.rules, &rescore) {
             Ok(_) => Accept,
             Err(RolloutError::Replayed { .. }) => Ignore,

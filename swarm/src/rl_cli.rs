@@ -25,11 +25,16 @@ fn resolve(args: &JoinArgs) -> Result<RlSpec> {
         (None, Some(model)) => match trainer::rl::default_spec(model) {
             Some(s) => s,
             None => bail!(
-                "no RL run for `{model}`: the RL policy is `{}` (RL fine-tuning of smollm2-135m is not built: it needs a GPU-sized run)",
-                trainer::rl::TASKS_GPT
+                "no RL run for `{model}`: the RL policies are `{}` and `{}`",
+                trainer::rl::TASKS_GPT,
+                trainer::rl::SMOLLM2_135M
             ),
         },
-        (None, None) => bail!("name an RL policy (`{}`), or pass --spec FILE", trainer::rl::TASKS_GPT),
+        (None, None) => bail!(
+            "name an RL policy (`{}` or `{}`), or pass --spec FILE",
+            trainer::rl::TASKS_GPT,
+            trainer::rl::SMOLLM2_135M
+        ),
     };
     if let Some(n) = args.min_peers {
         spec.min_peers = n;
@@ -38,6 +43,10 @@ fn resolve(args: &JoinArgs) -> Result<RlSpec> {
         spec.rounds = n;
     }
     trainer::rl::check_spec(&spec)?;
+    // The pretrained policy's weights are pulled first (the error says which pull).
+    if spec.model == trainer::rl::SMOLLM2_135M {
+        trainer::packages::pulled(&trainer::packages::default_root(), trainer::packages::SMOLLM2)?;
+    }
     Ok(spec)
 }
 

@@ -106,6 +106,16 @@ pub(crate) struct KvCache {
     len: usize,
 }
 
+impl KvCache {
+    /// Each cached row repeated `n` times (one prompt's cache for `n` samples of it).
+    pub(crate) fn repeat(&mut self, n: usize) {
+        for (k, v) in &mut self.layers {
+            *k = k.clone().repeat_dim(0, n);
+            *v = v.clone().repeat_dim(0, n);
+        }
+    }
+}
+
 impl Llama {
     /// The structure with lazy parameters.
     pub fn new(c: &LlamaConfig, device: &Device) -> Self {

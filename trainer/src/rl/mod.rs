@@ -9,22 +9,33 @@
 //! signal and are skipped); [`Learner::evaluate`] decodes greedily on
 //! held-out tasks.
 //!
-//! The policy is `tasks-gpt` (see [`policy`]): it starts from a supervised
+//! Two policies: `tasks-gpt` (see [`policy`]) starts from a supervised
 //! warm-up on the task text (`rl.sft_steps`), the same for every peer of a
-//! run (a pure function of the spec's seed).
+//! run (a pure function of the spec's seed); `smollm2-135m` (see [`smol`])
+//! starts from the pretrained SmolLM2-135M-Instruct, asked the tasks in
+//! English through its chat template (it needs `swarm pull smollm2-135m`).
 
 pub mod policy;
+pub mod smol;
 pub mod tasks;
 
 use crate::error::TrainerError;
 use crate::rng::Rng;
-use policy::{Clip, Policy, Sample};
+use policy::{Clip, Group, Policy, Sample};
 use protocol::rollouts::{MAX_LEVEL, RlParams, RlSpec, Rollout, Rules, TaskRef};
+use smol::SmolPolicy;
 
 /// The small policy's name in the zoo.
 pub const TASKS_GPT: &str = "tasks-gpt";
-/// Held-out tasks per family in [`Learner::evaluate`].
+/// The pretrained language model as an RL policy (`swarm join smollm2-135m --rl`).
+pub const SMOLLM2_135M: &str = crate::SMOLLM2_135M;
+/// Held-out tasks per family in [`Learner::evaluate`] (`tasks-gpt`).
 pub const EVAL_PER_FAMILY: u64 = 32;
+/// Held-out tasks per family for `smollm2-135m` (a greedy decode of the
+/// 135 M model per task: seconds each on a CPU).
+pub const SMOL_EVAL_PER_FAMILY: u64 = 8;
+/// The most tokens a `smollm2-135m` completion may have (`rl.max_tokens`).
+pub const SMOL_MAX_TOKENS: u32 = 64;
 /// Held-out task seeds have this bit set; training seeds never do.
 const HELD_OUT: u64 = 1 << 63;
 /// Sequences per supervised warm-up step, and its learning rate.
@@ -32,8 +43,9 @@ const SFT_BATCH: usize = 64;
 const SFT_LR: f64 = 0.003;
 
 /// The default RL run of a policy (`None` for a model that is not one).
+/// `tasks-gpt` is only an RL policy; `smollm2-135m` is one with `--rl`.
 pub fn default_spec(model: &str) -> Option<RlSpec> {
-    (model == TASKS_GPT).then(|| RlSpec {
+    let tasks_gpt = RlSpec {
         model: TASKS_GPT.to_string(),
         seed: 0,
         rounds: 60,
@@ -61,25 +73,75 @@ pub fn default_spec(model: &str) -> Option<RlSpec> {
             start_wait_ms: 30_000,
             eval_every: 5,
         },
-    })
+    };
+    match model {
+        TASKS_GPT => Some(tasks_gpt),
+        // Sized for a CPU: a round generates 4 x 4 completions of at most
+        // 24 tokens and trains on 16 of them (a minute or more on 2 cores);
+        // a GPU takes `generate = group = 8` and more. The learning rate is
+        // a fine-tuning one: the model is pretrained.
+        SMOLLM2_135M => Some(RlSpec {
+            model: SMOLLM2_135M.to_string(),
+            rounds: 20,
+            rl: RlParams {
+                generate: 4,
+                local: 2,
+                external: 2,
+                group: 4,
+                temperature: 0.8,
+                max_tokens: 24,
+                families: ["arithmetic", "sort", "count", "calendar"].map(String::from).to_vec(),
+                level: 1,
+                lr: 2e-6,
+                epochs: 1,
+                sft_steps: 0,
+                wait_ms: 30_000,
+                start_wait_ms: 120_000,
+                ..tasks_gpt.rl
+            },
+            ..tasks_gpt
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `swarm join MODEL` means an RL run without `--rl` (a model that
+/// is only an RL policy).
+pub fn rl_only(model: &str) -> bool {
+    model == TASKS_GPT
 }
 
 /// Checks an RL spec against what this trainer has (the policy, the task
 /// families); returns the families' indices.
 pub fn check_spec(spec: &RlSpec) -> Result<Vec<u8>, TrainerError> {
     spec.validate().map_err(|e| TrainerError::InvalidConfig(e.to_string()))?;
-    let (max_prompt, context) = (tasks::MAX_PROMPT_CHARS, policy::SHAPE_CONTEXT);
-    let room = context - max_prompt - 1;
-    if spec.rl.max_tokens as usize > room {
-        return Err(TrainerError::InvalidConfig(format!(
-            "rl.max_tokens: at most {room} for `{TASKS_GPT}` (context {context}, prompts up to {max_prompt} characters)"
-        )));
-    }
-    if spec.model != TASKS_GPT {
-        return Err(TrainerError::InvalidConfig(format!(
-            "RL with `{}` is not implemented: the RL policy is `{TASKS_GPT}` (smollm2-135m needs a GPU-sized run)",
-            spec.model
-        )));
+    match spec.model.as_str() {
+        TASKS_GPT => {
+            let (max_prompt, context) = (tasks::MAX_PROMPT_CHARS, policy::SHAPE_CONTEXT);
+            let room = context - max_prompt - 1;
+            if spec.rl.max_tokens as usize > room {
+                return Err(TrainerError::InvalidConfig(format!(
+                    "rl.max_tokens: at most {room} for `{TASKS_GPT}` (context {context}, prompts up to {max_prompt} characters)"
+                )));
+            }
+        }
+        SMOLLM2_135M => {
+            if spec.rl.max_tokens > SMOL_MAX_TOKENS {
+                return Err(TrainerError::InvalidConfig(format!(
+                    "rl.max_tokens: at most {SMOL_MAX_TOKENS} for `{SMOLLM2_135M}`"
+                )));
+            }
+            if spec.rl.sft_steps != 0 {
+                return Err(TrainerError::InvalidConfig(format!(
+                    "rl.sft_steps: `{SMOLLM2_135M}` starts from its pretrained weights (no warm-up): set it to 0"
+                )));
+            }
+        }
+        other => {
+            return Err(TrainerError::InvalidConfig(format!(
+                "no RL policy `{other}`: the RL policies are `{TASKS_GPT}` and `{SMOLLM2_135M}`"
+            )));
+        }
     }
     spec.rl
         .families
@@ -128,21 +190,91 @@ pub struct Update {
     pub flat_groups: usize,
 }
 
+/// The checker of a run's rewards (it follows from the policy; see [`tasks::Checker`]).
+pub fn checker(spec: &RlSpec) -> tasks::Checker {
+    if spec.model == SMOLLM2_135M { tasks::Checker::LastWord } else { tasks::Checker::Exact }
+}
+
+/// A policy of either kind.
+#[derive(Clone, Debug)]
+enum Model {
+    Tiny(Policy),
+    Smol(Box<SmolPolicy>),
+}
+
+impl Model {
+    /// What the policy is shown for a task.
+    fn prompt(&self, t: TaskRef) -> String {
+        let text = match self {
+            Model::Tiny(_) => tasks::generate(t).map(|p| p.prompt),
+            Model::Smol(_) => tasks::question(t),
+        };
+        text.unwrap_or_default()
+    }
+
+    fn sample(
+        &self,
+        prompts: &[String],
+        group: usize,
+        temperature: f64,
+        max_tokens: usize,
+        seed: u64,
+    ) -> Result<(Vec<Group>, usize), TrainerError> {
+        match self {
+            Model::Tiny(p) => p.sample(prompts, group, temperature, max_tokens, seed),
+            Model::Smol(p) => p.sample(prompts, group, temperature, max_tokens, seed),
+        }
+    }
+
+    /// Whether a shared completion ended by itself (not cut at `max_tokens`).
+    fn ended(&self, completion: &str, max_tokens: usize) -> bool {
+        match self {
+            Model::Tiny(_) => completion.chars().count() < max_tokens,
+            Model::Smol(p) => p.ended(completion, max_tokens),
+        }
+    }
+
+    fn grpo_step(&mut self, samples: &[Sample], lr: f64, clip: Clip) -> Result<(f32, f32), TrainerError> {
+        match self {
+            Model::Tiny(p) => p.grpo_step(samples, lr, clip),
+            Model::Smol(p) => p.grpo_step(samples, lr, clip),
+        }
+    }
+}
+
 /// One peer's policy and its RL round work.
 #[derive(Clone, Debug)]
 pub struct Learner {
-    policy: Policy,
+    model: Model,
+    checker: tasks::Checker,
     spec: RlSpec,
     families: Vec<u8>,
     me: u64,
 }
 
 impl Learner {
-    /// The run's initial policy (random parameters, then the supervised
-    /// warm-up: `progress(step, steps, loss)`), for the peer whose tasks and
-    /// samples are drawn from `me`.
+    /// The run's initial policy, for the peer whose tasks and samples are
+    /// drawn from `me`. `tasks-gpt`: random parameters, then the supervised
+    /// warm-up (`progress(step, steps, loss)`); `smollm2-135m`: the
+    /// pretrained model, from the pulled packages under
+    /// [`packages::default_root`](crate::packages::default_root).
     pub fn new(spec: &RlSpec, me: u64, progress: &mut dyn FnMut(u32, u32, f32)) -> Result<Learner, TrainerError> {
+        Self::open(spec, me, &crate::packages::default_root(), progress)
+    }
+
+    /// [`Learner::new`] with the pulled packages under `packages`.
+    pub fn open(
+        spec: &RlSpec,
+        me: u64,
+        packages: &std::path::Path,
+        progress: &mut dyn FnMut(u32, u32, f32),
+    ) -> Result<Learner, TrainerError> {
         let families = rules(spec)?.families;
+        if spec.model == SMOLLM2_135M {
+            let policy = SmolPolicy::load(&crate::packages::pulled(packages, crate::packages::SMOLLM2)?)?;
+            let model = Model::Smol(Box::new(policy));
+            return Ok(Learner { model, checker: checker(spec), spec: spec.clone(), families, me });
+        }
         let mut policy = Policy::new(spec.seed);
         let mut rng = Rng::from_u64(spec.seed ^ 0x5f70_7761_726d);
         let steps = spec.rl.sft_steps;
@@ -162,7 +294,7 @@ impl Learner {
             progress(step, steps, loss);
         }
         policy.reset_optimizer();
-        Ok(Learner { policy, spec: spec.clone(), families, me })
+        Ok(Learner { model: Model::Tiny(policy), checker: checker(spec), spec: spec.clone(), families, me })
     }
 
     /// The same policy for another peer (the warm-up is a function of the
@@ -171,9 +303,12 @@ impl Learner {
         Learner { me, ..self.clone() }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy's whole state (parameters, optimizer moments, step), hashed.
+    pub fn state_hash(&self) -> [u8; 32] {
+        match &self.model {
+            Model::Tiny(p) => p.state_hash(),
+            Model::Smol(p) => p.state_hash(),
+        }
     }
 
     /// Samples this round's tasks (the run's families in turn) and `group`
@@ -191,16 +326,15 @@ impl Learner {
                 level: r.level.clamp(1, MAX_LEVEL),
             })
             .collect();
-        let prompts: Vec<String> =
-            tasks.iter().map(|t| tasks::generate(*t).expect("a checked family and level").prompt).collect();
+        let prompts: Vec<String> = tasks.iter().map(|t| self.model.prompt(*t)).collect();
         let (groups, tokens) =
-            self.policy.sample(&prompts, r.group as usize, r.temperature, r.max_tokens as usize, rng.next_u64())?;
+            self.model.sample(&prompts, r.group as usize, r.temperature, r.max_tokens as usize, rng.next_u64())?;
         let rollouts = tasks
             .into_iter()
             .zip(groups)
             .map(|(task, group)| {
                 let completions: Vec<String> = group.into_iter().map(|(c, _)| c).collect();
-                let rewards = tasks::rescore(task, &completions);
+                let rewards = self.checker.rescore(task, &completions);
                 Rollout { task, completions, rewards }
             })
             .collect();
@@ -208,8 +342,8 @@ impl Learner {
     }
 
     /// The rewards this peer's checker gives a group (compare with the claimed ones).
-    pub fn rescore(rollout: &Rollout) -> Vec<f32> {
-        tasks::rescore(rollout.task, &rollout.completions)
+    pub fn rescore(&self, rollout: &Rollout) -> Vec<f32> {
+        self.checker.rescore(rollout.task, &rollout.completions)
     }
 
     /// Picks `n` of this round's own groups: with `informative`, groups whose
@@ -235,9 +369,9 @@ impl Learner {
                 flat_groups += 1;
                 continue;
             }
-            let prompt = tasks::generate(g.task).map(|p| p.prompt).unwrap_or_default();
+            let prompt = self.model.prompt(g.task);
             for (c, x) in g.completions.iter().zip(&g.rewards) {
-                let ended = c.chars().count() < r.max_tokens as usize;
+                let ended = self.model.ended(c, r.max_tokens as usize);
                 samples.push(Sample {
                     prompt: prompt.clone(),
                     completion: c.clone(),
@@ -250,22 +384,27 @@ impl Learner {
             return Ok(Update { flat_groups, ..Update::default() });
         }
         let clip = Clip { low: r.clip_low as f32, high: r.clip_high as f32, epochs: r.epochs };
-        let (loss, clipped) = self.policy.grpo_step(&samples, r.lr, clip)?;
+        let (loss, clipped) = self.model.grpo_step(&samples, r.lr, clip)?;
         Ok(Update { loss, clipped, samples: samples.len(), flat_groups })
     }
 
     /// Greedy accuracy on [`EVAL_PER_FAMILY`] held-out tasks of each of the
-    /// run's families (in the spec's order).
+    /// run's families ([`SMOL_EVAL_PER_FAMILY`] for `smollm2-135m`), in the
+    /// spec's order.
     pub fn evaluate(&self) -> Result<Vec<(&'static str, f32)>, TrainerError> {
         let level = self.spec.rl.level;
+        let per_family = match self.model {
+            Model::Tiny(_) => EVAL_PER_FAMILY,
+            Model::Smol(_) => SMOL_EVAL_PER_FAMILY,
+        };
         let mut out = Vec::new();
         for &f in &self.families {
             let tasks: Vec<TaskRef> =
-                (0..EVAL_PER_FAMILY).map(|i| TaskRef { family: f, seed: HELD_OUT | i, level }).collect();
-            let prompts: Vec<String> = tasks.iter().map(|t| tasks::generate(*t).expect("checked").prompt).collect();
-            let (groups, _) = self.policy.sample(&prompts, 1, 0.0, self.spec.rl.max_tokens as usize, 0)?;
-            let right: f32 = tasks.iter().zip(&groups).map(|(t, g)| tasks::reward(*t, &g[0].0)).sum();
-            out.push((tasks::family_name(f), right / EVAL_PER_FAMILY as f32));
+                (0..per_family).map(|i| TaskRef { family: f, seed: HELD_OUT | i, level }).collect();
+            let prompts: Vec<String> = tasks.iter().map(|t| self.model.prompt(*t)).collect();
+            let (groups, _) = self.model.sample(&prompts, 1, 0.0, self.spec.rl.max_tokens as usize, 0)?;
+            let right: f32 = tasks.iter().zip(&groups).map(|(t, g)| self.checker.reward(*t, &g[0].0)).sum();
+            out.push((tasks::family_name(f), right / per_family as f32));
         }
         Ok(out)
     }

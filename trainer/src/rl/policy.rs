@@ -7,6 +7,7 @@
 //! the batch at once (a forward over the longest row per new token: with a
 //! context of 32 that costs less than a KV cache's bookkeeping would save).
 
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -76,18 +77,18 @@ pub struct Policy {
 }
 
 /// Host-side inputs of a batch: tokens `[n, t]`, targets `[n, t]`, mask `[n, t]`.
-struct Batch {
-    n: usize,
-    t: usize,
-    x: Vec<i64>,
-    y: Vec<i64>,
-    mask: Vec<f32>,
+pub(crate) struct Batch {
+    pub(crate) n: usize,
+    pub(crate) t: usize,
+    pub(crate) x: Vec<i64>,
+    pub(crate) y: Vec<i64>,
+    pub(crate) mask: Vec<f32>,
 }
 
 impl Batch {
     /// Prompt + completion (+ end token), predicting the completion's tokens only.
     fn new(samples: &[Sample]) -> Batch {
-        let seqs: Vec<(Vec<i64>, usize)> = samples
+        let seqs = samples
             .iter()
             .map(|s| {
                 let mut tokens = encode(&s.prompt);
@@ -100,11 +101,18 @@ impl Batch {
                 (tokens, prompt)
             })
             .collect();
-        let t = seqs.iter().map(|(s, _)| s.len() - 1).max().unwrap_or(1).max(1);
+        Batch::of(seqs, END)
+    }
+
+    /// Sequences `(tokens, prompt length)`, right-padded with `pad` (causal
+    /// attention: padding after a row's end changes none of its positions);
+    /// the mask covers the positions that predict a completion token.
+    pub(crate) fn of(seqs: Vec<(Vec<i64>, usize)>, pad: i64) -> Batch {
+        let t = seqs.iter().map(|(s, _)| s.len().saturating_sub(1)).max().unwrap_or(1).max(1);
         let n = seqs.len();
-        let (mut x, mut y, mut mask) = (vec![END; n * t], vec![END; n * t], vec![0f32; n * t]);
+        let (mut x, mut y, mut mask) = (vec![pad; n * t], vec![pad; n * t], vec![0f32; n * t]);
         for (i, (s, prompt)) in seqs.iter().enumerate() {
-            for j in 0..s.len() - 1 {
+            for j in 0..s.len().saturating_sub(1) {
                 x[i * t + j] = s[j];
                 y[i * t + j] = s[j + 1];
                 // Position j predicts token j + 1: a completion token when j + 1 >= prompt.
@@ -115,7 +123,79 @@ impl Batch {
     }
 }
 
-fn backend_err<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> TrainerError + '_ {
+/// The model built from flat parameters on a device, with the per-token
+/// log-probabilities `[n, t]` of a batch's targets under it.
+pub(crate) type Forward<'a, M> = dyn Fn(&[f32], &Device) -> Result<(M, Tensor<2>), TrainerError> + 'a;
+
+/// One AdamW step of `state` on the loss `loss_of(logp [n, t], mask [n, t])`.
+fn step<M: Module>(
+    state: &mut InnerState,
+    b: &Batch,
+    lr: f64,
+    forward: &Forward<'_, M>,
+    loss_of: &mut dyn FnMut(Tensor<2>, Tensor<2>, &Device) -> Tensor<1>,
+) -> Result<f32, TrainerError> {
+    let device = Device::flex().autodiff();
+    let (model, logp) = forward(&state.params, &device)?;
+    let mask = Tensor::<2>::from_data(TensorData::new(b.mask.clone(), [b.n, b.t]), &device);
+    let loss = loss_of(logp, mask, &device);
+    let value = loss.clone().try_into_scalar::<f32>().map_err(backend_err("reading the loss"))?;
+    if !value.is_finite() {
+        return Err(TrainerError::NonFiniteLoss { step: state.step + 1, loss: value });
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let grad = flat::grads(&model, &grads)?;
+    state.adamw(&grad, lr, 0.0);
+    Ok(value)
+}
+
+/// GRPO on a batch (advantages `adv` already group-normalised, one per
+/// row): per token `min(r A, clip(r, 1 - low, 1 + high) A)` with `r` the
+/// ratio to the policy before the first pass, averaged over each
+/// completion's tokens, then over completions; `epochs` passes. Returns the
+/// last pass's loss and the fraction of completion tokens whose ratio was
+/// clipped in it.
+pub(crate) fn grpo<M: Module>(
+    state: &mut InnerState,
+    b: &Batch,
+    adv: &[f32],
+    lr: f64,
+    clip: Clip,
+    forward: &Forward<'_, M>,
+) -> Result<(f32, f32), TrainerError> {
+    let lens: Vec<f32> = (0..b.n).map(|i| b.mask[i * b.t..(i + 1) * b.t].iter().sum::<f32>().max(1.0)).collect();
+    let mut old: Option<Vec<f32>> = None;
+    let (mut loss, mut clipped) = (0.0, 0.0);
+    for _ in 0..clip.epochs {
+        let mut old_out = None;
+        let mut clipped_out = 0f32;
+        loss = step(state, b, lr, forward, &mut |logp, mask, device| {
+            let old_t = match &old {
+                Some(v) => Tensor::<2>::from_data(TensorData::new(v.clone(), [b.n, b.t]), device),
+                None => logp.clone().detach(),
+            };
+            if old.is_none() {
+                old_out = old_t.clone().into_data().try_to_vec::<f32>().ok();
+            }
+            let a = Tensor::<2>::from_data(TensorData::new(adv.to_vec(), [b.n, 1]), device);
+            let inv_len =
+                Tensor::<2>::from_data(TensorData::new(lens.iter().map(|l| 1.0 / l).collect(), [b.n, 1]), device);
+            let ratio = (logp - old_t).exp();
+            let bounded = ratio.clone().clamp(1.0 - clip.low, 1.0 + clip.high);
+            let out_of_range = ratio.clone().sub(bounded.clone()).abs().greater_elem(1e-6).float() * mask.clone();
+            clipped_out = out_of_range.sum().into_scalar::<f32>() / b.mask.iter().sum::<f32>().max(1.0);
+            let objective = (ratio * a.clone()).min_pair(bounded * a);
+            (objective * mask * inv_len).sum().div_scalar(b.n as f32).neg()
+        })?;
+        clipped = clipped_out;
+        if old.is_none() {
+            old = Some(old_out.ok_or_else(|| TrainerError::Backend("reading old log-probabilities".into()))?);
+        }
+    }
+    Ok((loss, clipped))
+}
+
+pub(crate) fn backend_err<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> TrainerError + '_ {
     move |e| TrainerError::Backend(format!("{what}: {e:?}"))
 }
 
@@ -158,81 +238,31 @@ impl Policy {
         flat::load(Gpt::new(VOCAB, &SHAPE, device), &self.state.params)
     }
 
-    /// Per-token log-probabilities of the targets, `[n, t]`.
-    fn token_logp(model: &Gpt, b: &Batch, device: &Device) -> Tensor<2> {
-        let x = Tensor::<2, Int>::from_data(TensorData::new(b.x.clone(), [b.n, b.t]), device);
-        let y = Tensor::<3, Int>::from_data(TensorData::new(b.y.clone(), [b.n, b.t, 1]), device);
-        log_softmax(model.forward(x), 2).gather(2, y).reshape([b.n, b.t])
-    }
-
-    /// One AdamW step on the loss `loss_of(logp [n, t], mask [n, t])`.
-    fn step(
-        &mut self,
-        b: &Batch,
-        lr: f64,
-        loss_of: &mut dyn FnMut(Tensor<2>, Tensor<2>, &Device) -> Tensor<1>,
-    ) -> Result<f32, TrainerError> {
-        let device = Device::flex().autodiff();
-        let model = self.model(&device)?;
-        let mask = Tensor::<2>::from_data(TensorData::new(b.mask.clone(), [b.n, b.t]), &device);
-        let loss = loss_of(Self::token_logp(&model, b, &device), mask, &device);
-        let value = loss.clone().try_into_scalar::<f32>().map_err(backend_err("reading the loss"))?;
-        if !value.is_finite() {
-            return Err(TrainerError::NonFiniteLoss { step: self.state.step + 1, loss: value });
+    /// The model on `device` and the per-token log-probabilities `[n, t]` of `b`'s targets.
+    fn forward(b: &Batch) -> impl Fn(&[f32], &Device) -> Result<(Gpt, Tensor<2>), TrainerError> + '_ {
+        move |params, device| {
+            let model = flat::load(Gpt::new(VOCAB, &SHAPE, device), params)?;
+            let x = Tensor::<2, Int>::from_data(TensorData::new(b.x.clone(), [b.n, b.t]), device);
+            let y = Tensor::<3, Int>::from_data(TensorData::new(b.y.clone(), [b.n, b.t, 1]), device);
+            let logp = log_softmax(model.forward(x), 2).gather(2, y).reshape([b.n, b.t]);
+            Ok((model, logp))
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let grad = flat::grads(&model, &grads)?;
-        self.state.adamw(&grad, lr, 0.0);
-        Ok(value)
     }
 
     /// One supervised step: mean cross-entropy of the completions' tokens.
     pub fn supervised_step(&mut self, samples: &[Sample], lr: f64) -> Result<f32, TrainerError> {
         let b = Batch::new(samples);
-        self.step(&b, lr, &mut |logp, mask, _| {
+        step(&mut self.state, &b, lr, &Self::forward(&b), &mut |logp, mask, _| {
             let count = mask.clone().sum();
             (logp * mask).sum().div(count).neg()
         })
     }
 
-    /// GRPO on `samples` (advantages already group-normalised): per token
-    /// `min(r A, clip(r, 1 - low, 1 + high) A)` with `r` the ratio to the
-    /// policy before the first pass, averaged over each completion's tokens,
-    /// then over completions; `epochs` passes. Returns the last pass's loss
-    /// and the fraction of completion tokens whose ratio was clipped in it.
+    /// GRPO on `samples` (advantages already group-normalised; see [`grpo`]).
     pub fn grpo_step(&mut self, samples: &[Sample], lr: f64, clip: Clip) -> Result<(f32, f32), TrainerError> {
         let b = Batch::new(samples);
         let adv: Vec<f32> = samples.iter().map(|s| s.advantage).collect();
-        let lens: Vec<f32> = (0..b.n).map(|i| b.mask[i * b.t..(i + 1) * b.t].iter().sum::<f32>().max(1.0)).collect();
-        let mut old: Option<Vec<f32>> = None;
-        let (mut loss, mut clipped) = (0.0, 0.0);
-        for _ in 0..clip.epochs {
-            let mut old_out = None;
-            let mut clipped_out = 0f32;
-            loss = self.step(&b, lr, &mut |logp, mask, device| {
-                let old_t = match &old {
-                    Some(v) => Tensor::<2>::from_data(TensorData::new(v.clone(), [b.n, b.t]), device),
-                    None => logp.clone().detach(),
-                };
-                if old.is_none() {
-                    old_out = old_t.clone().into_data().try_to_vec::<f32>().ok();
-                }
-                let a = Tensor::<2>::from_data(TensorData::new(adv.clone(), [b.n, 1]), device);
-                let inv_len =
-                    Tensor::<2>::from_data(TensorData::new(lens.iter().map(|l| 1.0 / l).collect(), [b.n, 1]), device);
-                let ratio = (logp - old_t).exp();
-                let bounded = ratio.clone().clamp(1.0 - clip.low, 1.0 + clip.high);
-                let out_of_range = ratio.clone().sub(bounded.clone()).abs().greater_elem(1e-6).float() * mask.clone();
-                clipped_out = out_of_range.sum().into_scalar::<f32>() / b.mask.iter().sum::<f32>().max(1.0);
-                let objective = (ratio * a.clone()).min_pair(bounded * a);
-                (objective * mask * inv_len).sum().div_scalar(b.n as f32).neg()
-            })?;
-            clipped = clipped_out;
-            if old.is_none() {
-                old = Some(old_out.ok_or_else(|| TrainerError::Backend("reading old log-probabilities".into()))?);
-            }
-        }
-        Ok((loss, clipped))
+        grpo(&mut self.state, &b, &adv, lr, clip, &Self::forward(&b))
     }
 
     /// Samples `group` completions of each prompt at `temperature` (greedy
@@ -302,7 +332,7 @@ impl Policy {
 
 /// A token from `logits`: the largest at temperature 0, else a draw from
 /// `softmax(logits / temperature)`.
-fn pick(logits: &[f32], temperature: f64, rng: &mut Rng) -> i64 {
+pub(crate) fn pick(logits: &[f32], temperature: f64, rng: &mut Rng) -> i64 {
     let best = logits.iter().enumerate().fold(0, |b, (i, &l)| if l > logits[b] { i } else { b });
     if temperature <= 0.0 {
         return best as i64;

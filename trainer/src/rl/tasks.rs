@@ -150,24 +150,99 @@ pub fn generate(t: TaskRef) -> Option<Problem> {
     Some(Problem { prompt, answer })
 }
 
+/// The task asked in English, for an instruction-tuned language model
+/// (`smollm2-135m`): the same problem and answer as [`generate`]'s prompt,
+/// with the expected answer format spelled out. `None` as for [`generate`].
+pub fn question(t: TaskRef) -> Option<String> {
+    let p = generate(t)?;
+    let body = p.prompt.trim_end_matches('=');
+    let after = |prefix: &str| body.strip_prefix(prefix).unwrap_or(body).to_string();
+    Some(match t.family {
+        0 => format!("What is {body}? Answer with the number only."),
+        1 => format!("Write the number {} in binary. Answer with the binary digits only.", after("bin ")),
+        2 => format!("Reduce the fraction {} to lowest terms. Answer with the fraction only, like 2/3.", after("red ")),
+        3 => format!(
+            "T is true and F is false; ! is not, & is and, | is or (! binds tightest, then &, then |). \
+             What is {body}? Answer with T or F only."
+        ),
+        4 => {
+            let (day, n) = body.split_once('+').unwrap_or((body, "0"));
+            format!(
+                "Today is {day}. Which day of the week is it in {n} days? \
+                 Answer with the day's three-letter name only (Mon, Tue, Wed, Thu, Fri, Sat or Sun)."
+            )
+        }
+        5 => format!("Sort the digits of {} in ascending order. Answer with the digits only.", after("sort ")),
+        _ => {
+            let rest = after("count ");
+            let (c, text) = rest.split_once(':').unwrap_or(("a", &rest));
+            format!("How many times does the letter {c} occur in {text}? Answer with the number only.")
+        }
+    })
+}
+
 fn tf(v: bool) -> &'static str {
     if v { "T" } else { "F" }
 }
 
-/// The reward of `completion` for task `t`: 1 if it is the answer (ASCII
-/// spaces around it ignored), else 0 (also for a task that does not exist).
+/// The reward of `completion` for task `t` under [`Checker::Exact`].
 pub fn reward(t: TaskRef, completion: &str) -> f32 {
-    rescore(t, &[completion])[0]
+    Checker::Exact.reward(t, completion)
 }
 
-/// Re-scores a group of completions: the rewards this checker gives them
-/// (only ASCII spaces around an answer are ignored).
+/// Re-scores a group of completions under [`Checker::Exact`].
 pub fn rescore<S: AsRef<str>>(t: TaskRef, completions: &[S]) -> Vec<f32> {
-    let answer = generate(t).map(|p| p.answer);
-    completions
-        .iter()
-        .map(|c| if answer.as_deref() == Some(c.as_ref().trim_matches(' ')) { 1.0 } else { 0.0 })
-        .collect()
+    Checker::Exact.rescore(t, completions)
+}
+
+/// How a completion is checked against its task's answer. Every peer of a
+/// run uses the same one (it follows from the run's policy, which is part
+/// of the run id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checker {
+    /// The completion is the answer (ASCII spaces around it ignored):
+    /// `tasks-gpt`, whose warm-up teaches it the bare answer.
+    Exact,
+    /// The completion is the answer, or its last word is (words split at
+    /// spaces and `=`, with the punctuation and quotes around them
+    /// dropped): `smollm2-135m`, which answers in sentences ("3 + 4 = 7",
+    /// "The answer is 7."). Only the last word counts, so listing guesses
+    /// does not pay.
+    LastWord,
+}
+
+impl Checker {
+    /// 1 for the right answer, else 0 (also for a task that does not exist).
+    pub fn reward(self, t: TaskRef, completion: &str) -> f32 {
+        self.rescore(t, &[completion])[0]
+    }
+
+    /// The rewards of a group of completions.
+    pub fn rescore<S: AsRef<str>>(self, t: TaskRef, completions: &[S]) -> Vec<f32> {
+        let Some(answer) = generate(t).map(|p| p.answer) else { return vec![0.0; completions.len()] };
+        completions
+            .iter()
+            .map(|c| {
+                let c = c.as_ref();
+                let right = c.trim_matches(' ') == answer || (self == Checker::LastWord && last_word(c) == answer);
+                if right { 1.0 } else { 0.0 }
+            })
+            .collect()
+    }
+}
+
+/// The last word of a text: split at whitespace and `=`, without the
+/// punctuation, quotes and emphasis around it.
+fn last_word(text: &str) -> &str {
+    text.split(|c: char| c.is_ascii_whitespace() || c == '=')
+        .rev()
+        .map(|w| {
+            w.trim_matches(|c: char| {
+                matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '"' | '\'' | '*' | '`' | '(' | ')')
+            })
+        })
+        .find(|w| !w.is_empty())
+        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -247,5 +322,27 @@ mod tests {
         assert_eq!(got, vec![1.0, 0.0, 0.0, 0.0], "a newline is not a space the policy could read back");
         assert_eq!(family("sort"), Some(5));
         assert_eq!(family("chess"), None);
+    }
+
+    #[test]
+    fn the_last_word_checker_reads_an_answer_given_in_a_sentence_and_only_its_last_word() {
+        let task = t(0, 9, 2);
+        let a = generate(task).unwrap().answer;
+        let said = [
+            a.clone(),
+            format!("The answer is {a}."),
+            format!("x = **{a}**"),
+            format!("1+1={a}"),
+            format!("{a} is wrong, it is 1000"),
+            format!("{a}1"),
+            String::new(),
+        ];
+        assert_eq!(Checker::LastWord.rescore(task, &said), vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(Checker::Exact.rescore(task, &said), vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let frac = t(2, 1, 2);
+        let f = generate(frac).unwrap().answer;
+        assert_eq!(Checker::LastWord.reward(frac, &format!("It reduces to {f}.")), 1.0);
+        let nothing = TaskRef { family: 99, seed: 0, level: 1 };
+        assert_eq!(Checker::LastWord.rescore(nothing, &["1"]), vec![0.0]);
     }
 }
