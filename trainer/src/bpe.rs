@@ -114,6 +114,12 @@ impl Tokenizer {
         self.bpe.encode_with_special_tokens(text)
     }
 
+    /// Token ids of `text` with special tokens written in it encoded as
+    /// plain text (for text from others: a completion cannot end a turn).
+    pub fn encode_text(&self, text: &str) -> Vec<u32> {
+        self.bpe.encode_ordinary(text)
+    }
+
     /// Text of `tokens` (invalid UTF-8 at a cut is replaced).
     pub fn decode(&self, tokens: &[u32]) -> String {
         String::from_utf8_lossy(&self.bpe.decode_bytes(tokens).unwrap_or_default()).into_owned()

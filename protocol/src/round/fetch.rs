@@ -221,15 +221,21 @@ impl Fetcher {
         // Asked for as an ordinary fetch (a peer with standing lists it, or
         // another part of the round needs it): vouched for from now on.
         f.unvouched = false;
-        if f.kind == BlobKind::Manifest && kind != BlobKind::Manifest {
-            // The round needs as a state (or contribution, ...) a hash that
-            // hellos listed as a manifest id: a liar can list a real state's
-            // hash as one. Fetched as what the round needs from now on, and
-            // everyone is asked again under that kind's size bound (requests
-            // in flight under the manifest's bound fail on its size).
+        if f.kind == BlobKind::Manifest && kind == BlobKind::State {
+            // The round needs as its state a hash that hellos listed as a
+            // manifest id: a liar can list a real state's hash as one.
+            // Fetched as a state from now on, afresh: everyone is asked
+            // again under the state's size bound (requests in flight under
+            // the manifest's bound fail on its size). Only for states: a
+            // contribution announced under a manifest's id must not turn
+            // that manifest's fetch into one whose answer is not read as a
+            // manifest.
             f.kind = kind;
             f.asked.clear();
+            f.not_held.clear();
             f.widened = false;
+            f.attempt = 1;
+            f.retry_at = None;
         }
         add_providers(f, providers);
         let mut out = Vec::new();
@@ -511,6 +517,11 @@ mod tests {
         let (_, out) = f.failed(h, peer(2), false, false, 50);
         assert_eq!(kinds(&out), vec![(peer(3), BlobKind::State)]);
         assert!(f.ready(h));
+        // A contribution announced under a manifest's id does not take its fetch over.
+        let m = Hash::of(b"a manifest");
+        assert_eq!(kinds(&f.fetch(m, BlobKind::Manifest, vec![peer(1)], 60)), vec![(peer(1), BlobKind::Manifest)]);
+        f.fetch(m, BlobKind::Contribution, vec![peer(4)], 61);
+        assert_eq!(f.manifests_in_flight(), 1);
     }
 
     #[test]

@@ -108,6 +108,7 @@ impl Peer {
             for m in &i.recent {
                 if m.round >= from
                     && !self.knows_manifest(&m.id)
+                    && !self.fetcher.has(&m.id)
                     && !self.fetcher.is_fetching(&m.id)
                     && !self.fetcher.gave_up_on(&m.id)
                 {

@@ -77,7 +77,7 @@ pub fn default_spec(model: &str) -> Option<RlSpec> {
     match model {
         TASKS_GPT => Some(tasks_gpt),
         // Sized for a CPU: a round generates 4 x 4 completions of at most
-        // 24 tokens and trains on 16 of them (a minute or more on 2 cores);
+        // 24 characters (and tokens) and trains on 16 of them (a minute or more on 2 cores);
         // a GPU takes `generate = group = 8` and more. The learning rate is
         // a fine-tuning one: the model is pretrained.
         SMOLLM2_135M => Some(RlSpec {

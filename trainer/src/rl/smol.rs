@@ -88,10 +88,12 @@ impl SmolPolicy {
         self.tokenizer.encode(&chat_prompt(question))
     }
 
-    /// Whether a shared completion ended by itself: its tokens are fewer
-    /// than the limit (one that hit it was cut).
+    /// Whether a shared completion ended by itself: shorter than the
+    /// character bound it is cut at, and in fewer tokens than the limit
+    /// (one that reached either was cut, and is not followed by the end
+    /// token in training).
     pub fn ended(&self, completion: &str, max_tokens: usize) -> bool {
-        self.tokenizer.encode(completion).len() < max_tokens
+        completion.chars().count() < max_tokens && self.tokenizer.encode_text(completion).len() < max_tokens
     }
 
     /// Samples `group` completions of each question at `temperature` (greedy
@@ -121,23 +123,27 @@ impl SmolPolicy {
             let first = logits.into_data().try_to_vec::<f32>().map_err(backend_err("reading logits"))?;
             let mut last = first.repeat(group);
             cache.repeat(group);
-            let mut rows: Vec<(Vec<u32>, bool)> = vec![(Vec::new(), false); group];
+            // Per row: its tokens, whether it ended (the end token), and
+            // whether it is done (ended, or its text reached the character
+            // bound it is shared with: decoding further would be cut off).
+            let mut rows: Vec<(Vec<u32>, bool, bool)> = vec![(Vec::new(), false, false); group];
             for step in 0..max_tokens {
                 let mut next = vec![i64::from(self.tokenizer.eos); group];
-                for (i, (tokens, ended)) in rows.iter_mut().enumerate() {
-                    if *ended {
+                for (i, (tokens, ended, done)) in rows.iter_mut().enumerate() {
+                    if *done {
                         continue;
                     }
                     let t = pick(&last[i * vocab..(i + 1) * vocab], temperature, &mut rng);
                     generated += 1;
                     if t as u32 == self.tokenizer.eos {
-                        *ended = true;
+                        (*ended, *done) = (true, true);
                     } else {
                         tokens.push(t as u32);
                         next[i] = t;
+                        *done = self.tokenizer.decode(tokens).chars().count() >= max_tokens;
                     }
                 }
-                if step + 1 == max_tokens || rows.iter().all(|(_, e)| *e) {
+                if step + 1 == max_tokens || rows.iter().all(|r| r.2) {
                     break;
                 }
                 let x = Tensor::<2, Int>::from_data(TensorData::new(next, [group, 1]), &device);
@@ -150,7 +156,11 @@ impl SmolPolicy {
             }
             out.push(
                 rows.into_iter()
-                    .map(|(tokens, ended)| (shared_text(&self.tokenizer.decode(&tokens), max_tokens), ended))
+                    .map(|(tokens, ended, _)| {
+                        let text = shared_text(&self.tokenizer.decode(&tokens), max_tokens);
+                        let ended = ended && self.ended(&text, max_tokens);
+                        (text, ended)
+                    })
                     .collect(),
             );
         }
@@ -177,7 +187,7 @@ impl SmolPolicy {
             .map(|s| {
                 let mut tokens: Vec<i64> = self.prompt(&s.prompt).into_iter().map(i64::from).collect();
                 let prompt = tokens.len();
-                tokens.extend(self.tokenizer.encode(&s.completion).into_iter().map(i64::from));
+                tokens.extend(self.tokenizer.encode_text(&s.completion).into_iter().map(i64::from));
                 if s.ended {
                     tokens.push(i64::from(self.tokenizer.eos));
                 }
