@@ -72,12 +72,8 @@ pub fn try_pseudo_gradient(global: &[f32], local: &[f32]) -> Result<Vec<f32>, Tr
     Ok(global.iter().zip(local).map(|(g, l)| g - l).collect())
 }
 
-/// Sample-weighted mean of pseudo-gradients: `sum_i w_i g_i / sum_i w_i`, accumulated per
-/// element in `f64` in the order given, then rounded to `f32` (deterministic for an order).
-///
-/// Errors: no inputs ([`TrainerError::NoGradients`]), differing lengths
-/// ([`TrainerError::LengthMismatch`]), weights summing to zero ([`TrainerError::ZeroWeight`]).
-pub fn weighted_average(grads: &[(&[f32], u64)]) -> Result<Vec<f32>, TrainerError> {
+/// The checks of [`weighted_average`] alone: returns the length and the total weight.
+pub(crate) fn check_gradients(grads: &[(&[f32], u64)]) -> Result<(usize, u128), TrainerError> {
     let Some((first, _)) = grads.first() else {
         return Err(TrainerError::NoGradients);
     };
@@ -89,6 +85,16 @@ pub fn weighted_average(grads: &[(&[f32], u64)]) -> Result<Vec<f32>, TrainerErro
     if total == 0 {
         return Err(TrainerError::ZeroWeight);
     }
+    Ok((n, total))
+}
+
+/// Sample-weighted mean of pseudo-gradients: `sum_i w_i g_i / sum_i w_i`, accumulated per
+/// element in `f64` in the order given, then rounded to `f32` (deterministic for an order).
+///
+/// Errors: no inputs ([`TrainerError::NoGradients`]), differing lengths
+/// ([`TrainerError::LengthMismatch`]), weights summing to zero ([`TrainerError::ZeroWeight`]).
+pub fn weighted_average(grads: &[(&[f32], u64)]) -> Result<Vec<f32>, TrainerError> {
+    let (n, total) = check_gradients(grads)?;
     let mut acc = vec![0f64; n];
     for (g, w) in grads {
         let w = *w as f64;

@@ -221,15 +221,16 @@ impl Fetcher {
         // Asked for as an ordinary fetch (a peer with standing lists it, or
         // another part of the round needs it): vouched for from now on.
         f.unvouched = false;
-        if f.kind == BlobKind::Manifest && kind == BlobKind::State {
-            // The round needs as its state a hash that hellos listed as a
-            // manifest id: a liar can list a real state's hash as one.
-            // Fetched as a state from now on, afresh: everyone is asked
-            // again under the state's size bound (requests in flight under
-            // the manifest's bound fail on its size). Only for states: a
-            // contribution announced under a manifest's id must not turn
-            // that manifest's fetch into one whose answer is not read as a
-            // manifest.
+        if f.kind == BlobKind::Manifest && kind != BlobKind::Manifest {
+            // The round needs as its state (or a contribution, ...) a hash
+            // that hellos listed as a manifest id: a liar can list a real
+            // state's hash as one. Fetched as what the round needs from now
+            // on, afresh: everyone is asked again under that kind's size
+            // bound (requests in flight under the manifest's bound fail on
+            // its size). The other way round (a contribution announced under
+            // a manifest's id) loses nothing either: the node reads any
+            // answer that is a signed manifest as one, whatever it was
+            // asked as.
             f.kind = kind;
             f.asked.clear();
             f.not_held.clear();
@@ -517,11 +518,12 @@ mod tests {
         let (_, out) = f.failed(h, peer(2), false, false, 50);
         assert_eq!(kinds(&out), vec![(peer(3), BlobKind::State)]);
         assert!(f.ready(h));
-        // A contribution announced under a manifest's id does not take its fetch over.
-        let m = Hash::of(b"a manifest");
-        assert_eq!(kinds(&f.fetch(m, BlobKind::Manifest, vec![peer(1)], 60)), vec![(peer(1), BlobKind::Manifest)]);
-        f.fetch(m, BlobKind::Contribution, vec![peer(4)], 61);
-        assert_eq!(f.manifests_in_flight(), 1);
+        // The same for a contribution listed as a manifest id.
+        let c = Hash::of(b"a contribution");
+        assert_eq!(kinds(&f.fetch(c, BlobKind::Manifest, vec![peer(1)], 60)), vec![(peer(1), BlobKind::Manifest)]);
+        assert!(f.fetch(c, BlobKind::Contribution, vec![peer(4)], 61).is_empty());
+        let (_, out) = f.failed(c, peer(1), false, false, 70);
+        assert_eq!(kinds(&out), vec![(peer(1), BlobKind::Contribution)]);
     }
 
     #[test]

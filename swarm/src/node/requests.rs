@@ -109,6 +109,12 @@ impl EventLoop {
                 return self.drive(InEvent::BlobReady(r.hash));
             }
             self.on_gossip(bytes.clone(), None);
+        } else if is_manifest(&bytes) {
+            // Asked for as another kind, and a signed manifest: a liar
+            // announced a contribution under a manifest's id (or listed a
+            // contribution's hash as one). Taken in as gossip all the same:
+            // held as a blob, the manifest would never be read otherwise.
+            self.on_gossip(bytes.clone(), None);
         }
         let round = self.peer.round();
         let chain = (r.kind == BlobKind::Chain).then(|| chain_event(r.hash, &bytes));
@@ -118,6 +124,15 @@ impl EventLoop {
             self.drive(ev);
         }
     }
+}
+
+/// Whether `bytes` are a signed manifest envelope (of any run: `on_gossip`
+/// judges the rest).
+fn is_manifest(bytes: &[u8]) -> bool {
+    protocol::Envelope::open(bytes)
+        .ok()
+        .and_then(|o| o.message().ok())
+        .is_some_and(|m| matches!(m, protocol::Message::Manifest(_)))
 }
 
 /// The bytes with every one flipped (what a lying provider serves).

@@ -334,9 +334,17 @@ impl Actor {
         let (job, round, result) = match d {
             Done::Trained(r, feedback, round) => {
                 self.feedback = Some(feedback);
-                let r = r.map(|t| match self.previous.replace(t.clone()) {
-                    Some(old) if self.replay => Trained { round: t.round, ..old },
-                    _ => t,
+                // Only the replay adversary keeps last round's result: for a
+                // big model it is several parameter-sized vectors (6 for
+                // smollm2-135m, 3.4 GB) held for a whole round.
+                let r = r.map(|t| {
+                    if !self.replay {
+                        return t;
+                    }
+                    match self.previous.replace(t.clone()) {
+                        Some(old) => Trained { round: t.round, ..old },
+                        None => t,
+                    }
                 });
                 (JobKind::Train, round, r.map(WorkerEvent::Trained))
             }

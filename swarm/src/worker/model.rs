@@ -88,10 +88,12 @@ pub struct Trained {
     pub raw: Hash,
     /// Largest magnitude of the error-feedback residual added before encoding.
     pub residual: f32,
-    /// The chain blob: the BLAKE3 hashes of `states`, in order.
+    /// The chain blob: the BLAKE3 hashes of the inner states at steps 0, k,
+    /// 2k, ..., H (encoded), in order.
     pub chain: Vec<u8>,
-    /// The inner states at steps 0, k, 2k, ..., H, encoded: the blobs a
-    /// verifier or referee asks for.
+    /// Those inner states but the first (steps k, 2k, ..., H), encoded: the
+    /// blobs a verifier or referee asks for (the first is computed from the
+    /// round's start state, never fetched).
     pub states: Vec<Vec<u8>>,
     /// Wall-clock time of the inner loop and encoding, ms.
     pub train_ms: u64,
@@ -275,8 +277,22 @@ impl Model {
         }
         let residual = feedback.residual().iter().fold(0f32, |m, x| m.max(x.abs()));
         let (blob, _) = feedback.encode(&self.codec, &delta)?;
-        let states: Vec<Vec<u8>> = chain.iter().map(|s| s.encode()).collect();
-        let chain: Vec<u8> = states.iter().flat_map(|s| *blake3::hash(s).as_bytes()).collect();
+        // Each state is encoded as the chain is consumed (for a big model a
+        // state is three parameter-sized vectors: no second copy of the
+        // chain). The first (step 0) is only hashed: no check fetches it,
+        // its verifiers compute it from the round's start state, and keeping
+        // it cost smollm2-135m 1.6 GB per kept round.
+        let mut leaves = Vec::with_capacity(32 * chain.len());
+        let mut states = Vec::with_capacity(chain.len().saturating_sub(1));
+        for (i, s) in chain.into_iter().enumerate() {
+            let bytes = s.encode();
+            drop(s);
+            leaves.extend_from_slice(blake3::hash(&bytes).as_bytes());
+            if i > 0 {
+                states.push(bytes);
+            }
+        }
+        let chain = leaves;
         Ok(Trained {
             round,
             blob,
