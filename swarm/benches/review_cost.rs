@@ -56,7 +56,9 @@ fn main() {
             let started = Instant::now();
             let t = m.train(&mut m.feedback(), &state.params, 1, seed, &mut |_, _| {}).expect("train");
             train.push(started.elapsed().as_secs_f64() * 1e3);
-            let leaves: Vec<Hash> = t.states.iter().map(|s| Hash::of(s)).collect();
+            // The chain's leaves: the step-0 state is only hashed there (`states` starts at step k).
+            let leaves: Vec<Hash> =
+                t.chain.chunks(32).map(|c| Hash(c.try_into().expect("32-byte chain entries"))).collect();
             let contribution = Contribution {
                 hash: Hash::of(&t.blob),
                 samples: t.samples,
@@ -71,7 +73,7 @@ fn main() {
             // Spread the drawn segment over the chain, never the last (that
             // would be one segment, not two).
             let drawn = (r as u32 * 7 + 1) % last.max(1);
-            let blob = |i: u32| (i > 0).then(|| Arc::new(t.states[i as usize].clone()));
+            let blob = |i: u32| (i > 0).then(|| Arc::new(t.states[i as usize - 1].clone()));
             let start = Arc::new(state.encode());
             let check = |replay: Vec<u32>| {
                 let starts = replay.iter().map(|&s| blob(s)).collect();

@@ -140,8 +140,10 @@ impl EventLoop {
                             done.secs
                         ));
                     }
-                    self.flow(*kind).received += len;
-                    self.blobs.insert_verified(round, done.hash, *kind, bytes);
+                    let kind = *kind;
+                    self.flow(kind).received += len;
+                    self.read_if_manifest(&bytes);
+                    self.blobs.insert_verified(round, done.hash, kind, bytes);
                     self.drive(InEvent::BlobReady(done.hash));
                 }
             }

@@ -84,6 +84,17 @@ impl EventLoop {
         }
     }
 
+    /// An answer asked for as another kind that is a signed manifest: a
+    /// liar announced a contribution under a manifest's id (or listed a
+    /// contribution's hash as one). Taken in as gossip all the same: held
+    /// as a blob, the manifest would never be read otherwise. (Over libp2p
+    /// and over the data plane alike.)
+    pub(super) fn read_if_manifest(&mut self, bytes: &[u8]) {
+        if is_manifest(bytes) {
+            self.on_gossip(bytes.to_vec(), None);
+        }
+    }
+
     fn on_response(&mut self, peer: libp2p::PeerId, r: Request, response: Option<bytes::Bytes>) {
         let Some(bytes) = response else {
             return self.drive(InEvent::RequestFailed { hash: r.hash, from: r.from, why: FetchFailure::NotFound });
@@ -109,12 +120,8 @@ impl EventLoop {
                 return self.drive(InEvent::BlobReady(r.hash));
             }
             self.on_gossip(bytes.clone(), None);
-        } else if is_manifest(&bytes) {
-            // Asked for as another kind, and a signed manifest: a liar
-            // announced a contribution under a manifest's id (or listed a
-            // contribution's hash as one). Taken in as gossip all the same:
-            // held as a blob, the manifest would never be read otherwise.
-            self.on_gossip(bytes.clone(), None);
+        } else {
+            self.read_if_manifest(&bytes);
         }
         let round = self.peer.round();
         let chain = (r.kind == BlobKind::Chain).then(|| chain_event(r.hash, &bytes));
@@ -127,7 +134,8 @@ impl EventLoop {
 }
 
 /// Whether `bytes` are a signed manifest envelope (of any run: `on_gossip`
-/// judges the rest).
+/// judges the rest). Anything bigger than an envelope is refused first, in
+/// constant time.
 fn is_manifest(bytes: &[u8]) -> bool {
     protocol::Envelope::open(bytes)
         .ok()
