@@ -368,3 +368,93 @@ fn fresh_keys_beyond_the_member_cap_are_not_kept_and_peers_with_standing_still_g
     let c = Message::Contribution(contribution(Hash::of(b"member's"), 8, state));
     assert_eq!(verdicts(&p.handle(gossip(1_000, run, 2, &c), 6_710)), vec![Verdict::Accept]);
 }
+
+/// Seeds 1-4 with `me` the one ranked last as round 1's aggregator (so
+/// another signs round 1's manifest), and the others.
+fn four_peers_me_not_first(run: Hash) -> (u64, Vec<u64>) {
+    let me = [1u64, 2, 3, 4].into_iter().max_by_key(|s| rank_key(&run, 1, &Keypair::from_seed(*s).peer_id())).unwrap();
+    (me, [1u64, 2, 3, 4].into_iter().filter(|s| *s != me).collect())
+}
+
+/// A manifest of `round` signed by `signer` with entries of `keys` (each
+/// a contribution from `base`), as sealed bytes and its id.
+fn sealed_manifest(signer: u64, keys: &[u64], run: Hash, round: u64, base: Hash) -> (Vec<u8>, Hash) {
+    let mut entries: Vec<ManifestEntry> =
+        keys.iter().map(|s| entry(*s, run, round, Hash::of(format!("g{round}-{s}").as_bytes()), base)).collect();
+    entries.sort_by_key(|e| e.peer);
+    let m = Manifest { state: base, entries, exclusions: vec![], excluded: vec![], checks: vec![], ledger: None };
+    let bytes = Envelope::seal(&Keypair::from_seed(signer), run, round, &Message::Manifest(m)).unwrap();
+    let id = Hash::of(&bytes);
+    (bytes, id)
+}
+
+fn raw(key: u64, bytes: Vec<u8>) -> InEvent {
+    InEvent::Gossip(Gossip { bytes, source: Some(Keypair::from_seed(key).peer_id()) })
+}
+
+#[test]
+fn fresh_keys_listing_another_history_do_not_make_a_peer_leave_its_own() {
+    // Issue 13 item 2: the minority-fork rule (a majority of the active
+    // peers list another manifest for a round we applied) and the healed
+    // partition rule (the side with more supporters wins) counted every
+    // head. Five fresh keys listing a made-up manifest for round 1 sent
+    // every peer back to waiting (for a manifest nobody serves); two fresh
+    // keys listing a manifest one of them signed for round 1 (from another
+    // state) outnumbered the supporters of ours (before: a switch to it).
+    let run = spec().run_id();
+    let (me, others) = four_peers_me_not_first(run);
+    for (sybils, signed) in [((100..105).collect::<Vec<u64>>(), false), (vec![100, 101], true)] {
+        let (mut p, _) = peer_with(me, 10);
+        round_one_applied(&mut p, me, &others, run);
+        let theirs = if signed {
+            let (bytes, id) = sealed_manifest(100, &[100], run, 1, Hash::of(b"another genesis"));
+            p.handle(raw(100, bytes), 1_000);
+            id
+        } else {
+            Hash::of(b"made-up round 1")
+        };
+        assert_eq!(p.stats().foreign_manifests, u64::from(signed), "the signed one is taken as another history's");
+        for t in (1_010..3_000).step_by(100) {
+            for s in &sybils {
+                let lie = vec![AppliedManifest { round: 1, id: theirs }];
+                p.handle(gossip(*s, run, 2, &hello(Status::Active, t, lie)), t);
+            }
+            for s in &others {
+                p.handle(gossip(*s, run, 2, &hello(Status::Active, t, vec![])), t);
+            }
+            p.handle(InEvent::Tick, t + 1);
+        }
+        assert_eq!(p.stats().switched_history, 0, "{} fresh keys, signed manifest {signed}", sybils.len());
+        assert_eq!(p.phase(), Phase::Training(2));
+    }
+}
+
+#[test]
+fn a_peer_with_standing_that_resyncs_ignores_what_fresh_keys_confirm() {
+    // Issue 13 item 2: a peer that falls behind waits for the newest
+    // manifest a majority of the active peers confirm. Five fresh keys
+    // confirming their own manifest of round 3 (from a state they made up
+    // and would serve) against three peers with standing confirming round
+    // 2's: the peer must sync to round 2 (before: to the fresh keys').
+    let run = spec().run_id();
+    let (me, others) = four_peers_me_not_first(run);
+    let (mut p, _) = peer_with(me, 10);
+    let state = round_one_applied(&mut p, me, &others, run);
+    let signer = *others.iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(**s).peer_id())).unwrap();
+    let (m2, id2) = sealed_manifest(signer, &others, run, 2, state);
+    let sybils: Vec<u64> = (100..105).collect();
+    let (m3, id3) = sealed_manifest(100, &sybils, run, 3, Hash::of(b"made-up state"));
+    // The others are past round 2: we missed its manifest, and resync.
+    for s in &others {
+        p.handle(gossip(*s, run, 3, &hello(Status::Active, 5, vec![AppliedManifest { round: 2, id: id2 }])), 1_000);
+    }
+    for s in &sybils {
+        p.handle(gossip(*s, run, 4, &hello(Status::Active, 1, vec![AppliedManifest { round: 3, id: id3 }])), 1_000);
+    }
+    p.handle(InEvent::Tick, 1_001);
+    assert_eq!(p.phase(), Phase::Waiting, "behind: most peers with standing are past round 2");
+    p.handle(raw(signer, m2), 1_010);
+    p.handle(raw(100, m3), 1_020);
+    p.handle(InEvent::Tick, 1_100);
+    assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the peers with standing confirm");
+}

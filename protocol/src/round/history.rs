@@ -23,18 +23,24 @@ pub(super) struct History {
     applied: BTreeMap<u64, Hash>,
     /// Contributors of the last manifest applied.
     last_contributors: BTreeSet<PeerId>,
-    /// Peers with standing: contributors of the manifests of the last
-    /// [`STANDING_ROUNDS`] rounds applied here, with their last round.
-    standing: BTreeMap<PeerId, u64>,
+    /// Contributors of the manifests of the last [`LONG`] rounds applied
+    /// here, with their last round: those of the last [`STANDING_ROUNDS`]
+    /// have standing, all of them vouch for a history.
+    contributed: BTreeMap<PeerId, u64>,
+    /// The newest round applied here (kept when a sync forgets the rest).
+    newest: u64,
 }
 
 impl History {
     /// Records an applied manifest.
     pub(super) fn record(&mut self, applied: AppliedManifest, contributors: BTreeSet<PeerId>) {
+        self.newest = self.newest.max(applied.round);
         for p in &contributors {
-            self.standing.insert(*p, applied.round);
+            let last = self.contributed.entry(*p).or_default();
+            *last = (*last).max(applied.round);
         }
-        self.standing.retain(|_, r| r.saturating_add(STANDING_ROUNDS) > applied.round);
+        let newest = self.newest;
+        self.contributed.retain(|_, r| r.saturating_add(LONG as u64) > newest);
         self.last_contributors = contributors;
         self.recent.retain(|m| m.round != applied.round);
         self.applied.insert(applied.round, applied.id);
@@ -79,20 +85,35 @@ impl History {
         self.recent.iter().any(|m| m.id == *id)
     }
 
-    /// Whether any peer's standing is known here.
+    /// Whether any peer's standing is known here (this peer applied a
+    /// round).
     pub(super) fn has_standing(&self) -> bool {
-        !self.standing.is_empty()
+        !self.contributed.is_empty()
     }
 
-    /// Whether `p` counts in the rules that count heads: it has standing,
-    /// or nobody has yet (round 1, a joiner), and everyone counts.
+    /// Whether `p` counts in the rules that count heads of a round: it has
+    /// standing, or nobody has yet (round 1, a joiner), and everyone counts.
     pub(super) fn counts(&self, p: &PeerId) -> bool {
-        self.standing.is_empty() || self.standing.contains_key(p)
+        self.contributed.is_empty() || self.contributed.get(p).is_some_and(|r| self.recent_enough(*r))
+    }
+
+    /// Whether `p` counts in the rules that choose between histories (the
+    /// minority fork, a healed partition, a resync): it contributed to one
+    /// of the last [`LONG`] rounds applied here, or nobody's standing is
+    /// known and everyone counts. Longer than standing, so that the peers
+    /// of the other side of a partition that lasted more than
+    /// [`STANDING_ROUNDS`] rounds still count; fresh keys never do.
+    pub(super) fn vouches(&self, p: &PeerId) -> bool {
+        self.contributed.is_empty() || self.contributed.contains_key(p)
+    }
+
+    fn recent_enough(&self, round: u64) -> bool {
+        round.saturating_add(STANDING_ROUNDS) > self.newest
     }
 
     /// The peers with standing.
     pub(super) fn standing(&self) -> impl Iterator<Item = &PeerId> {
-        self.standing.keys()
+        self.contributed.iter().filter(|(_, r)| self.recent_enough(**r)).map(|(p, _)| p)
     }
 
     pub(super) fn last_contributors(&self) -> &BTreeSet<PeerId> {

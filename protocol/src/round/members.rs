@@ -150,14 +150,9 @@ impl Members {
         self.peers.iter().chain(self.departed.iter()).filter(|(_, i)| i.is_active())
     }
 
-    /// Active members and active peers that left recently.
-    pub(super) fn active_with_departed(&self) -> impl Iterator<Item = &PeerInfo> {
-        self.peers.values().chain(self.departed.values()).filter(|i| i.is_active())
-    }
-
     /// Members and recently departed peers, whatever their status.
-    pub(super) fn all_with_departed(&self) -> impl Iterator<Item = &PeerInfo> {
-        self.peers.values().chain(self.departed.values())
+    pub(super) fn all_with_departed(&self) -> impl Iterator<Item = (&PeerId, &PeerInfo)> {
+        self.peers.iter().chain(self.departed.iter())
     }
 
     /// Active members.
@@ -172,11 +167,6 @@ impl Members {
     /// Active members whose recent manifests include `m`.
     pub(super) fn supporters(&self, m: &AppliedManifest) -> Vec<PeerId> {
         self.peers.iter().filter(|(_, i)| i.is_active() && i.lists(m)).map(|(p, _)| *p).collect()
-    }
-
-    /// Recently departed peers that had applied `m`.
-    pub(super) fn departed_supporters(&self, m: &AppliedManifest) -> usize {
-        self.departed.values().filter(|i| i.lists(m)).count()
     }
 
     /// Recently departed peers that had applied `m`, by id.

@@ -24,11 +24,15 @@ impl Peer {
     /// A majority of the active peers list, for a round we applied, a
     /// manifest other than ours: we are on the losing side of a split (a
     /// healed partition, or a lost manifest). Leave our history and sync to
-    /// theirs.
+    /// theirs. Only peers that vouch (contributed to one of the rounds we
+    /// applied lately) count: fresh keys listing a made-up manifest must
+    /// not send every peer back to waiting (issue 13 item 2).
     pub(super) fn on_minority_fork(&mut self) -> bool {
         let mut votes: BTreeMap<AppliedManifest, usize> = BTreeMap::new();
         let mut active = 0;
-        for (_, i) in self.members.iter().filter(|(p, i)| i.is_active() && !self.withholds(p)) {
+        let counted =
+            |p: &PeerId, i: &members::PeerInfo| i.is_active() && !self.withholds(p) && self.history.vouches(p);
+        for (_, i) in self.members.iter().filter(|(p, i)| counted(p, i)) {
             active += 1;
             for m in i.recent.iter().filter(|m| self.history.contradicts(m)) {
                 *votes.entry(*m).or_default() += 1;
@@ -72,14 +76,18 @@ impl Peer {
         }
         // An aggregator whose manifest nobody could collect does not count
         // for its history (it would pull us back to what it withholds).
+        // Nor does a peer that does not vouch (a fresh key): a Sybil group
+        // listing another candidate's second manifest must not pull us
+        // onto it (issue 13 item 2).
         let mut theirs = self.members.supporters(&applied(round, known.id));
-        theirs.retain(|p| !self.withholds(p));
+        theirs.retain(|p| !self.withholds(p) && self.history.vouches(p));
         // Compare like with like: who applied our manifest of that round, if
         // we applied one, else who shares our recent history.
         let mut ours = match self.history.recent_of(round) {
             Some(mine) => self.members.supporters(&mine),
             None => self.our_side(),
         };
+        ours.retain(|p| self.history.vouches(p));
         ours.push(self.me);
         let switch = quorum::other_side_wins(&theirs, &ours);
         if switch {
@@ -171,19 +179,31 @@ impl Peer {
         });
     }
 
+    /// Whether peers that do not vouch are left out of the sync quorum:
+    /// when this peer applied rounds (it knows who contributed) and some
+    /// active peer vouches. A joiner, or a peer whose peers all left while
+    /// it was away, has no better anchor than the head count.
+    fn vouched_only(&self) -> bool {
+        self.history.has_standing() && self.members.active_with_departed_ids().any(|(p, _)| self.history.vouches(p))
+    }
+
     /// The newest manifest that enough active peers (and peers that just
     /// left) confirm having applied, and whether a newer confirmed one is on
-    /// its way (being fetched).
-    fn confirmed_manifest(&self, need: usize) -> (Option<(u64, KnownManifest)>, bool) {
+    /// its way (being fetched). With `vouched_only`, fresh keys confirm
+    /// nothing: a Sybil majority must not hand a resyncing peer its made-up
+    /// manifest and state (issue 13 item 2).
+    fn confirmed_manifest(&self, need: usize, vouched_only: bool) -> (Option<(u64, KnownManifest)>, bool) {
+        let counts = |p: &PeerId| !vouched_only || self.history.vouches(p);
         let best = self.rounds.iter().rev().find_map(|(r, d)| {
             d.manifests().find_map(|k| {
                 let m = applied(*r, k.id);
-                let support = self.members.supporters(&m).len() + self.members.departed_supporters(&m);
+                let support = self.members.supporters(&m).iter().filter(|p| counts(p)).count()
+                    + self.members.departed_supporter_ids(&m).iter().filter(|p| counts(p)).count();
                 (support >= need).then(|| (*r, k.clone()))
             })
         });
         let mut confirmations: BTreeMap<AppliedManifest, usize> = BTreeMap::new();
-        for i in self.members.all_with_departed() {
+        for (_, i) in self.members.all_with_departed().filter(|(p, _)| counts(p)) {
             for m in &i.recent {
                 *confirmations.entry(*m).or_default() += 1;
             }
@@ -206,10 +226,12 @@ impl Peer {
         // Sync to the newest manifest that a quorum of the active peers
         // confirm having applied (a signed manifest alone is not enough).
         self.trim_waiting_rounds();
-        let active = self.members.active_with_departed().count();
+        let vouched_only = self.vouched_only();
+        let active =
+            self.members.active_with_departed_ids().filter(|(p, _)| !vouched_only || self.history.vouches(p)).count();
         if active > 0 {
             let need = quorum::sync_confirmations(active, self.cfg.sync_quorum);
-            let (best, coming) = self.confirmed_manifest(need);
+            let (best, coming) = self.confirmed_manifest(need, vouched_only);
             // A newer manifest that a quorum confirms is still on its way:
             // wait for it rather than sync to an older one and replay the
             // rounds in between.
