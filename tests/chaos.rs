@@ -358,6 +358,16 @@ fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
         let when = restart_rounds(&chaos, *i, *g);
         assert!(contributed, "peer {i} (life {g}, {when}) rejoined and contributed:\n{}", life_log(dir.path(), *i, *g));
     }
+    // Each peer's run dir keeps who contributed to the rounds it applied
+    // (a restarted peer hands them to its protocol, and so knows whose
+    // word counts when it resyncs): all five peers contributed.
+    for i in 0..5 {
+        let runs = dir.path().join(format!("peer-{i}")).join("runs");
+        let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+        let record: BTreeMap<String, u64> =
+            serde_json::from_slice(&std::fs::read(run.join("contributors.json")).unwrap()).unwrap();
+        assert_eq!(record.len(), 5, "peer {i}'s record of contributors: {record:?}");
+    }
     // A checkpoint was damaged before a restart, detected and skipped.
     let v = chaos.damaged.expect("a checkpoint was damaged");
     let log = std::fs::read_to_string(dir.path().join(format!("peer-{v}.log"))).unwrap();

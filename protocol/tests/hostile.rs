@@ -458,3 +458,37 @@ fn a_peer_with_standing_that_resyncs_ignores_what_fresh_keys_confirm() {
     p.handle(InEvent::Tick, 1_100);
     assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the peers with standing confirm");
 }
+
+#[test]
+fn a_restarted_peer_remembers_who_vouches_and_a_joiner_cannot_tell() {
+    // Issue 13 item 2: a peer that restarts knows no standing, like a
+    // joiner, and counts every head for its sync quorum. With the
+    // contributors its earlier life recorded (the node keeps them in the
+    // run dir), five fresh keys confirming their own round-3 manifest no
+    // longer outvote three peers it knows confirming round 2's. A joiner,
+    // which knows nobody, still follows the majority (the open finding).
+    let run = spec().run_id();
+    let (me, others) = four_peers_me_not_first(run);
+    let state = Hash::of(b"state after round 1");
+    let signer = *others.iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(**s).peer_id())).unwrap();
+    let sybils: Vec<u64> = (100..105).collect();
+    for restarted in [true, false] {
+        let (mut p, _) = peer_with(me, 10);
+        if restarted {
+            p.remember_contributors([me].iter().chain(&others).map(|s| (Keypair::from_seed(*s).peer_id(), 1)));
+        }
+        let (m2, id2) = sealed_manifest(signer, &others, run, 2, state);
+        let (m3, id3) = sealed_manifest(100, &sybils, run, 3, Hash::of(b"made-up state"));
+        for s in &others {
+            p.handle(gossip(*s, run, 3, &hello(Status::Active, 1, vec![AppliedManifest { round: 2, id: id2 }])), 0);
+        }
+        for s in &sybils {
+            p.handle(gossip(*s, run, 4, &hello(Status::Active, 1, vec![AppliedManifest { round: 3, id: id3 }])), 0);
+        }
+        p.handle(raw(signer, m2), 10);
+        p.handle(raw(100, m3), 20);
+        p.handle(InEvent::Tick, 100);
+        let expected = if restarted { Phase::Syncing(2) } else { Phase::Syncing(3) };
+        assert_eq!(p.phase(), expected, "restarted with its record: {restarted}");
+    }
+}

@@ -213,6 +213,41 @@ fn a_healed_even_split_keeps_the_side_with_the_lowest_peer_id() {
     }
 }
 
+#[test]
+fn a_healed_split_whose_smaller_side_took_in_newcomers_heals_onto_the_side_with_more_old_peers() {
+    // Issue 13 item 2: the rules that choose between histories count only
+    // peers that contributed before the histories parted, on both sides.
+    // Side A (2 peers) takes in 3 newcomers while apart from side B (4
+    // peers). A peer cannot tell the other side's newcomers from fresh
+    // keys, so each side counting its own would make both the larger
+    // (A: 5 against B's 4; B: 4 against A's 2) and the split would stay.
+    let mut cfg = SimConfig::new(6, 37);
+    cfg.min_peers = 6;
+    cfg.rounds = 16;
+    let mut sim = Sim::new(cfg);
+    sim.run_while(60_000, |s| s.first_applied.keys().next_back().copied().unwrap_or(0) < 2);
+    let mut a: std::collections::BTreeSet<usize> = [0, 1].into_iter().collect();
+    sim.partition(a.clone());
+    for _ in 0..3 {
+        a.insert(sim.add_node());
+        sim.partition(a.clone());
+    }
+    let heal = sim.now + 10_000;
+    sim.run_until(heal);
+    let newcomers_contributed = (6..9).all(|i| (1..=16).any(|r| sim.contributors(r).contains(&i)));
+    assert!(newcomers_contributed, "the newcomers joined side A and contributed");
+    sim.heal();
+    let healed = sim.first_applied.keys().next_back().copied().unwrap();
+    assert!(sim.first_disagreement_from(3).is_some(), "the split made two histories");
+    sim.run_until(sim.now + 120_000);
+    assert!(sim.all_finished(), "every peer finished");
+    assert_eq!(sim.first_disagreement_from(healed + 2), None, "everyone agrees after the heal");
+    for i in 0..9 {
+        let switched = sim.nodes[i].peer.stats().switched_history > 0;
+        assert_eq!(switched, a.contains(&i), "node {i}: only side A (the fewer old peers) switches");
+    }
+}
+
 /// Rounds (after `from`) until every node that is still running applied an
 /// exclusion of `j`; None if some never did.
 fn excluded_by_all(sim: &Sim, j: usize) -> bool {

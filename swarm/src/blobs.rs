@@ -1,7 +1,7 @@
 //! The in-memory, content-addressed blob store: encoded pseudo-gradients and
 //! state snapshots, kept for a few rounds so late peers can fetch them.
 
-use protocol::{BlobKind, Hash};
+use protocol::{BlobKind, Envelope, Hash, PeerId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +13,14 @@ pub const KEEP_ROUNDS: u64 = 4;
 pub const KEEP_AT_LEAST: Duration = Duration::from_secs(30);
 
 /// Bytes of small, gossiped kinds (manifests, chains) kept in all, per
-/// kind: the oldest go first beyond it. 256 manifests of the largest size
-/// (an envelope is at most 120 KiB); a swarm keeps a handful per round.
+/// kind. 256 manifests of the largest size (an envelope is at most 120
+/// KiB); a swarm keeps a handful per round.
 pub const SMALL_KIND_CAP: usize = 256 * protocol::MAX_ENVELOPE_BYTES;
+/// Blobs of a small kind kept at most, however small they are.
+pub const SMALL_KIND_COUNT: usize = 4096;
+/// Beyond a cap, blobs go until the kind is down to this share of it
+/// (in tenths), so that a flood pays one trim per tenth of the cap.
+const TRIM_TO_TENTHS: usize = 9;
 
 /// A stored blob as the bytes of a network response, without a copy.
 pub struct Shared(pub Arc<Vec<u8>>);
@@ -34,7 +39,14 @@ struct Entry {
     added: Instant,
     kind: BlobKind,
     bytes: Arc<Vec<u8>>,
+    /// Whose it is, for the small kinds' shares: a manifest's signer
+    /// (ours too); `None` for the other kinds.
+    owner: Option<PeerId>,
 }
+
+/// An owner's share of a capped kind: the bytes it holds, and its blobs
+/// that may go (when added, hash, length).
+type Share = (usize, Vec<(Instant, Hash, usize)>);
 
 /// Blobs by BLAKE3 hash.
 #[derive(Debug, Default)]
@@ -43,8 +55,9 @@ pub struct BlobStore {
     /// Where states, inner states and contributions are served too (the
     /// data plane, for models whose state is big): the same bytes, shared.
     plane: Option<crate::dataplane::DataPlane>,
-    /// Bytes held of the capped kinds: manifests, chains.
+    /// Bytes and blobs held of the capped kinds: manifests, chains.
     small: [usize; 2],
+    small_count: [usize; 2],
 }
 
 /// Whether blobs of this kind go through the data plane (of a model that
@@ -56,7 +69,7 @@ pub fn plane_kind(kind: BlobKind) -> bool {
 impl BlobStore {
     /// A store that also serves its big blobs through `plane`.
     pub fn with_plane(plane: Option<crate::dataplane::DataPlane>) -> BlobStore {
-        BlobStore { blobs: BTreeMap::new(), plane, small: [0; 2] }
+        BlobStore { blobs: BTreeMap::new(), plane, small: [0; 2], small_count: [0; 2] }
     }
 
     /// Adds bytes (tagged with the round, for eviction); returns their hash.
@@ -77,38 +90,54 @@ impl BlobStore {
         }
         let len = bytes.len();
         let mut new = false;
+        let owner = if kind == BlobKind::Manifest { Envelope::named_sender(&bytes) } else { None };
         let e = self.blobs.entry(hash).or_insert_with(|| {
             new = true;
-            Entry { round, added, kind, bytes }
+            Entry { round, added, kind, bytes, owner }
         });
         e.round = e.round.max(round);
         e.added = added;
         if new && let Some(i) = small_index(kind) {
             self.small[i] += len;
-            self.trim(kind, hash);
+            self.small_count[i] += 1;
+            if self.small[i] > SMALL_KIND_CAP || self.small_count[i] > SMALL_KIND_COUNT {
+                self.trim(kind, hash);
+            }
         }
     }
 
-    /// Drops the oldest blobs of a capped kind until it is within
-    /// [`SMALL_KIND_CAP`] (never `keep`, just added).
+    /// Brings a capped kind back under [`SMALL_KIND_CAP`] and
+    /// [`SMALL_KIND_COUNT`] (to nine tenths of them), never dropping `keep`
+    /// (just added). Each blob dropped is the oldest of the owner holding
+    /// the most bytes of the kind (the most blobs, when the count is what
+    /// is over): one signer's flood (or a Sybil group's large manifests)
+    /// pushes out its own, not the others' (issue 13 item 3: oldest first
+    /// let one key's flood evict every real manifest).
     fn trim(&mut self, kind: BlobKind, keep: Hash) {
         let Some(i) = small_index(kind) else { return };
-        if self.small[i] <= SMALL_KIND_CAP {
-            return;
-        }
-        let mut oldest: Vec<(Instant, Hash, usize)> = self
-            .blobs
-            .iter()
-            .filter(|(h, e)| e.kind == kind && **h != keep)
-            .map(|(h, e)| (e.added, *h, e.bytes.len()))
-            .collect();
-        oldest.sort_unstable();
-        for (_, h, len) in oldest {
-            if self.small[i] <= SMALL_KIND_CAP {
-                break;
+        let (cap, count) = (SMALL_KIND_CAP / 10 * TRIM_TO_TENTHS, SMALL_KIND_COUNT / 10 * TRIM_TO_TENTHS);
+        let mut by_owner: BTreeMap<Option<PeerId>, Share> = BTreeMap::new();
+        for (h, e) in self.blobs.iter().filter(|(_, e)| e.kind == kind) {
+            let o = by_owner.entry(e.owner).or_default();
+            o.0 += e.bytes.len();
+            if *h != keep {
+                o.1.push((e.added, *h, e.bytes.len()));
             }
+        }
+        for (_, blobs) in by_owner.values_mut() {
+            blobs.sort_unstable_by(|a, b| b.cmp(a)); // oldest last, popped first
+        }
+        while self.small[i] > cap || self.small_count[i] > count {
+            let by_bytes = self.small[i] > cap;
+            let share = |(held, blobs): &Share| if by_bytes { *held } else { blobs.len() };
+            let most = by_owner.iter().filter(|(_, (_, b))| !b.is_empty()).max_by_key(|(_, o)| share(o));
+            let Some(o) = most.map(|(o, _)| *o) else { break };
+            let (held, blobs) = by_owner.get_mut(&o).expect("an owner just found");
+            let Some((_, h, len)) = blobs.pop() else { break };
+            *held -= len;
             self.blobs.remove(&h);
             self.small[i] -= len;
+            self.small_count[i] -= 1;
         }
     }
 
@@ -144,7 +173,7 @@ impl BlobStore {
 
     fn evict(&mut self, round: u64, now: Instant) {
         let min = round.saturating_sub(KEEP_ROUNDS);
-        let (plane, small) = (&self.plane, &mut self.small);
+        let (plane, small, small_count) = (&self.plane, &mut self.small, &mut self.small_count);
         self.blobs.retain(|h, e| {
             let keep = e.round >= min || now.duration_since(e.added) < KEEP_AT_LEAST;
             if !keep {
@@ -153,6 +182,7 @@ impl BlobStore {
                 }
                 if let Some(i) = small_index(e.kind) {
                     small[i] -= e.bytes.len();
+                    small_count[i] -= 1;
                 }
             }
             keep
@@ -184,6 +214,18 @@ fn small_index(kind: BlobKind) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::envelope::HEADER;
+
+    /// Manifest-like bytes of `len` naming `signer` (only the store's
+    /// bookkeeping reads them; the protocol checked the real ones).
+    fn manifest(signer: u32, n: u32, len: usize) -> Vec<u8> {
+        let mut m = vec![0u8; len];
+        m[..4].copy_from_slice(&n.to_le_bytes());
+        for b in m[HEADER - 32..HEADER].chunks_mut(4) {
+            b.copy_from_slice(&signer.to_le_bytes());
+        }
+        m
+    }
 
     #[test]
     fn thousands_of_large_manifests_leave_the_store_bounded() {
@@ -193,18 +235,39 @@ mod tests {
         let mine = s.add(3, BlobKind::State, vec![7; 1 << 20]);
         let mut last = Hash::default();
         for i in 0..5_000u32 {
-            let mut m = vec![0u8; protocol::MAX_ENVELOPE_BYTES];
-            m[..4].copy_from_slice(&i.to_le_bytes());
-            last = s.add(3, BlobKind::Manifest, m);
+            last = s.add(3, BlobKind::Manifest, manifest(1, i, protocol::MAX_ENVELOPE_BYTES));
         }
         let held = s.small_bytes(BlobKind::Manifest);
         eprintln!("5 000 manifests of 120 KiB: {held} bytes held (cap {SMALL_KIND_CAP})");
         assert!(held <= SMALL_KIND_CAP, "{held} bytes of manifests");
-        assert_eq!(s.len(), SMALL_KIND_CAP / protocol::MAX_ENVELOPE_BYTES + 1);
+        assert!(s.len() <= SMALL_KIND_CAP / protocol::MAX_ENVELOPE_BYTES + 1, "{}", s.len());
         assert!(s.get(&last).is_some(), "the newest manifest is kept");
         assert!(s.get(&mine).is_some(), "other kinds are not touched");
+        // Tiny ones are capped by count.
+        for i in 0..10_000u32 {
+            s.add(3, BlobKind::Manifest, manifest(2, i, HEADER + 100));
+        }
+        assert!(s.small_count[0] <= SMALL_KIND_COUNT, "{} manifests", s.small_count[0]);
         s.evict(100, Instant::now() + KEEP_AT_LEAST + Duration::from_secs(1));
         assert_eq!((s.len(), s.small_bytes(BlobKind::Manifest)), (0, 0));
+    }
+
+    #[test]
+    fn a_flood_of_manifests_pushes_out_the_flooders_own_not_the_real_ones() {
+        // Issue 13 item 3: beyond the cap the oldest manifests went first,
+        // so one key (or a Sybil group) sending large manifests evicted the
+        // real ones that a late joiner or a repair needs.
+        for flooders in [1u32, 1_000] {
+            let mut s = BlobStore::default();
+            let real: Vec<Hash> = (0..4u32).map(|p| s.add(3, BlobKind::Manifest, manifest(p, p, 2_048))).collect();
+            for i in 0..5_000u32 {
+                s.add(3, BlobKind::Manifest, manifest(100 + i % flooders, i, protocol::MAX_ENVELOPE_BYTES));
+            }
+            let held = s.small_bytes(BlobKind::Manifest);
+            eprintln!("{flooders} flooding keys: {held} bytes held, the 4 real manifests kept");
+            assert!(held <= SMALL_KIND_CAP);
+            assert!(real.iter().all(|h| s.get(h).is_some()), "{flooders} flooding keys evicted a real manifest");
+        }
     }
 
     #[test]

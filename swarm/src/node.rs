@@ -14,8 +14,9 @@ use crate::worker::{self, Worker, WorkerEvent};
 use libp2p::futures::StreamExt;
 use libp2p::{Swarm, gossipsub, request_response};
 use protocol::{BlobKind, Config, Gossip, InEvent, OutEvent, Peer, RunSpec, Verdict};
+use records::{Bans, Contributors, Signed, hello_counter_base};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 mod ledger;
 mod lies;
 mod plane;
+mod records;
 mod requests;
 mod rounds;
 mod swarm_events;
@@ -107,7 +109,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
     };
     let last_round = cfg.last_round.unwrap_or(cfg.spec.rounds).min(cfg.spec.rounds);
     let (params, codec, language) = (init.params, init.codec.clone(), init.language);
-    let (peer, bans, signed) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
+    let (peer, records) = protocol_peer(&cfg, &key, last_round, init, &mut blobs, &run_dir, &events);
+    let (bans, signed, contributors) = records;
     let settlement = crate::payee::SettlementKey::load_or_create(&cfg.data_dir.join("settlement.key"))?;
     let (ledger, records) = crate::ledger_log::rebuild(&run_dir.join("manifests.log"), &cfg.spec);
     if records > 0 {
@@ -157,6 +160,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         peers: PeerBook { store: peer_store, path: peer_store_path, dirty: true },
         bans,
         signed,
+        contributors,
         adversary: cfg.adversary.map(|kind| Lies::new(kind, key.clone())),
         connections: HashMap::new(),
         resubscribe: swarm_events::Resubscribe::default(),
@@ -177,8 +181,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
 }
 
 /// The protocol state machine of a starting node: the genesis state (and
-/// a restored checkpoint) in the store, the exclusions and the last signed
-/// round this peer's run dir remembers.
+/// a restored checkpoint) in the store, the exclusions, the last signed
+/// round and the contributors this peer's run dir remembers.
 fn protocol_peer(
     cfg: &NodeConfig,
     key: &protocol::Keypair,
@@ -187,7 +191,7 @@ fn protocol_peer(
     blobs: &mut BlobStore,
     run_dir: &std::path::Path,
     events: &mpsc::UnboundedSender<NodeEvent>,
-) -> (Peer, Bans, Signed) {
+) -> (Peer, (Bans, Signed, Contributors)) {
     let genesis = blobs.add(0, BlobKind::State, init.genesis);
     let mut peer = Peer::new(Config::new(cfg.spec.run_id(), genesis, &cfg.spec, last_round), key.clone());
     peer.add_local_blob(genesis);
@@ -204,26 +208,9 @@ fn protocol_peer(
     peer.exclude(bans.peers.iter().copied());
     let signed = Signed::load(run_dir.join("signed"));
     peer.sit_out(signed.round);
-    (peer, bans, signed)
-}
-
-/// Where this life's hello counter starts: the clock in µs, and past the
-/// last life's start by more than one life can count (2^32 hellos), kept in
-/// the run dir (`seq`) — a restarted peer's hellos must be newer than its
-/// last life's, or the others drop them as replays, even if the clock went
-/// back. Saved before any hello goes out (a rising number on disk, as
-/// `signed` is).
-fn hello_counter_base(path: &Path) -> u64 {
-    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    let clock = u64::try_from(micros).unwrap_or(u64::MAX / 4);
-    let mut last = Signed::load(path.to_path_buf());
-    let base = match last.round {
-        0 => clock,
-        l => clock.max(l.saturating_add(1 << 32)),
-    };
-    let base = base.min(u64::MAX / 2);
-    let _ = last.record(base);
-    base
+    let contributors = Contributors::load(run_dir.join("contributors.json"));
+    peer.remember_contributors(contributors.last.iter().map(|(p, r)| (*p, *r)));
+    (peer, (bans, signed, contributors))
 }
 
 /// A blob request on its way: which blob, of whom.
@@ -256,34 +243,6 @@ struct PeerBook {
     dirty: bool,
 }
 
-/// Peers excluded from the run, kept in the run dir (`excluded.json`) so a
-/// restarted node refuses them from the start.
-struct Bans {
-    path: PathBuf,
-    peers: Vec<protocol::PeerId>,
-}
-
-impl Bans {
-    fn load(path: PathBuf) -> Bans {
-        let hex: Vec<String> =
-            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let peers = hex.iter().filter_map(|h| protocol::Hash::from_hex(h).map(|x| protocol::PeerId(x.0))).collect();
-        Bans { path, peers }
-    }
-
-    /// Adds a peer and writes the file (temp file, rename).
-    fn add(&mut self, p: protocol::PeerId) -> std::io::Result<()> {
-        if self.peers.contains(&p) {
-            return Ok(());
-        }
-        self.peers.push(p);
-        let hex: Vec<String> = self.peers.iter().map(|p| p.to_string()).collect();
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&hex).unwrap_or_default())?;
-        std::fs::rename(tmp, &self.path)
-    }
-}
-
 /// A misbehaving node's means: its kind of lie, its key (to sign forged
 /// manifests), the contributions it saw by round (to copy).
 struct Lies {
@@ -294,36 +253,6 @@ struct Lies {
     held: Option<crate::worker::Trained>,
     /// The rounds a forger has forged a manifest for.
     forged: std::collections::BTreeSet<u64>,
-}
-
-/// The last round this peer signed a contribution or manifest for, kept in
-/// the run dir (`signed`) and written before the signature goes out: a
-/// restarted peer never signs a second, different one for that round.
-struct Signed {
-    path: PathBuf,
-    round: u64,
-}
-
-impl Signed {
-    fn load(path: PathBuf) -> Signed {
-        let round = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        Signed { path, round }
-    }
-
-    /// Records `round` (temp file, fsync, rename).
-    fn record(&mut self, round: u64) -> std::io::Result<()> {
-        if round <= self.round {
-            return Ok(());
-        }
-        use std::io::Write;
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(round.to_string().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        self.round = round;
-        Ok(())
-    }
 }
 
 /// What the event loop notes about one round, for its report.
@@ -370,6 +299,8 @@ struct EventLoop {
     bans: Bans,
     /// The last round this peer signed for, persisted.
     signed: Signed,
+    /// Contributors of the rounds applied here, persisted.
+    contributors: Contributors,
     /// How this peer misbehaves, if it does (the attack suite).
     adversary: Option<Lies>,
     /// Open connections by peer, oldest first.

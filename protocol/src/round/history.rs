@@ -24,23 +24,37 @@ pub(super) struct History {
     /// Contributors of the last manifest applied.
     last_contributors: BTreeSet<PeerId>,
     /// Contributors of the manifests of the last [`LONG`] rounds applied
-    /// here, with their last round: those of the last [`STANDING_ROUNDS`]
-    /// have standing, all of them vouch for a history.
-    contributed: BTreeMap<PeerId, u64>,
-    /// The newest round applied here (kept when a sync forgets the rest).
+    /// here, with their first and last round: those of the last
+    /// [`STANDING_ROUNDS`] have standing, all of them vouch for a history.
+    contributed: BTreeMap<PeerId, Span>,
+    /// The round of the last manifest applied.
     newest: u64,
+    /// Contributors an earlier life of this peer recorded (the node keeps
+    /// them in its run dir), with their last round: they vouch too, until
+    /// they fall out of the [`LONG`] window.
+    earlier: BTreeMap<PeerId, u64>,
+}
+
+/// The first and last round a peer contributed to, among those applied
+/// here.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    first: u64,
+    last: u64,
 }
 
 impl History {
     /// Records an applied manifest.
     pub(super) fn record(&mut self, applied: AppliedManifest, contributors: BTreeSet<PeerId>) {
-        self.newest = self.newest.max(applied.round);
+        let round = applied.round;
+        self.newest = round;
         for p in &contributors {
-            let last = self.contributed.entry(*p).or_default();
-            *last = (*last).max(applied.round);
+            let s = self.contributed.entry(*p).or_insert(Span { first: round, last: round });
+            (s.first, s.last) = (s.first.min(round), s.last.max(round));
         }
-        let newest = self.newest;
-        self.contributed.retain(|_, r| r.saturating_add(LONG as u64) > newest);
+        let kept = |r: u64| r.saturating_add(LONG as u64) > round;
+        self.contributed.retain(|_, s| kept(s.last));
+        self.earlier.retain(|_, r| kept(*r));
         self.last_contributors = contributors;
         self.recent.retain(|m| m.round != applied.round);
         self.applied.insert(applied.round, applied.id);
@@ -94,7 +108,7 @@ impl History {
     /// Whether `p` counts in the rules that count heads of a round: it has
     /// standing, or nobody has yet (round 1, a joiner), and everyone counts.
     pub(super) fn counts(&self, p: &PeerId) -> bool {
-        self.contributed.is_empty() || self.contributed.get(p).is_some_and(|r| self.recent_enough(*r))
+        self.contributed.is_empty() || self.contributed.get(p).is_some_and(|s| self.recent_enough(s.last))
     }
 
     /// Whether `p` counts in the rules that choose between histories (the
@@ -104,7 +118,50 @@ impl History {
     /// of the other side of a partition that lasted more than
     /// [`STANDING_ROUNDS`] rounds still count; fresh keys never do.
     pub(super) fn vouches(&self, p: &PeerId) -> bool {
-        self.contributed.is_empty() || self.contributed.contains_key(p)
+        !self.knows_vouchers() || self.contributed.contains_key(p) || self.earlier.contains_key(p)
+    }
+
+    /// Whether this peer knows who vouches: it applied a round, in this
+    /// life or an earlier one.
+    pub(super) fn knows_vouchers(&self) -> bool {
+        !self.contributed.is_empty() || !self.earlier.is_empty()
+    }
+
+    /// Contributors (with their last round) that an earlier life of this
+    /// peer recorded: a restarted peer does not start as blind as a
+    /// joiner. Only the last [`LONG`] rounds of the record are kept.
+    pub(super) fn remember(&mut self, record: impl IntoIterator<Item = (PeerId, u64)>) {
+        for (p, r) in record {
+            let last = self.earlier.entry(p).or_default();
+            *last = (*last).max(r);
+        }
+        let newest = self.earlier.values().copied().max().unwrap_or(0).max(self.newest);
+        self.earlier.retain(|_, r| r.saturating_add(LONG as u64) > newest);
+    }
+
+    /// The round after the last one that any of `them` (peers on another
+    /// history) contributed to here: where that history and ours parted,
+    /// as far as this peer can tell (`u64::MAX` if it cannot).
+    pub(super) fn parted_after(&self, them: &[PeerId]) -> u64 {
+        if !self.knows_vouchers() {
+            return u64::MAX;
+        }
+        let last = |p: &PeerId| self.contributed.get(p).map(|s| s.last).or_else(|| self.earlier.get(p).copied());
+        them.iter().filter_map(last).max().map_or(u64::MAX, |r| r.saturating_add(1))
+    }
+
+    /// Whether `p` counts when two histories that parted at `parted` are
+    /// compared: it contributed here before then (or nobody's standing is
+    /// known). Peers that first contributed after the parting are counted
+    /// by neither side (the other side does not know them, just as we do
+    /// not know its newcomers), so both sides count the same peers and
+    /// reach the same verdict.
+    pub(super) fn before_parting(&self, p: &PeerId, parted: u64) -> bool {
+        if !self.knows_vouchers() {
+            return true;
+        }
+        let first = self.contributed.get(p).map(|s| s.first).or_else(|| self.earlier.get(p).copied());
+        first.is_some_and(|f| f < parted)
     }
 
     fn recent_enough(&self, round: u64) -> bool {
@@ -113,7 +170,7 @@ impl History {
 
     /// The peers with standing.
     pub(super) fn standing(&self) -> impl Iterator<Item = &PeerId> {
-        self.contributed.iter().filter(|(_, r)| self.recent_enough(**r)).map(|(p, _)| p)
+        self.contributed.iter().filter(|(_, s)| self.recent_enough(s.last)).map(|(p, _)| p)
     }
 
     pub(super) fn last_contributors(&self) -> &BTreeSet<PeerId> {

@@ -256,6 +256,15 @@ impl Peer {
         self.sit_out = self.sit_out.max(round);
     }
 
+    /// Contributors of the rounds an earlier life of this peer applied,
+    /// with the last round of each (the node keeps them in its run dir):
+    /// they vouch for a history here from the start, so a restarted peer
+    /// does not sync to whatever a majority of fresh keys confirms (issue
+    /// 13 item 2). Only the last 64 rounds of the record count.
+    pub fn remember_contributors(&mut self, record: impl IntoIterator<Item = (PeerId, u64)>) {
+        self.history.remember(record);
+    }
+
     /// Peers excluded earlier (a persisted ban): their messages and
     /// contributions are refused from the start.
     pub fn exclude(&mut self, peers: impl IntoIterator<Item = PeerId>) {

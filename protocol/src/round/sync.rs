@@ -26,20 +26,27 @@ impl Peer {
     /// healed partition, or a lost manifest). Leave our history and sync to
     /// theirs. Only peers that vouch (contributed to one of the rounds we
     /// applied lately) count: fresh keys listing a made-up manifest must
-    /// not send every peer back to waiting (issue 13 item 2).
+    /// not send every peer back to waiting (issue 13 item 2). And only
+    /// those that contributed before the histories parted, ourselves
+    /// included: the other side cannot know our newcomers, nor we its.
     pub(super) fn on_minority_fork(&mut self) -> bool {
-        let mut votes: BTreeMap<AppliedManifest, usize> = BTreeMap::new();
-        let mut active = 0;
         let counted =
             |p: &PeerId, i: &members::PeerInfo| i.is_active() && !self.withholds(p) && self.history.vouches(p);
-        for (_, i) in self.members.iter().filter(|(p, i)| counted(p, i)) {
-            active += 1;
+        let mut active = Vec::new();
+        let mut voters: BTreeMap<AppliedManifest, Vec<PeerId>> = BTreeMap::new();
+        for (p, i) in self.members.iter().filter(|(p, i)| counted(p, i)) {
+            active.push(*p);
             for m in i.recent.iter().filter(|m| self.history.contradicts(m)) {
-                *votes.entry(*m).or_default() += 1;
+                voters.entry(*m).or_default().push(*p);
             }
         }
-        // We count ourselves among the active peers.
-        if !votes.values().any(|v| quorum::is_majority(*v, active + 1)) {
+        let wins = |them: &Vec<PeerId>| {
+            let parted = self.history.parted_after(them);
+            let before = |p: &PeerId| self.history.before_parting(p, parted);
+            let n = active.iter().filter(|p| before(p)).count() + usize::from(before(&self.me));
+            quorum::is_majority(them.iter().filter(|p| before(p)).count(), n)
+        };
+        if !voters.values().any(wins) {
             return false;
         }
         self.stats.switched_history += 1;
@@ -82,13 +89,20 @@ impl Peer {
         let mut theirs = self.members.supporters(&applied(round, known.id));
         theirs.retain(|p| !self.withholds(p) && self.history.vouches(p));
         // Compare like with like: who applied our manifest of that round, if
-        // we applied one, else who shares our recent history.
+        // we applied one, else who shares our recent history; on both
+        // sides, only peers that contributed before the histories parted
+        // (see `on_minority_fork`).
+        let parted = self.history.parted_after(&theirs);
+        let before = |p: &PeerId| self.history.before_parting(p, parted);
+        theirs.retain(|p| before(p));
         let mut ours = match self.history.recent_of(round) {
             Some(mine) => self.members.supporters(&mine),
             None => self.our_side(),
         };
-        ours.retain(|p| self.history.vouches(p));
-        ours.push(self.me);
+        ours.retain(|p| self.history.vouches(p) && before(p));
+        if before(&self.me) {
+            ours.push(self.me);
+        }
         let switch = quorum::other_side_wins(&theirs, &ours);
         if switch {
             self.stats.switched_history += 1;
@@ -156,16 +170,21 @@ impl Peer {
     /// Without a state, manifests are what matters: keep the `2 * RECENT`
     /// that most active peers confirm (newest first among equals), so
     /// messages for made-up rounds cannot crowd out the one to sync to.
-    fn trim_waiting_rounds(&mut self) {
+    fn trim_waiting_rounds(&mut self, vouched_only: bool) {
         if self.rounds.len() <= 2 * RECENT {
             return;
         }
+        // With `vouched_only`, fresh keys confirm nothing here either: made-up
+        // rounds they list must not crowd out the real one.
+        let counts = |p: &PeerId| !vouched_only || self.history.vouches(p);
         let mut ranked: Vec<(usize, u64)> = self
             .rounds
             .iter()
             .filter(|(_, d)| d.manifests().next().is_some())
             .map(|(r, d)| {
-                let support = d.manifests().map(|k| self.members.supporters(&applied(*r, k.id)).len());
+                let support = d
+                    .manifests()
+                    .map(|k| self.members.supporters(&applied(*r, k.id)).iter().filter(|p| counts(p)).count());
                 (support.max().unwrap_or(0), *r)
             })
             .collect();
@@ -180,11 +199,12 @@ impl Peer {
     }
 
     /// Whether peers that do not vouch are left out of the sync quorum:
-    /// when this peer applied rounds (it knows who contributed) and some
+    /// when this peer applied rounds, in this life or in an earlier one
+    /// (it knows who contributed), and some
     /// active peer vouches. A joiner, or a peer whose peers all left while
     /// it was away, has no better anchor than the head count.
     fn vouched_only(&self) -> bool {
-        self.history.has_standing() && self.members.active_with_departed_ids().any(|(p, _)| self.history.vouches(p))
+        self.history.knows_vouchers() && self.members.active_with_departed_ids().any(|(p, _)| self.history.vouches(p))
     }
 
     /// The newest manifest that enough active peers (and peers that just
@@ -225,8 +245,8 @@ impl Peer {
         }
         // Sync to the newest manifest that a quorum of the active peers
         // confirm having applied (a signed manifest alone is not enough).
-        self.trim_waiting_rounds();
         let vouched_only = self.vouched_only();
+        self.trim_waiting_rounds(vouched_only);
         let active =
             self.members.active_with_departed_ids().filter(|(p, _)| !vouched_only || self.history.vouches(p)).count();
         if active > 0 {

@@ -92,6 +92,9 @@ impl EventLoop {
                 }
             }
         }
+        if let Err(e) = self.contributors.record(round, manifest.entries.iter().map(|e| e.peer)) {
+            self.info(format!("cannot save round {round}'s contributors: {e}"));
+        }
         let me = self.peer.id();
         if aggregator == me {
             self.info(format!("round {round}: I aggregated {} contributions", manifest.entries.len()));
