@@ -360,13 +360,15 @@ fn peers_killed_and_restarted_rejoin_and_the_swarm_agrees() {
     }
     // Each peer's run dir keeps who contributed to the rounds it applied
     // (a restarted peer hands them to its protocol, and so knows whose
-    // word counts when it resyncs): all five peers contributed.
+    // word counts when it resyncs): the five peers contributed (four at
+    // least in the rounds a peer applied).
     for i in 0..5 {
         let runs = dir.path().join(format!("peer-{i}")).join("runs");
         let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
-        let record: BTreeMap<String, u64> =
+        let record: BTreeMap<String, (u64, u64)> =
             serde_json::from_slice(&std::fs::read(run.join("contributors.json")).unwrap()).unwrap();
-        assert_eq!(record.len(), 5, "peer {i}'s record of contributors: {record:?}");
+        assert!(record.len() >= 4, "peer {i}'s record of contributors: {record:?}");
+        assert!(record.values().all(|(first, last)| first <= last), "{record:?}");
     }
     // A checkpoint was damaged before a restart, detected and skipped.
     let v = chaos.damaged.expect("a checkpoint was damaged");

@@ -155,13 +155,6 @@ impl Envelope {
         Ok(Opened { run, round, sender, signature: Signature(sig), payload: &body[HEADER..] })
     }
 
-    /// The signer named in envelope bytes, without checking the signature:
-    /// for bookkeeping of bytes already opened (a store's share per
-    /// signer), never to trust a message.
-    pub fn named_sender(bytes: &[u8]) -> Option<PeerId> {
-        bytes.get(SENDER..SENDER + 32).and_then(|b| b.try_into().ok()).map(PeerId)
-    }
-
     /// Whether envelope bytes carry a hello, without decoding them.
     pub fn is_hello(bytes: &[u8]) -> bool {
         bytes.get(HEADER) == Some(&Message::HELLO_TAG)

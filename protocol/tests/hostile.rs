@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use protocol::round::rank_key;
+use protocol::round::{Span, rank_key};
 use protocol::{
     AppliedManifest, BlobKind, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair, Manifest,
     ManifestEntry, Message, OutEvent, Peer, PeerId, Phase, Status, Verdict,
@@ -475,7 +475,8 @@ fn a_restarted_peer_remembers_who_vouches_and_a_joiner_cannot_tell() {
     for restarted in [true, false] {
         let (mut p, _) = peer_with(me, 10);
         if restarted {
-            p.remember_contributors([me].iter().chain(&others).map(|s| (Keypair::from_seed(*s).peer_id(), 1)));
+            let round_1 = Span { first: 1, last: 1 };
+            p.remember_contributors([me].iter().chain(&others).map(|s| (Keypair::from_seed(*s).peer_id(), round_1)));
         }
         let (m2, id2) = sealed_manifest(signer, &others, run, 2, state);
         let (m3, id3) = sealed_manifest(100, &sybils, run, 3, Hash::of(b"made-up state"));

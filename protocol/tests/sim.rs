@@ -221,6 +221,8 @@ fn a_healed_split_whose_smaller_side_took_in_newcomers_heals_onto_the_side_with_
     // peers). A peer cannot tell the other side's newcomers from fresh
     // keys, so each side counting its own would make both the larger
     // (A: 5 against B's 4; B: 4 against A's 2) and the split would stay.
+    // Both count the peers from before the parting: A's 2 switch to B, and
+    // A's newcomers, who knew only A's peers, follow them.
     let mut cfg = SimConfig::new(6, 37);
     cfg.min_peers = 6;
     cfg.rounds = 16;
@@ -228,6 +230,11 @@ fn a_healed_split_whose_smaller_side_took_in_newcomers_heals_onto_the_side_with_
     sim.run_while(60_000, |s| s.first_applied.keys().next_back().copied().unwrap_or(0) < 2);
     let mut a: std::collections::BTreeSet<usize> = [0, 1].into_iter().collect();
     sim.partition(a.clone());
+    // Side A applies rounds alone first: the newcomers sync to a manifest
+    // of A's alone, and never see B's peers contribute (they follow their
+    // seniors, A's old peers, when those switch).
+    let apart = sim.now + 3_000;
+    sim.run_until(apart);
     for _ in 0..3 {
         a.insert(sim.add_node());
         sim.partition(a.clone());

@@ -40,7 +40,8 @@ struct Entry {
     kind: BlobKind,
     bytes: Arc<Vec<u8>>,
     /// Whose it is, for the small kinds' shares: a manifest's signer
-    /// (ours too); `None` for the other kinds.
+    /// (ours too); `None` for the other kinds and for bytes that do not
+    /// verify.
     owner: Option<PeerId>,
 }
 
@@ -90,7 +91,10 @@ impl BlobStore {
         }
         let len = bytes.len();
         let mut new = false;
-        let owner = if kind == BlobKind::Manifest { Envelope::named_sender(&bytes) } else { None };
+        // The signer of a manifest whose envelope verifies (a fetched one is
+        // stored whatever the protocol made of it, and must not name
+        // someone else to have that peer's manifests evicted first).
+        let owner = if kind == BlobKind::Manifest { Envelope::open(&bytes).ok().map(|o| o.sender) } else { None };
         let e = self.blobs.entry(hash).or_insert_with(|| {
             new = true;
             Entry { round, added, kind, bytes, owner }
@@ -214,17 +218,15 @@ fn small_index(kind: BlobKind) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::envelope::HEADER;
+    use protocol::{AppliedManifest, Keypair, Message, Status};
 
-    /// Manifest-like bytes of `len` naming `signer` (only the store's
-    /// bookkeeping reads them; the protocol checked the real ones).
+    /// A signed envelope of `signer` of about `len` bytes, distinct for
+    /// each `n` (the store reads only its signer; any message will do).
     fn manifest(signer: u32, n: u32, len: usize) -> Vec<u8> {
-        let mut m = vec![0u8; len];
-        m[..4].copy_from_slice(&n.to_le_bytes());
-        for b in m[HEADER - 32..HEADER].chunks_mut(4) {
-            b.copy_from_slice(&signer.to_le_bytes());
-        }
-        m
+        let entries = len.saturating_sub(200) / 35;
+        let recent = (0..entries as u64).map(|r| AppliedManifest { round: r, id: Hash::of(&n.to_le_bytes()) });
+        let msg = Message::Hello { status: Status::Active, seq: u64::from(n), recent: recent.collect() };
+        Envelope::seal(&Keypair::from_seed(u64::from(signer)), Hash::default(), 1, &msg).unwrap()
     }
 
     #[test]
@@ -238,14 +240,15 @@ mod tests {
             last = s.add(3, BlobKind::Manifest, manifest(1, i, protocol::MAX_ENVELOPE_BYTES));
         }
         let held = s.small_bytes(BlobKind::Manifest);
-        eprintln!("5 000 manifests of 120 KiB: {held} bytes held (cap {SMALL_KIND_CAP})");
+        eprintln!("5 000 manifests of up to 120 KiB: {held} bytes held (cap {SMALL_KIND_CAP})");
         assert!(held <= SMALL_KIND_CAP, "{held} bytes of manifests");
-        assert!(s.len() <= SMALL_KIND_CAP / protocol::MAX_ENVELOPE_BYTES + 1, "{}", s.len());
+        let size = manifest(1, 0, protocol::MAX_ENVELOPE_BYTES).len();
+        assert!(s.len() <= SMALL_KIND_CAP / size + 2, "{} blobs of {size} bytes", s.len());
         assert!(s.get(&last).is_some(), "the newest manifest is kept");
         assert!(s.get(&mine).is_some(), "other kinds are not touched");
         // Tiny ones are capped by count.
         for i in 0..10_000u32 {
-            s.add(3, BlobKind::Manifest, manifest(2, i, HEADER + 100));
+            s.add(3, BlobKind::Manifest, manifest(2, i, 300));
         }
         assert!(s.small_count[0] <= SMALL_KIND_COUNT, "{} manifests", s.small_count[0]);
         s.evict(100, Instant::now() + KEEP_AT_LEAST + Duration::from_secs(1));

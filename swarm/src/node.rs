@@ -209,7 +209,7 @@ fn protocol_peer(
     let signed = Signed::load(run_dir.join("signed"));
     peer.sit_out(signed.round);
     let contributors = Contributors::load(run_dir.join("contributors.json"));
-    peer.remember_contributors(contributors.last.iter().map(|(p, r)| (*p, *r)));
+    peer.remember_contributors(contributors.spans.iter().map(|(p, s)| (*p, *s)));
     (peer, (bans, signed, contributors))
 }
 

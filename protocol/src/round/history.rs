@@ -30,17 +30,17 @@ pub(super) struct History {
     /// The round of the last manifest applied.
     newest: u64,
     /// Contributors an earlier life of this peer recorded (the node keeps
-    /// them in its run dir), with their last round: they vouch too, until
-    /// they fall out of the [`LONG`] window.
-    earlier: BTreeMap<PeerId, u64>,
+    /// them in its run dir), with their first and last round: they vouch
+    /// too, until they fall out of the [`LONG`] window.
+    earlier: BTreeMap<PeerId, Span>,
 }
 
 /// The first and last round a peer contributed to, among those applied
 /// here.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    first: u64,
-    last: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub last: u64,
 }
 
 impl History {
@@ -54,7 +54,7 @@ impl History {
         }
         let kept = |r: u64| r.saturating_add(LONG as u64) > round;
         self.contributed.retain(|_, s| kept(s.last));
-        self.earlier.retain(|_, r| kept(*r));
+        self.earlier.retain(|_, s| kept(s.last));
         self.last_contributors = contributors;
         self.recent.retain(|m| m.round != applied.round);
         self.applied.insert(applied.round, applied.id);
@@ -127,16 +127,28 @@ impl History {
         !self.contributed.is_empty() || !self.earlier.is_empty()
     }
 
-    /// Contributors (with their last round) that an earlier life of this
-    /// peer recorded: a restarted peer does not start as blind as a
-    /// joiner. Only the last [`LONG`] rounds of the record are kept.
-    pub(super) fn remember(&mut self, record: impl IntoIterator<Item = (PeerId, u64)>) {
+    /// Contributors (with their first and last round) that an earlier
+    /// life of this peer recorded: a restarted peer does not start as blind
+    /// as a joiner. Only the last [`LONG`] rounds of the record are kept.
+    pub(super) fn remember(&mut self, record: impl IntoIterator<Item = (PeerId, Span)>) {
         for (p, r) in record {
-            let last = self.earlier.entry(p).or_default();
-            *last = (*last).max(r);
+            let s = self.earlier.entry(p).or_insert(r);
+            (s.first, s.last) = (s.first.min(r.first), s.last.max(r.last));
         }
-        let newest = self.earlier.values().copied().max().unwrap_or(0).max(self.newest);
-        self.earlier.retain(|_, r| r.saturating_add(LONG as u64) > newest);
+        let newest = self.earlier.values().map(|s| s.last).max().unwrap_or(0).max(self.newest);
+        self.earlier.retain(|_, s| s.last.saturating_add(LONG as u64) > newest);
+    }
+
+    /// The first round `p` contributed to here, in this life or an
+    /// earlier one (which came first).
+    pub(super) fn first_of(&self, p: &PeerId) -> Option<u64> {
+        let (now, before) = (self.contributed.get(p), self.earlier.get(p));
+        now.into_iter().chain(before).map(|s| s.first).min()
+    }
+
+    fn last_of(&self, p: &PeerId) -> Option<u64> {
+        let (now, before) = (self.contributed.get(p), self.earlier.get(p));
+        now.into_iter().chain(before).map(|s| s.last).max()
     }
 
     /// The round after the last one that any of `them` (peers on another
@@ -146,8 +158,7 @@ impl History {
         if !self.knows_vouchers() {
             return u64::MAX;
         }
-        let last = |p: &PeerId| self.contributed.get(p).map(|s| s.last).or_else(|| self.earlier.get(p).copied());
-        them.iter().filter_map(last).max().map_or(u64::MAX, |r| r.saturating_add(1))
+        them.iter().filter_map(|p| self.last_of(p)).max().map_or(u64::MAX, |r| r.saturating_add(1))
     }
 
     /// Whether `p` counts when two histories that parted at `parted` are
@@ -160,8 +171,7 @@ impl History {
         if !self.knows_vouchers() {
             return true;
         }
-        let first = self.contributed.get(p).map(|s| s.first).or_else(|| self.earlier.get(p).copied());
-        first.is_some_and(|f| f < parted)
+        self.first_of(p).is_some_and(|f| f < parted)
     }
 
     fn recent_enough(&self, round: u64) -> bool {

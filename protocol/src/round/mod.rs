@@ -39,7 +39,7 @@ mod types;
 
 pub use crate::message::{Manifest, ManifestEntry};
 pub use deadline::Deadline;
-pub use history::RECENT;
+pub use history::{RECENT, Span};
 pub use types::*;
 
 use crate::envelope::{DropReason, Envelope};
@@ -257,11 +257,11 @@ impl Peer {
     }
 
     /// Contributors of the rounds an earlier life of this peer applied,
-    /// with the last round of each (the node keeps them in its run dir):
+    /// with the first and last round of each (the node keeps them in its run dir):
     /// they vouch for a history here from the start, so a restarted peer
     /// does not sync to whatever a majority of fresh keys confirms (issue
     /// 13 item 2). Only the last 64 rounds of the record count.
-    pub fn remember_contributors(&mut self, record: impl IntoIterator<Item = (PeerId, u64)>) {
+    pub fn remember_contributors(&mut self, record: impl IntoIterator<Item = (PeerId, Span)>) {
         self.history.remember(record);
     }
 

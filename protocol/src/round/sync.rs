@@ -40,13 +40,26 @@ impl Peer {
                 voters.entry(*m).or_default().push(*p);
             }
         }
-        let wins = |them: &Vec<PeerId>| {
-            let parted = self.history.parted_after(them);
+        // A newcomer that joined our history after it parted from theirs
+        // never saw their peers contribute: when every active peer that
+        // contributed here before it did (its seniors, who knew both sides)
+        // went over to the other history, it follows them.
+        let mine = self.history.first_of(&self.me);
+        let seniors: Vec<PeerId> = active
+            .iter()
+            .filter(|p| mine.is_some_and(|m| self.history.first_of(p).is_some_and(|f| f < m)))
+            .copied()
+            .collect();
+        let wins = |(m, them): (&AppliedManifest, &Vec<PeerId>)| {
+            // They parted at the contested round at the latest, whatever a
+            // peer that worked on both sides contributed here.
+            let parted = self.history.parted_after(them).min(m.round);
             let before = |p: &PeerId| self.history.before_parting(p, parted);
             let n = active.iter().filter(|p| before(p)).count() + usize::from(before(&self.me));
             quorum::is_majority(them.iter().filter(|p| before(p)).count(), n)
+                || (!seniors.is_empty() && seniors.iter().all(|s| them.contains(s)))
         };
-        if !voters.values().any(wins) {
+        if !voters.iter().any(wins) {
             return false;
         }
         self.stats.switched_history += 1;
@@ -92,7 +105,7 @@ impl Peer {
         // we applied one, else who shares our recent history; on both
         // sides, only peers that contributed before the histories parted
         // (see `on_minority_fork`).
-        let parted = self.history.parted_after(&theirs);
+        let parted = self.history.parted_after(&theirs).min(round);
         let before = |p: &PeerId| self.history.before_parting(p, parted);
         theirs.retain(|p| before(p));
         let mut ours = match self.history.recent_of(round) {

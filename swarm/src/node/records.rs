@@ -3,6 +3,7 @@
 //! contributors of the rounds it applied.
 
 use protocol::PeerId;
+use protocol::round::Span;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -87,34 +88,42 @@ pub(super) fn hello_counter_base(path: &Path) -> u64 {
 /// vouch for a history.
 const CONTRIBUTORS_ROUNDS: u64 = 64;
 
-/// Contributors of the rounds this peer applied, with the last round of
-/// each, kept in the run dir (`contributors.json`): a restarted peer hands
-/// them to the protocol, which then knows whose word counts when it
-/// resyncs (issue 13 item 2), instead of counting every head as a joiner
+/// Contributors of the rounds this peer applied, with the first and last
+/// round of each, kept in the run dir (`contributors.json`, `{"<peer id
+/// hex>": [first, last]}`): a restarted peer hands them to the protocol,
+/// which then knows whose word counts when it resyncs or compares
+/// histories (issue 13 item 2), instead of counting every head as a joiner
 /// does.
 pub(super) struct Contributors {
     path: PathBuf,
-    pub(super) last: BTreeMap<PeerId, u64>,
+    pub(super) spans: BTreeMap<PeerId, Span>,
 }
 
 impl Contributors {
     pub(super) fn load(path: PathBuf) -> Contributors {
-        let hex: BTreeMap<String, u64> =
+        let hex: BTreeMap<String, (u64, u64)> =
             std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let last = hex.iter().filter_map(|(h, r)| protocol::Hash::from_hex(h).map(|x| (PeerId(x.0), *r))).collect();
-        Contributors { path, last }
+        let spans = hex
+            .iter()
+            .filter(|(_, (first, last))| first <= last)
+            .filter_map(|(h, (first, last))| {
+                protocol::Hash::from_hex(h).map(|x| (PeerId(x.0), Span { first: *first, last: *last }))
+            })
+            .collect();
+        Contributors { path, spans }
     }
 
     /// Records the contributors of `round` and writes the file (temp
     /// file, rename), keeping the last [`CONTRIBUTORS_ROUNDS`] rounds.
     pub(super) fn record(&mut self, round: u64, peers: impl IntoIterator<Item = PeerId>) -> std::io::Result<()> {
         for p in peers {
-            let r = self.last.entry(p).or_default();
-            *r = (*r).max(round);
+            let s = self.spans.entry(p).or_insert(Span { first: round, last: round });
+            (s.first, s.last) = (s.first.min(round), s.last.max(round));
         }
-        let newest = self.last.values().copied().max().unwrap_or(0);
-        self.last.retain(|_, r| r.saturating_add(CONTRIBUTORS_ROUNDS) > newest);
-        let hex: BTreeMap<String, u64> = self.last.iter().map(|(p, r)| (p.to_string(), *r)).collect();
+        let newest = self.spans.values().map(|s| s.last).max().unwrap_or(0);
+        self.spans.retain(|_, s| s.last.saturating_add(CONTRIBUTORS_ROUNDS) > newest);
+        let hex: BTreeMap<String, (u64, u64)> =
+            self.spans.iter().map(|(p, s)| (p.to_string(), (s.first, s.last))).collect();
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&hex).unwrap_or_default())?;
         std::fs::rename(tmp, &self.path)
