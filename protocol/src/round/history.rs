@@ -146,7 +146,9 @@ impl History {
         now.into_iter().chain(before).map(|s| s.first).min()
     }
 
-    fn last_of(&self, p: &PeerId) -> Option<u64> {
+    /// The last round `p` contributed to here, in this life or an earlier
+    /// one.
+    pub(super) fn last_of(&self, p: &PeerId) -> Option<u64> {
         let (now, before) = (self.contributed.get(p), self.earlier.get(p));
         now.into_iter().chain(before).map(|s| s.last).max()
     }

@@ -43,7 +43,9 @@ impl Peer {
         // A newcomer that joined our history after it parted from theirs
         // never saw their peers contribute: when every active peer that
         // contributed here before it did (its seniors, who knew both sides)
-        // went over to the other history, it follows them.
+        // and was still on our side at the contested round went over to the
+        // other history, it follows them. (Seniors that were on the other
+        // side all along tell nothing: the majority rule counts them.)
         let mine = self.history.first_of(&self.me);
         let seniors: Vec<PeerId> = active
             .iter()
@@ -56,8 +58,11 @@ impl Peer {
             let parted = self.history.parted_after(them).min(m.round);
             let before = |p: &PeerId| self.history.before_parting(p, parted);
             let n = active.iter().filter(|p| before(p)).count() + usize::from(before(&self.me));
-            quorum::is_majority(them.iter().filter(|p| before(p)).count(), n)
-                || (!seniors.is_empty() && seniors.iter().all(|s| them.contains(s)))
+            quorum::is_majority(them.iter().filter(|p| before(p)).count(), n) || {
+                let ours_then: Vec<&PeerId> =
+                    seniors.iter().filter(|s| self.history.last_of(s).is_some_and(|l| l >= m.round)).collect();
+                !ours_then.is_empty() && ours_then.iter().all(|s| them.contains(s))
+            }
         };
         if !voters.iter().any(wins) {
             return false;
