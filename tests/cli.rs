@@ -18,6 +18,16 @@ fn unknown_model_lists_the_models() {
 }
 
 #[test]
+fn a_trusted_peer_that_is_no_peer_id_is_named() {
+    let (ok, _, err) = run_swarm(
+        &["join", "digits-mlp", "--trust", "12D3KooWnotanid", "--data-dir", "/nonexistent-swarm-test"],
+        Duration::from_secs(30),
+    );
+    assert!(!ok);
+    assert!(err.contains("--trust 12D3KooWnotanid: not a peer id"), "{err}");
+}
+
+#[test]
 fn malformed_spec_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, spec, _) = run_swarm(&["spec", "digits-mlp"], Duration::from_secs(30));

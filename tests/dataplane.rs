@@ -9,8 +9,9 @@
 //!    the state through the data plane and ends on the swarm's state.
 //! 3. A swarm run with the data plane on for a small model
 //!    (`--data-plane-min-bytes 0`): a peer serving corrupted bytes is caught
-//!    on the data plane by the honest peers, a late joiner syncs the state
-//!    through it, and everyone ends on the same state.
+//!    on the data plane by the honest peers, a late joiner (that trusts
+//!    one honest peer by name, `--trust`) syncs the state through it, and
+//!    everyone ends on the same state.
 
 mod common;
 
@@ -104,6 +105,11 @@ fn a_swarm_on_the_data_plane_catches_a_peer_serving_wrong_bytes_and_a_late_joine
     let boot = start_bootstrap(&mut procs, dir.path());
     let spec = spec_file(dir.path());
     let base = ["--spec", spec.as_str(), "--bootstrap", boot.as_str(), "--data-plane-min-bytes", "0"];
+    // Peer 0's key is fixed too: the joiner names it with --trust.
+    std::fs::create_dir_all(dir.path().join("peer-0")).unwrap();
+    std::fs::write(dir.path().join("peer-0/key"), secret("data-plane-peer-0")).unwrap();
+    let trusted =
+        swarm::identity::to_libp2p(&protocol::Keypair::from_secret(secret("data-plane-peer-0"))).public().to_peer_id();
     let honest: Vec<Peer> = (0..2).map(|i| start_peer(&mut procs, dir.path(), &format!("peer-{i}"), &base)).collect();
     // The liar's key is fixed, so its libp2p id is known.
     std::fs::create_dir_all(dir.path().join("liar")).unwrap();
@@ -122,7 +128,12 @@ fn a_swarm_on_the_data_plane_catches_a_peer_serving_wrong_bytes_and_a_late_joine
             lines.push(line);
         }
     }
-    let joiner = start_peer(&mut procs, dir.path(), "joiner", &base);
+    // The joiner trusts peer 0 alone: it syncs to what peer 0 confirms,
+    // whatever the others say.
+    let trusted = trusted.to_string();
+    let mut joining = base.to_vec();
+    joining.extend(["--trust", trusted.as_str()]);
+    let joiner = start_peer(&mut procs, dir.path(), "joiner", &joining);
     first.extend(collect(&honest[0], Duration::from_secs(180)));
     second.extend(collect(&honest[1], Duration::from_secs(180)));
     let outs = [reports(&first), reports(&second)];
@@ -152,6 +163,8 @@ fn a_swarm_on_the_data_plane_catches_a_peer_serving_wrong_bytes_and_a_late_joine
     for line in logs[2].lines().filter(|l| l.contains("do not verify")) {
         assert!(line.contains(&liar_id.to_string()), "the joiner dropped only the liar: {line}");
     }
+    assert!(logs[2].contains("trusting 1 named peer for the run's history"), "{}", logs[2]);
+    assert!(logs[0].contains(&format!("peer id {trusted}")), "peer 0 prints the id to trust:\n{}", logs[0]);
     assert!(logs[2].contains("synced to the state of round"), "the joiner synced:\n{}", logs[2]);
     assert!(
         logs[2].contains("fetched over the data plane"),

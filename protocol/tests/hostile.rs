@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use protocol::round::{Span, rank_key};
 use protocol::{
-    AppliedManifest, BlobKind, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair, Manifest,
+    AppliedManifest, BlobKind, Config, DropReason, Envelope, FetchFailure, Gossip, Hash, InEvent, Keypair, Manifest,
     ManifestEntry, Message, OutEvent, Peer, PeerId, Phase, Status, Verdict,
 };
 
@@ -492,4 +492,139 @@ fn a_restarted_peer_remembers_who_vouches_and_a_joiner_cannot_tell() {
         let expected = if restarted { Phase::Syncing(2) } else { Phase::Syncing(3) };
         assert_eq!(p.phase(), expected, "restarted with its record: {restarted}");
     }
+}
+
+#[test]
+fn a_joiner_that_trusts_a_named_peer_syncs_to_what_it_confirms_and_waits_for_it() {
+    // Issue 13 item 2, the joiner's trust anchor (`swarm join --trust`): a
+    // joiner knows nobody's standing and follows the head count, so five
+    // fresh keys confirming their own round-3 manifest hand it their state
+    // (the test above). Told to trust one peer of the run, it waits while
+    // only the fresh keys are around, then syncs to the round 2 that the
+    // trusted peer confirms, outvoted five to three as it is.
+    let run = spec().run_id();
+    let (me, others) = four_peers_me_not_first(run);
+    let state = Hash::of(b"state after round 1");
+    let signer = *others.iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(**s).peer_id())).unwrap();
+    let sybils: Vec<u64> = (100..105).collect();
+    for trusting in [true, false] {
+        let (mut p, _) = peer_with(me, 10);
+        if trusting {
+            p.trust([Keypair::from_seed(signer).peer_id()]);
+        }
+        let (m2, id2) = sealed_manifest(signer, &others, run, 2, state);
+        let (m3, id3) = sealed_manifest(100, &sybils, run, 3, Hash::of(b"made-up state"));
+        for s in &sybils {
+            p.handle(gossip(*s, run, 4, &hello(Status::Active, 1, vec![AppliedManifest { round: 3, id: id3 }])), 0);
+        }
+        p.handle(raw(100, m3), 20);
+        p.handle(InEvent::Tick, 100);
+        let alone = if trusting { Phase::Waiting } else { Phase::Syncing(3) };
+        assert_eq!(p.phase(), alone, "only fresh keys around; trusting a peer: {trusting}");
+        if !trusting {
+            continue;
+        }
+        for s in &others {
+            p.handle(gossip(*s, run, 3, &hello(Status::Active, 1, vec![AppliedManifest { round: 2, id: id2 }])), 200);
+        }
+        p.handle(raw(signer, m2), 210);
+        p.handle(InEvent::Tick, 300);
+        assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the trusted peer confirms");
+    }
+}
+
+#[test]
+fn a_joiner_that_trusts_a_named_peer_hears_it_past_the_member_cap_and_asks_fresh_keys_ids_of_them_alone() {
+    // Before anyone's standing is known, every lister counts: an id a fresh
+    // key lists is asked again of every active peer, and 2 048 fresh keys
+    // fill the member table (the two open findings of a joiner). A peer the
+    // user named is heard past the cap, and only its listings are vouched.
+    const MAX_MEMBERS: u64 = 2048;
+    let trusted = Keypair::from_seed(2).peer_id();
+    for trusting in [true, false] {
+        let (mut p, run) = peer();
+        if trusting {
+            p.trust([trusted]);
+        }
+        let fake = Hash::of(b"made up, round 9");
+        let real = Hash::of(b"listed by the trusted peer");
+        let mut out = p.handle(gossip(1_000, run, 9, &hello(Status::Active, 1, vec![applied(9, fake)])), 0);
+        out.extend(p.handle(gossip(2, run, 4, &hello(Status::Active, 1, vec![applied(3, real)])), 0));
+        out.extend(p.handle(gossip(3, run, 4, &hello(Status::Active, 1, vec![])), 0));
+        out.extend(p.handle(InEvent::Tick, 1));
+        assert_eq!(requests_for(&out, fake), vec![Keypair::from_seed(1_000).peer_id()]);
+        assert_eq!(requests_for(&out, real), vec![trusted]);
+        let from = Keypair::from_seed(1_000).peer_id();
+        let mut out = p.handle(InEvent::RequestFailed { hash: fake, from, why: FetchFailure::NotFound }, 10);
+        out.extend(p.handle(InEvent::Tick, 400));
+        let again = requests_for(&out, fake);
+        assert_eq!(
+            again.is_empty(),
+            trusting,
+            "a fresh key's id asked again of others ({again:?}), trusting {trusting}"
+        );
+        // The member table fills with fresh keys; the trusted peer, quiet
+        // past the TTL (5 s), is heard again, a new fresh key is not.
+        p.handle(InEvent::Tick, 5_990);
+        for s in 2_000..2_000 + MAX_MEMBERS {
+            p.handle(gossip(s, run, 2, &hello(Status::Active, 1, vec![])), 6_000);
+        }
+        let crowded = vec![Verdict::Ignore(Some(DropReason::Crowded))];
+        let out = p.handle(gossip(99_999, run, 2, &hello(Status::Active, 1, vec![])), 6_010);
+        assert_eq!(verdicts(&out), crowded);
+        let out = p.handle(gossip(2, run, 4, &hello(Status::Active, 2, vec![])), 6_020);
+        let heard = if trusting { vec![Verdict::Accept] } else { crowded };
+        assert_eq!(verdicts(&out), heard, "trusting {trusting}");
+    }
+}
+
+#[test]
+fn fresh_keys_saying_the_run_is_over_do_not_end_the_wait_of_a_peer_that_trusts_named_peers() {
+    // Issue 13 item 1: a waiting peer leaves when at least as many peers
+    // left after the run's last round as wait with it, so three fresh keys
+    // end the wait of three peers. A peer that trusts named peers takes the
+    // run's end only from peers that vouch, and waits on (for 10 peers: the
+    // run's `min_peers`, so that it does not start round 1 meanwhile).
+    let mut spec = spec();
+    spec.min_peers = 10;
+    let run = spec.run_id();
+    for trusting in [false, true] {
+        let mut p = Peer::new(Config::new(run, Hash::of(b"genesis"), &spec, 10), Keypair::from_seed(1));
+        if trusting {
+            p.trust([Keypair::from_seed(2).peer_id()]);
+        }
+        for s in [2, 3] {
+            p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0);
+        }
+        let last = vec![applied(10, Hash::of(b"the end?"))];
+        let mut out = Vec::new();
+        for s in [7, 8, 9] {
+            out.extend(p.handle(gossip(s, run, 10, &hello(Status::Active, 1, last.clone())), 10));
+            out.extend(p.handle(gossip(s, run, 10, &Message::Leave { seq: 2, recent: last.clone() }), 20));
+        }
+        // Nobody serves the made-up final manifest: every request fails.
+        let (mut t, mut left) = (700, out.iter().any(|o| matches!(o, OutEvent::Finished)));
+        while !left && p.phase() == Phase::Waiting && t < 60_000 {
+            let mut queue = std::mem::take(&mut out);
+            queue.extend(p.handle(InEvent::Tick, t));
+            while let Some(o) = queue.pop() {
+                match o {
+                    OutEvent::Request { hash, from, .. } => {
+                        queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable }, t))
+                    }
+                    OutEvent::Finished => left = true,
+                    _ => {}
+                }
+            }
+            t += 300;
+        }
+        assert_eq!(left, !trusting, "left at {t} ms, trusting {trusting}: {:?}", p.phase());
+        if trusting {
+            assert_eq!(p.phase(), Phase::Waiting);
+        }
+    }
+}
+
+fn applied(round: u64, id: Hash) -> AppliedManifest {
+    AppliedManifest { round, id }
 }

@@ -140,6 +140,11 @@ impl BlobStore {
             let Some((_, h, len)) = blobs.pop() else { break };
             *held -= len;
             self.blobs.remove(&h);
+            // A manifest also asked for as a contribution is served on the
+            // data plane too (the first kind stays the store's).
+            if let Some(p) = &self.plane {
+                p.forget(&h.0);
+            }
             self.small[i] -= len;
             self.small_count[i] -= 1;
         }
@@ -271,6 +276,27 @@ mod tests {
             assert!(held <= SMALL_KIND_CAP);
             assert!(real.iter().all(|h| s.get(h).is_some()), "{flooders} flooding keys evicted a real manifest");
         }
+    }
+
+    #[tokio::test]
+    async fn a_manifest_also_fetched_as_a_contribution_leaves_the_data_plane_when_trimmed() {
+        // A liar can list a manifest's hash as a contribution: the bytes come
+        // back under that kind too, and the data plane serves them (the store
+        // keeps the first kind, Manifest). The trim of manifests dropped the
+        // bytes from the store but not from the data plane, where each such
+        // id stayed (up to an envelope, 120 KiB).
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let plane = crate::dataplane::DataPlane::bind([9; 32], ip, false).await.unwrap();
+        let mut s = BlobStore::with_plane(Some(plane.clone()));
+        let first = manifest(100, 0, protocol::MAX_ENVELOPE_BYTES);
+        let h = s.add(3, BlobKind::Manifest, first.clone());
+        s.insert_verified(3, h, BlobKind::Contribution, Arc::new(first));
+        assert!(plane.holds(&h.0), "served on the data plane as a contribution");
+        for i in 1..1_000u32 {
+            s.add(3, BlobKind::Manifest, manifest(100, i, protocol::MAX_ENVELOPE_BYTES));
+        }
+        assert!(s.get(&h).is_none(), "the flooder's oldest manifest was trimmed");
+        assert!(!plane.holds(&h.0), "and is no longer served on the data plane");
     }
 
     #[test]

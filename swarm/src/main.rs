@@ -176,6 +176,28 @@ pub(crate) struct JoinArgs {
     /// spec, see `swarm spec tasks-gpt`).
     #[arg(long)]
     rl: bool,
+    /// Trust this peer for the run's history (its id, 12D3KooW..., from
+    /// the `peer id` line it prints or its bootstrap address; repeatable or
+    /// comma-separated): a joiner then syncs only to manifests that trusted
+    /// peers confirm (and, once it trained, peers it saw contribute),
+    /// where otherwise it follows the majority of the peers it hears, fresh
+    /// keys included.
+    #[arg(long, value_name = "PEER_ID")]
+    trust: Vec<String>,
+}
+
+/// The peer ids of `--trust`.
+fn trusted_peers(ids: &[String]) -> Result<Vec<protocol::PeerId>> {
+    ids.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let id: libp2p::PeerId =
+                s.parse().with_context(|| format!("--trust {s}: not a peer id (the 12D3KooW... a peer prints)"))?;
+            swarm::identity::protocol_peer(&id).with_context(|| format!("--trust {s}: not an ed25519 peer id"))
+        })
+        .collect()
 }
 
 fn default_spec(model: &str) -> Result<RunSpec> {
@@ -334,7 +356,11 @@ async fn join(args: JoinArgs) -> Result<()> {
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .is_some_and(|text| text.lines().any(|l| l.trim_start().starts_with("[rl]")));
+    let trust = trusted_peers(&args.trust)?;
     if args.rl || rl_spec_file || args.model.as_deref().is_some_and(trainer::rl::rl_only) {
+        if !trust.is_empty() {
+            bail!("--trust is for DiLoCo runs: RL peers keep their own policies and share no history to sync to");
+        }
         return rl_cli::join(args).await;
     }
     let spec = resolve_spec(&args).await?;
@@ -349,6 +375,7 @@ async fn join(args: JoinArgs) -> Result<()> {
         adversary: args.adversary,
         device: args.device,
         data_plane_min: args.data_plane_min_bytes,
+        trust,
     };
     let (node, mut events, task) = swarm::node::start(cfg).await?;
     let stopper = node.clone();

@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// states, inner states and contributions over the data plane
     /// (iroh-blobs); smaller ones over libp2p only.
     pub data_plane_min: usize,
+    /// Peers the user trusts for the run's history (`--trust`): the
+    /// joiner's sync quorum counts only them (and, once this peer applied
+    /// rounds, the peers it saw contribute), not heads.
+    pub trust: Vec<protocol::PeerId>,
 }
 
 /// A handle to a running node.
@@ -139,6 +143,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
             params,
         )))
         .ok();
+    let full_id = crate::identity::to_libp2p(&key).public().to_peer_id();
+    events.send(NodeEvent::Info(format!("peer id {full_id} (what others pass to --trust)"))).ok();
     let (shutdown, shutdown_rx) = mpsc::unbounded_channel();
     let lp = EventLoop {
         swarm,
@@ -208,6 +214,12 @@ fn protocol_peer(
     peer.exclude(bans.peers.iter().copied());
     let signed = Signed::load(run_dir.join("signed"));
     peer.sit_out(signed.round);
+    if !cfg.trust.is_empty() {
+        peer.trust(cfg.trust.iter().copied());
+        let n = cfg.trust.len();
+        let what = format!("trusting {n} named peer{} for the run's history", if n == 1 { "" } else { "s" });
+        events.send(NodeEvent::Info(format!("{what}: it syncs only to manifests they confirm"))).ok();
+    }
     let contributors = Contributors::load(run_dir.join("contributors.json"));
     peer.remember_contributors(contributors.spans.iter().map(|(p, s)| (*p, *s)));
     (peer, (bans, signed, contributors))

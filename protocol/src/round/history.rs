@@ -33,6 +33,10 @@ pub(super) struct History {
     /// them in its run dir), with their first and last round: they vouch
     /// too, until they fall out of the [`LONG`] window.
     earlier: BTreeMap<PeerId, Span>,
+    /// Peers the user named (`swarm join --trust`): they vouch whatever
+    /// this peer saw, and they are the joiner's trust anchor (see
+    /// [`History::anchored`]).
+    trusted: BTreeSet<PeerId>,
 }
 
 /// The first and last round a peer contributed to, among those applied
@@ -118,13 +122,42 @@ impl History {
     /// of the other side of a partition that lasted more than
     /// [`STANDING_ROUNDS`] rounds still count; fresh keys never do.
     pub(super) fn vouches(&self, p: &PeerId) -> bool {
-        !self.knows_vouchers() || self.contributed.contains_key(p) || self.earlier.contains_key(p)
+        !self.knows_vouchers()
+            || self.contributed.contains_key(p)
+            || self.earlier.contains_key(p)
+            || self.trusted.contains(p)
     }
 
     /// Whether this peer knows who vouches: it applied a round, in this
-    /// life or an earlier one.
+    /// life or an earlier one, or the user named peers to trust.
     pub(super) fn knows_vouchers(&self) -> bool {
-        !self.contributed.is_empty() || !self.earlier.is_empty()
+        !self.contributed.is_empty() || !self.earlier.is_empty() || !self.trusted.is_empty()
+    }
+
+    /// Peers the user named to trust: they vouch for a history from the
+    /// start (a joiner knows nobody else), and they get in past the member
+    /// cap like peers with standing.
+    pub(super) fn trust(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.trusted.extend(peers);
+    }
+
+    /// Whether the user named peers to trust: then only vouching peers
+    /// ever confirm a manifest to sync to, even when none of them is
+    /// around (the peer waits for one rather than count heads).
+    pub(super) fn anchored(&self) -> bool {
+        !self.trusted.is_empty()
+    }
+
+    pub(super) fn is_trusted(&self, p: &PeerId) -> bool {
+        self.trusted.contains(p)
+    }
+
+    /// Whether a manifest id `p` lists is fetched as a vouched one (ahead
+    /// of ids only others list, of any active peer): `p` has standing or
+    /// is trusted; before anyone's standing is known, everyone counts
+    /// unless the user named peers to trust.
+    pub(super) fn lists_vouched(&self, p: &PeerId) -> bool {
+        self.trusted.contains(p) || if self.contributed.is_empty() { self.trusted.is_empty() } else { self.counts(p) }
     }
 
     /// Contributors (with their first and last round) that an earlier

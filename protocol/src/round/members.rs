@@ -174,6 +174,11 @@ impl Members {
         self.departed.iter().filter(|(_, i)| i.lists(m)).map(|(p, _)| *p).collect()
     }
 
+    /// Peers that left after the run's last round.
+    pub(super) fn finished(&self) -> impl Iterator<Item = &PeerId> {
+        self.finished.iter()
+    }
+
     /// Everyone left after the run's last round and nobody active is left;
     /// and at least as many peers left that way as wait here (`me` counted):
     /// one peer saying "active" and then "I left after the last round" must

@@ -265,6 +265,16 @@ impl Peer {
         self.history.remember(record);
     }
 
+    /// Peers the user named to trust (`swarm join --trust`), the trust
+    /// anchor of a joiner that knows nobody: only they (and, once it
+    /// applied rounds, the peers it saw contribute) confirm a manifest to
+    /// sync to, whatever the head count; ids they list are fetched first;
+    /// they get in past the member cap; and a waiting peer takes the run
+    /// as over only when one of them left after its last round.
+    pub fn trust(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.history.trust(peers);
+    }
+
     /// Peers excluded earlier (a persisted ban): their messages and
     /// contributions are refused from the start.
     pub fn exclude(&mut self, peers: impl IntoIterator<Item = PeerId>) {

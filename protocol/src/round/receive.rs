@@ -91,9 +91,14 @@ impl Peer {
     /// Whether a message of `sender` may make it a member: members without
     /// standing are capped at [`MAX_MEMBERS`] (a flood of fresh keys; issue
     /// 13 item 4). Past the cap, a new key is ignored (it may be an honest
-    /// newcomer), and peers with standing always get in.
+    /// newcomer), and peers with standing, or trusted by name, always get
+    /// in.
     fn admit(&self, sender: &PeerId) -> Result<(), DropReason> {
-        if !self.members.contains(sender) && !self.has_standing(sender) && self.without_standing() >= MAX_MEMBERS {
+        if !self.members.contains(sender)
+            && !self.has_standing(sender)
+            && !self.history.is_trusted(sender)
+            && self.without_standing() >= MAX_MEMBERS
+        {
             return Err(DropReason::Crowded);
         }
         Ok(())

@@ -152,7 +152,7 @@ impl Peer {
                     && !self.fetcher.is_fetching(&m.id)
                     && !self.fetcher.gave_up_on(&m.id)
                 {
-                    if self.history.counts(p) {
+                    if self.history.lists_vouched(p) {
                         vouched.insert(m.id);
                     }
                     wanted.entry((false, Reverse(m.round), m.id)).or_default().push(*p);
@@ -217,12 +217,15 @@ impl Peer {
     }
 
     /// Whether peers that do not vouch are left out of the sync quorum:
+    /// when the user named peers to trust (`swarm join --trust`), always;
     /// when this peer applied rounds, in this life or in an earlier one
-    /// (it knows who contributed), and some
-    /// active peer vouches. A joiner, or a peer whose peers all left while
-    /// it was away, has no better anchor than the head count.
+    /// (it knows who contributed), while some active peer vouches. A joiner
+    /// that trusts nobody, or a peer whose peers all left while it was
+    /// away, has no better anchor than the head count.
     fn vouched_only(&self) -> bool {
-        self.history.knows_vouchers() && self.members.active_with_departed_ids().any(|(p, _)| self.history.vouches(p))
+        self.history.anchored()
+            || self.history.knows_vouchers()
+                && self.members.active_with_departed_ids().any(|(p, _)| self.history.vouches(p))
     }
 
     /// The newest manifest that enough active peers (and peers that just
@@ -286,7 +289,11 @@ impl Peer {
         }
         // The run is over: everyone left after its last round. Nothing to
         // sync to any more; leave too.
-        if self.members.run_is_over() {
+        // A peer that trusts named peers takes it only from peers that vouch
+        // (fresh keys saying they finished must not end its wait).
+        if self.members.run_is_over()
+            && (!self.history.anchored() || self.members.finished().any(|p| self.history.vouches(p)))
+        {
             return self.leave();
         }
         // At least half of the peers present (syncing ones included) are past
