@@ -9,9 +9,16 @@
 //! rewards of every completion a peer generated, averaged over peers) and
 //! greedy held-out accuracy per family at the end, then the mean over seeds.
 //!
+//! `--hetero` makes the peers differ, as SAPO's swarm of different models
+//! does (ours are otherwise clones of one warm-up): `seed` warms each peer
+//! up from its own random parameters and batches; `families` warms peer i
+//! up on every family but the i-th (modulo their number), so each peer
+//! starts blind on one family that others know. The RL run itself is the
+//! same for all (same families, level and checker).
+//!
 //! cargo bench --bench rl_sharing [-- --peers 4 --rounds 60 --seeds 3 --settings 8/0,4/4
 //!     --level 2 --lr 0.0003 --temperature 1 --sft-steps 150 --epochs 2 --group 8
-//!     --families arithmetic,base,fraction,logic,calendar,sort,count]
+//!     --families arithmetic,base,fraction,logic,calendar,sort,count --hetero none|seed|families]
 
 use std::time::Instant;
 
@@ -31,6 +38,17 @@ struct Args {
     epochs: Option<u32>,
     group: Option<u32>,
     families: Option<Vec<String>>,
+    hetero: Hetero,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Hetero {
+    /// Every peer starts from the same warm-up.
+    None,
+    /// Each peer's warm-up has its own seed.
+    Seed,
+    /// Peer i's warm-up leaves out the i-th family.
+    Families,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -46,6 +64,7 @@ fn args() -> anyhow::Result<Args> {
         epochs: None,
         group: None,
         families: None,
+        hetero: Hetero::None,
     };
     let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = argv.iter();
@@ -62,6 +81,14 @@ fn args() -> anyhow::Result<Args> {
             "--epochs" => a.epochs = Some(value()?.parse()?),
             "--group" => a.group = Some(value()?.parse()?),
             "--families" => a.families = Some(value()?.split(',').map(str::to_string).collect()),
+            "--hetero" => {
+                a.hetero = match value()?.as_str() {
+                    "none" => Hetero::None,
+                    "seed" => Hetero::Seed,
+                    "families" => Hetero::Families,
+                    other => anyhow::bail!("--hetero is none, seed or families, not {other}"),
+                }
+            }
             "--settings" => {
                 a.settings = value()?
                     .split(',')
@@ -87,10 +114,11 @@ struct Outcome {
     tokens: usize,
 }
 
-fn run(spec: &RlSpec, base: &Learner, peers: usize) -> anyhow::Result<Outcome> {
+fn run(spec: &RlSpec, bases: &[Learner]) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
+    let peers = bases.len();
     let ids: Vec<PeerId> = (0..peers).map(|i| PeerId([i as u8 + 1; 32])).collect();
-    let mut learners: Vec<Learner> = (0..peers).map(|i| base.for_peer(1000 + i as u64)).collect();
+    let mut learners: Vec<Learner> = bases.iter().enumerate().map(|(i, b)| b.for_peer(1000 + i as u64)).collect();
     let mut pools: Vec<Pool> = (0..peers).map(|_| Pool::new()).collect();
     let rules = trainer::rl::rules(spec)?;
     let checker = trainer::rl::checker(spec);
@@ -152,6 +180,32 @@ fn run(spec: &RlSpec, base: &Learner, peers: usize) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Each peer's starting policy (see `--hetero`), put to `spec`'s run.
+fn warm_ups(spec: &RlSpec, peers: usize, hetero: Hetero) -> anyhow::Result<Vec<Learner>> {
+    if hetero == Hetero::None {
+        return Ok(vec![Learner::new(spec, 0, &mut |_, _, _| {})?; peers]);
+    }
+    let families = &spec.rl.families;
+    (0..peers)
+        .map(|i| {
+            let mut warm = spec.clone();
+            match hetero {
+                Hetero::Seed => warm.seed = spec.seed * 1_000 + i as u64 + 1,
+                _ if families.len() > 1 => {
+                    warm.rl.families = families
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| *k != i % families.len())
+                        .map(|(_, f)| f.clone())
+                        .collect()
+                }
+                _ => {}
+            }
+            Ok(Learner::new(&warm, 0, &mut |_, _, _| {})?.with_spec(spec, 0)?)
+        })
+        .collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     let mut spec = default_spec(trainer::rl::TASKS_GPT).expect("the zoo's RL policy");
@@ -164,8 +218,13 @@ fn main() -> anyhow::Result<()> {
     spec.rl.group = a.group.unwrap_or(spec.rl.group);
     spec.rl.families = a.families.clone().unwrap_or(spec.rl.families);
     println!(
-        "{} peers in one process, {} rounds, G = {}, {} groups generated per peer and round, level {}, families: {}",
+        "{} peers in one process{}, {} rounds, G = {}, {} groups generated per peer and round, level {}, families: {}",
         a.peers,
+        match a.hetero {
+            Hetero::None => "",
+            Hetero::Seed => " (each warmed up from its own seed)",
+            Hetero::Families => " (peer i warmed up without the i-th family)",
+        },
         a.rounds,
         spec.rl.group,
         spec.rl.generate,
@@ -177,18 +236,22 @@ fn main() -> anyhow::Result<()> {
     for seed in 0..a.seeds {
         spec.seed = seed;
         let t0 = Instant::now();
-        let base = Learner::new(&spec, 0, &mut |_, _, _| {})?;
-        let start: f32 = base.evaluate()?.iter().map(|(_, a)| a).sum::<f32>() / spec.rl.families.len() as f32;
+        let bases = warm_ups(&spec, a.peers, a.hetero)?;
+        let mut start = Vec::new();
+        for b in &bases {
+            start.push(b.evaluate()?.iter().map(|(_, a)| a).sum::<f32>() / spec.rl.families.len() as f32);
+        }
+        let shown: Vec<String> = start.iter().map(|a| format!("{a:.3}")).collect();
         println!(
-            "seed {seed}: warm-up {} steps in {:.1} s, held-out accuracy {:.3}",
+            "seed {seed}: warm-up {} steps in {:.1} s, held-out accuracy {}",
             spec.rl.sft_steps,
             t0.elapsed().as_secs_f64(),
-            start
+            if a.hetero == Hetero::None { shown[0].clone() } else { format!("{} (per peer)", shown.join(" ")) }
         );
         for (k, &(i, j)) in a.settings.iter().enumerate() {
             let mut s = spec.clone();
             (s.rl.local, s.rl.external) = (i, j);
-            let o = run(&s, &base, a.peers)?;
+            let o = run(&s, &bases)?;
             let mean_acc = o.accuracy.iter().map(|(_, a)| a).sum::<f32>() / o.accuracy.len() as f32;
             println!(
                 "  I/J {i}/{j}: cumulative reward {:.1} per peer (mean reward {:.3} in the first quarter of the rounds, {:.3} in the last), held-out accuracy {:.3}, {} external groups taken per peer, {:.0} s, {:.0} tokens/s",

@@ -303,6 +303,15 @@ impl Learner {
         Learner { me, ..self.clone() }
     }
 
+    /// This policy (as it stands: warm-up and training so far) put to
+    /// `spec`'s run for the peer `me`: its families, level, checker and
+    /// settings. The sharing bench warms peers up differently (another
+    /// seed, or without one family) and then runs them all on one spec.
+    pub fn with_spec(&self, spec: &RlSpec, me: u64) -> Result<Learner, TrainerError> {
+        let families = rules(spec)?.families;
+        Ok(Learner { model: self.model.clone(), checker: checker(spec), spec: spec.clone(), families, me })
+    }
+
     /// The policy's whole state (parameters, optimizer moments, step), hashed.
     pub fn state_hash(&self) -> [u8; 32] {
         match &self.model {
