@@ -625,6 +625,26 @@ fn fresh_keys_saying_the_run_is_over_do_not_end_the_wait_of_a_peer_that_trusts_n
     }
 }
 
+#[test]
+fn a_joiner_that_trusts_an_absent_peer_does_not_start_the_run_from_genesis_beside_peers_past_round_1() {
+    // Found in review: with no trusted peer around, the head-count rules
+    // still started round 1 from genesis beside another waiting joiner (one
+    // peer past round 1 is not half of those present), and nothing brought
+    // the joiner back: the run's peers never vouch for it. It waits for a
+    // trusted peer now, and starts the run with one that waits too.
+    let (mut p, run) = peer();
+    p.trust([Keypair::from_seed(2).peer_id()]);
+    p.handle(gossip(5, run, 9, &hello(Status::Active, 1, vec![applied(8, Hash::of(b"round 8 of the run"))])), 0);
+    p.handle(gossip(6, run, 0, &hello(Status::Waiting, 1, vec![])), 0);
+    for t in (100..3_000).step_by(300) {
+        p.handle(InEvent::Tick, t);
+    }
+    assert_eq!(p.phase(), Phase::Waiting, "no trusted peer around: it waits");
+    p.handle(gossip(2, run, 0, &hello(Status::Waiting, 1, vec![])), 3_000);
+    p.handle(InEvent::Tick, 3_100);
+    assert_eq!(p.phase(), Phase::Training(1), "and starts round 1 with the trusted peer");
+}
+
 fn applied(round: u64, id: Hash) -> AppliedManifest {
     AppliedManifest { round, id }
 }

@@ -197,7 +197,8 @@ fn trusted_peers(ids: &[String]) -> Result<Vec<protocol::PeerId>> {
                 s.parse().with_context(|| format!("--trust {s}: not a peer id (the 12D3KooW... a peer prints)"))?;
             swarm::identity::protocol_peer(&id).with_context(|| format!("--trust {s}: not an ed25519 peer id"))
         })
-        .collect()
+        .collect::<Result<std::collections::BTreeSet<_>>>()
+        .map(|set| set.into_iter().collect())
 }
 
 fn default_spec(model: &str) -> Result<RunSpec> {

@@ -214,9 +214,13 @@ fn protocol_peer(
     peer.exclude(bans.peers.iter().copied());
     let signed = Signed::load(run_dir.join("signed"));
     peer.sit_out(signed.round);
-    if !cfg.trust.is_empty() {
-        peer.trust(cfg.trust.iter().copied());
-        let n = cfg.trust.len();
+    if cfg.trust.contains(&key.peer_id()) {
+        events.send(NodeEvent::Info("--trust names this peer itself: ignored".into())).ok();
+    }
+    let trust: Vec<protocol::PeerId> = cfg.trust.iter().copied().filter(|p| *p != key.peer_id()).collect();
+    if !trust.is_empty() {
+        let n = trust.len();
+        peer.trust(trust);
         let what = format!("trusting {n} named peer{} for the run's history", if n == 1 { "" } else { "s" });
         events.send(NodeEvent::Info(format!("{what}: it syncs only to manifests they confirm"))).ok();
     }
@@ -352,6 +356,11 @@ impl EventLoop {
 
     async fn run(mut self) -> Result<(), Error> {
         let mut discover = tokio::time::interval(Duration::from_secs(2));
+        // The peer store is saved at most this often, when it changed (off
+        // the event loop): often enough that a peer killed a second after it
+        // met the swarm gets back in through it with the bootstrap down.
+        let mut save_peers = tokio::time::interval(Duration::from_millis(500));
+        save_peers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.linger_until.is_some_and(|t| Instant::now() >= t) {
                 if self.peers.dirty {
@@ -372,6 +381,8 @@ impl EventLoop {
                     if self.resubscribe.due(Instant::now()) {
                         self.resubscribe_now();
                     }
+                }
+                _ = save_peers.tick() => {
                     if std::mem::take(&mut self.peers.dirty) {
                         self.peers.store.save_in_background(&self.peers.path);
                     }

@@ -131,7 +131,7 @@ impl History {
     /// Whether this peer knows who vouches: it applied a round, in this
     /// life or an earlier one, or the user named peers to trust.
     pub(super) fn knows_vouchers(&self) -> bool {
-        !self.contributed.is_empty() || !self.earlier.is_empty() || !self.trusted.is_empty()
+        self.knows_contributors() || !self.trusted.is_empty()
     }
 
     /// Peers the user named to trust: they vouch for a history from the
@@ -139,6 +139,12 @@ impl History {
     /// cap like peers with standing.
     pub(super) fn trust(&mut self, peers: impl IntoIterator<Item = PeerId>) {
         self.trusted.extend(peers);
+    }
+
+    /// Whether this peer knows contributors of its own: it applied a
+    /// round, in this life or an earlier one.
+    pub(super) fn knows_contributors(&self) -> bool {
+        !self.contributed.is_empty() || !self.earlier.is_empty()
     }
 
     /// Whether the user named peers to trust: then only vouching peers

@@ -269,8 +269,10 @@ impl Peer {
     /// anchor of a joiner that knows nobody: only they (and, once it
     /// applied rounds, the peers it saw contribute) confirm a manifest to
     /// sync to, whatever the head count; ids they list are fetched first;
-    /// they get in past the member cap; and a waiting peer takes the run
-    /// as over only when one of them left after its last round.
+    /// they get in past the member cap; a waiting peer takes the run as over
+    /// only when one of them (or a peer it saw contribute) left after its
+    /// last round; and before it applied a round it starts round 1 only
+    /// with a trusted peer that waits too.
     pub fn trust(&mut self, peers: impl IntoIterator<Item = PeerId>) {
         self.history.trust(peers);
     }

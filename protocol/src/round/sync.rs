@@ -315,6 +315,16 @@ impl Peer {
             return;
         }
 
+        // A peer that trusts named peers and has applied nothing starts the
+        // run only together with one of them (waiting too): peers it cannot
+        // judge may be past round 1 on the run it should sync to, and
+        // starting from genesis without them would fork it off for good.
+        if self.history.anchored()
+            && !self.history.knows_contributors()
+            && !self.members.iter().any(|(p, i)| self.history.is_trusted(p) && i.status == Status::Waiting)
+        {
+            return;
+        }
         let present = 1 + self.members.iter().filter(|(_, i)| i.status != Status::Syncing).count();
         if present as u64 >= u64::from(self.cfg.min_peers) {
             self.state = self.cfg.genesis;
