@@ -643,6 +643,14 @@ fn a_joiner_that_trusts_an_absent_peer_does_not_start_the_run_from_genesis_besid
     p.handle(gossip(2, run, 0, &hello(Status::Waiting, 1, vec![])), 3_000);
     p.handle(InEvent::Tick, 3_100);
     assert_eq!(p.phase(), Phase::Training(1), "and starts round 1 with the trusted peer");
+    // Founders that trust each other: the trusted peer may already have
+    // gone into round 1 (Active, nothing applied) when this one hears it.
+    let (mut p, run) = peer();
+    p.trust([Keypair::from_seed(2).peer_id()]);
+    p.handle(gossip(6, run, 0, &hello(Status::Waiting, 1, vec![])), 0);
+    p.handle(gossip(2, run, 1, &hello(Status::Active, 1, vec![])), 0);
+    p.handle(InEvent::Tick, 100);
+    assert_eq!(p.phase(), Phase::Training(1), "starts round 1 beside a trusted peer that just did");
 }
 
 fn applied(round: u64, id: Hash) -> AppliedManifest {

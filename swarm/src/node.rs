@@ -163,7 +163,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Started, Error> {
         model: ModelInfo { params, codec, language },
         rounds: BTreeMap::new(),
         banned: HashSet::new(),
-        peers: PeerBook { store: peer_store, path: peer_store_path, dirty: true },
+        peers: PeerBook { store: peer_store, path: peer_store_path, dirty: true, saving: None },
         bans,
         signed,
         contributors,
@@ -257,6 +257,21 @@ struct PeerBook {
     path: PathBuf,
     /// Changed since the last save.
     dirty: bool,
+    /// The save in flight: one at a time (two would race on the temp
+    /// file, and an older snapshot could land after a newer one).
+    saving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PeerBook {
+    /// Saves the store in the background if it changed and no save is in
+    /// flight (else at a later call).
+    fn save_if_changed(&mut self) {
+        if !self.dirty || self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.dirty = false;
+        self.saving = Some(self.store.save_in_background(&self.path));
+    }
 }
 
 /// A misbehaving node's means: its kind of lie, its key (to sign forged
@@ -363,6 +378,9 @@ impl EventLoop {
         save_peers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.linger_until.is_some_and(|t| Instant::now() >= t) {
+                if let Some(saving) = self.peers.saving.take() {
+                    let _ = saving.await;
+                }
                 if self.peers.dirty {
                     let _ = self.peers.store.save(&self.peers.path);
                 }
@@ -382,11 +400,7 @@ impl EventLoop {
                         self.resubscribe_now();
                     }
                 }
-                _ = save_peers.tick() => {
-                    if std::mem::take(&mut self.peers.dirty) {
-                        self.peers.store.save_in_background(&self.peers.path);
-                    }
-                }
+                _ = save_peers.tick() => self.peers.save_if_changed(),
             }
         }
     }

@@ -29,14 +29,16 @@ impl PeerStore {
     /// Writes atomically on a blocking thread, off the event loop (the
     /// store is serialised here; it is small). Identify pushes change it
     /// often: callers save on a timer, when it changed (issue 13 item 9).
-    pub fn save_in_background(&self, path: &Path) {
+    /// Two saves must not run at once (they share the temp file): wait
+    /// for the handle before the next.
+    pub fn save_in_background(&self, path: &Path) -> tokio::task::JoinHandle<()> {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = write_atomically(&path, &bytes) {
                 tracing::debug!("peer store not saved to {}: {e}", path.display());
             }
-        });
+        })
     }
 
     /// Remembers a peer's addresses (keeps the store bounded).

@@ -316,12 +316,17 @@ impl Peer {
         }
 
         // A peer that trusts named peers and has applied nothing starts the
-        // run only together with one of them (waiting too): peers it cannot
-        // judge may be past round 1 on the run it should sync to, and
-        // starting from genesis without them would fork it off for good.
+        // run only together with one of them (waiting too, or just gone into
+        // round 1 with nothing applied: founders that trust each other hear
+        // each other's start a hello late): peers it cannot judge may be
+        // past round 1 on the run it should sync to, and starting from
+        // genesis without them would fork it off for good.
+        let starting = |i: &members::PeerInfo| {
+            i.recent.is_empty() && (i.status == Status::Waiting || i.is_active() && i.round <= 1)
+        };
         if self.history.anchored()
             && !self.history.knows_contributors()
-            && !self.members.iter().any(|(p, i)| self.history.is_trusted(p) && i.status == Status::Waiting)
+            && !self.members.iter().any(|(p, i)| self.history.is_trusted(p) && starting(i))
         {
             return;
         }
