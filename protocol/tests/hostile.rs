@@ -459,6 +459,50 @@ fn a_peer_with_standing_that_resyncs_ignores_what_fresh_keys_confirm() {
     assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the peers with standing confirm");
 }
 
+/// What a joiner of the run hears in the tests below: three peers of the
+/// run (`others`, me being the fourth) confirm round 2's manifest, signed
+/// by the one ranked first; five fresh keys confirm a round-3 manifest of
+/// their making.
+struct Rivals {
+    run: Hash,
+    me: u64,
+    others: Vec<u64>,
+    signer: u64,
+    ours: (Vec<u8>, Hash),
+    theirs: (Vec<u8>, Hash),
+}
+
+fn rivals() -> Rivals {
+    let run = spec().run_id();
+    let (me, others) = four_peers_me_not_first(run);
+    let signer = *others.iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(**s).peer_id())).unwrap();
+    let ours = sealed_manifest(signer, &others, run, 2, Hash::of(b"state after round 1"));
+    let theirs = sealed_manifest(100, &SYBILS, run, 3, Hash::of(b"made-up state"));
+    Rivals { run, me, others, signer, ours, theirs }
+}
+
+const SYBILS: [u64; 5] = [100, 101, 102, 103, 104];
+
+impl Rivals {
+    /// Hellos at `t` from the run's peers (listing round 2) and from the
+    /// fresh keys (listing round 3), each side only if asked.
+    fn hellos(&self, p: &mut Peer, run_peers: bool, sybils: bool, t: u64) {
+        let (run, theirs) = (if run_peers { &self.others[..] } else { &[] }, if sybils { &SYBILS[..] } else { &[] });
+        for (s, round, id) in
+            run.iter().map(|s| (s, 2, self.ours.1)).chain(theirs.iter().map(|s| (s, 3, self.theirs.1)))
+        {
+            let listed = vec![AppliedManifest { round, id }];
+            p.handle(gossip(*s, self.run, round + 1, &hello(Status::Active, 1, listed)), t);
+        }
+    }
+
+    /// Round 2's manifest (from its signer) or the fresh keys' round 3, at `t`.
+    fn manifest(&self, p: &mut Peer, ours: bool, t: u64) {
+        let (signer, bytes) = if ours { (self.signer, &self.ours.0) } else { (SYBILS[0], &self.theirs.0) };
+        p.handle(raw(signer, bytes.clone()), t);
+    }
+}
+
 #[test]
 fn a_restarted_peer_remembers_who_vouches_and_a_joiner_cannot_tell() {
     // Issue 13 item 2: a peer that restarts knows no standing, like a
@@ -467,27 +511,17 @@ fn a_restarted_peer_remembers_who_vouches_and_a_joiner_cannot_tell() {
     // run dir), five fresh keys confirming their own round-3 manifest no
     // longer outvote three peers it knows confirming round 2's. A joiner,
     // which knows nobody, still follows the majority (the open finding).
-    let run = spec().run_id();
-    let (me, others) = four_peers_me_not_first(run);
-    let state = Hash::of(b"state after round 1");
-    let signer = *others.iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(**s).peer_id())).unwrap();
-    let sybils: Vec<u64> = (100..105).collect();
+    let r = rivals();
     for restarted in [true, false] {
-        let (mut p, _) = peer_with(me, 10);
+        let (mut p, _) = peer_with(r.me, 10);
         if restarted {
             let round_1 = Span { first: 1, last: 1 };
-            p.remember_contributors([me].iter().chain(&others).map(|s| (Keypair::from_seed(*s).peer_id(), round_1)));
+            let known = std::iter::once(&r.me).chain(&r.others).map(|s| (Keypair::from_seed(*s).peer_id(), round_1));
+            p.remember_contributors(known);
         }
-        let (m2, id2) = sealed_manifest(signer, &others, run, 2, state);
-        let (m3, id3) = sealed_manifest(100, &sybils, run, 3, Hash::of(b"made-up state"));
-        for s in &others {
-            p.handle(gossip(*s, run, 3, &hello(Status::Active, 1, vec![AppliedManifest { round: 2, id: id2 }])), 0);
-        }
-        for s in &sybils {
-            p.handle(gossip(*s, run, 4, &hello(Status::Active, 1, vec![AppliedManifest { round: 3, id: id3 }])), 0);
-        }
-        p.handle(raw(signer, m2), 10);
-        p.handle(raw(100, m3), 20);
+        r.hellos(&mut p, true, true, 0);
+        r.manifest(&mut p, true, 10);
+        r.manifest(&mut p, false, 20);
         p.handle(InEvent::Tick, 100);
         let expected = if restarted { Phase::Syncing(2) } else { Phase::Syncing(3) };
         assert_eq!(p.phase(), expected, "restarted with its record: {restarted}");
@@ -502,34 +536,23 @@ fn a_joiner_that_trusts_a_named_peer_syncs_to_what_it_confirms_and_waits_for_it(
     // (the test above). Told to trust one peer of the run, it waits while
     // only the fresh keys are around, then syncs to the round 2 that the
     // trusted peer confirms, outvoted five to three as it is.
-    let run = spec().run_id();
-    let (me, others) = four_peers_me_not_first(run);
-    let state = Hash::of(b"state after round 1");
-    let signer = *others.iter().min_by_key(|s| rank_key(&run, 2, &Keypair::from_seed(**s).peer_id())).unwrap();
-    let sybils: Vec<u64> = (100..105).collect();
+    let r = rivals();
     for trusting in [true, false] {
-        let (mut p, _) = peer_with(me, 10);
+        let (mut p, _) = peer_with(r.me, 10);
         if trusting {
-            p.trust([Keypair::from_seed(signer).peer_id()]);
+            p.trust([Keypair::from_seed(r.signer).peer_id()]);
         }
-        let (m2, id2) = sealed_manifest(signer, &others, run, 2, state);
-        let (m3, id3) = sealed_manifest(100, &sybils, run, 3, Hash::of(b"made-up state"));
-        for s in &sybils {
-            p.handle(gossip(*s, run, 4, &hello(Status::Active, 1, vec![AppliedManifest { round: 3, id: id3 }])), 0);
-        }
-        p.handle(raw(100, m3), 20);
+        r.hellos(&mut p, false, true, 0);
+        r.manifest(&mut p, false, 20);
         p.handle(InEvent::Tick, 100);
         let alone = if trusting { Phase::Waiting } else { Phase::Syncing(3) };
         assert_eq!(p.phase(), alone, "only fresh keys around; trusting a peer: {trusting}");
-        if !trusting {
-            continue;
+        if trusting {
+            r.hellos(&mut p, true, false, 200);
+            r.manifest(&mut p, true, 210);
+            p.handle(InEvent::Tick, 300);
+            assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the trusted peer confirms");
         }
-        for s in &others {
-            p.handle(gossip(*s, run, 3, &hello(Status::Active, 1, vec![AppliedManifest { round: 2, id: id2 }])), 200);
-        }
-        p.handle(raw(signer, m2), 210);
-        p.handle(InEvent::Tick, 300);
-        assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the trusted peer confirms");
     }
 }
 
