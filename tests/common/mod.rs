@@ -98,22 +98,39 @@ pub fn collect(peer: &Peer, timeout: Duration) -> Vec<String> {
 }
 
 /// Runs the `swarm` binary to completion and returns (success, stdout, stderr).
+/// Both pipes are drained while it runs (a child that fills a pipe nobody
+/// reads blocks for ever), and a run past `timeout` is killed and its output
+/// shown.
 pub fn run_swarm(args: &[&str], timeout: Duration) -> (bool, String, String) {
     let mut child =
         Command::new(swarm_bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run swarm");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let end = Instant::now() + timeout;
     loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.success(), out.join().unwrap(), err.join().unwrap());
         }
         if Instant::now() > end {
             let _ = child.kill();
-            panic!("swarm {args:?} did not finish within {timeout:?}");
+            let _ = child.wait();
+            // Its own children may still hold the pipes: wait a little, no more.
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while !(out.is_finished() && err.is_finished()) && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let text = |h: std::thread::JoinHandle<String>| {
+                if h.is_finished() { h.join().unwrap() } else { "(still held open by a child process)".into() }
+            };
+            let (out, err) = (text(out), text(err));
+            panic!("swarm {args:?} did not finish within {timeout:?}\nstdout:\n{out}\nstderr:\n{err}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
