@@ -74,7 +74,17 @@ fn stale_contributions_are_ignored_not_rejected() {
     for s in [2, 3] {
         out.extend(p.handle(gossip(s, run, 0, &hello(Status::Waiting, 1, vec![])), 0));
     }
-    out.extend(p.handle(InEvent::Tick, p.next_timeout()));
+    // It starts once what it heard of them settled (a hello interval).
+    let started = |out: &[OutEvent]| out.iter().any(|o| matches!(o, OutEvent::StartTraining { round: 1, .. }));
+    let mut t = 0;
+    for _ in 0..5 {
+        if started(&out) {
+            break;
+        }
+        t = p.next_timeout();
+        out.extend(p.handle(InEvent::Tick, t));
+    }
+    assert!(t <= 600, "woken when it could start, at {t} ms");
     assert!(out.iter().any(|o| matches!(o, OutEvent::StartTraining { round: 1, .. })), "{out:?}");
     let c = Message::Contribution(contribution(Hash::of(b"g"), 1, Hash::default()));
     let out = p.handle(gossip(2, run, 0, &c), 700);

@@ -190,7 +190,13 @@ fn simulation_is_deterministic() {
 
 #[test]
 fn a_healed_even_split_keeps_the_side_with_the_lowest_peer_id() {
-    let mut cfg = SimConfig::new(4, 31);
+    // Which rule heals an even split depends on the schedule: over seeds
+    // 1-60 the tie rule decides in 17, a resync (nobody "switches") or the
+    // other side's switch in 30, and 13 still disagree on the first round
+    // after the heal (they agree later), with or without the settling of
+    // new peers' hellos. Seed 31 (the seed before that change) and seed 21
+    // are decided by the tie rule; this checks that rule.
+    let mut cfg = SimConfig::new(4, 21);
     cfg.min_peers = 4;
     cfg.rounds = 12;
     let mut sim = Sim::new(cfg);

@@ -27,6 +27,9 @@ pub(super) struct PeerInfo {
     /// The newest round it spoke in.
     pub(super) round: u64,
     pub(super) last_seen: Time,
+    /// When this peer first heard of it (kept across hellos): see
+    /// [`Members::settled`].
+    pub(super) first_seen: Time,
     /// The manifests it applied last (from its hellos).
     pub(super) recent: Vec<AppliedManifest>,
 }
@@ -84,7 +87,8 @@ impl Members {
 
     /// A hello: the sender's status, round and recent manifests.
     pub(super) fn hello(&mut self, peer: PeerId, status: Status, round: u64, recent: Vec<AppliedManifest>, now: Time) {
-        self.peers.insert(peer, PeerInfo { status, round, last_seen: now, recent });
+        let first_seen = self.peers.get(&peer).map_or(now, |i| i.first_seen);
+        self.peers.insert(peer, PeerInfo { status, round, last_seen: now, first_seen, recent });
     }
 
     /// A leave: an active member moves to `departed` (and to `finished` if it
@@ -110,6 +114,7 @@ impl Members {
             status: Status::Active,
             round,
             last_seen: now,
+            first_seen: now,
             recent: Vec::new(),
         });
         info.last_seen = now;
@@ -138,6 +143,23 @@ impl Members {
 
     pub(super) fn is_active(&self, peer: &PeerId) -> bool {
         self.peers.get(peer).is_some_and(PeerInfo::is_active)
+    }
+
+    /// Members heard of for at least `settle`, and what we know of them.
+    /// Gossip hands a peer that just subscribed messages of the last few
+    /// heartbeats (its neighbours' caches), so the first hello it hears
+    /// from a peer may be seconds old: one that says "round 1, nothing
+    /// applied" while the run is at round 3. A newer hello replaces it (and
+    /// an older one is refused by its counter), and hellos come every
+    /// hello interval: after a few of them what we know of a live peer is
+    /// current.
+    pub(super) fn settled(&self, now: Time, settle: Time) -> impl Iterator<Item = (&PeerId, &PeerInfo)> {
+        self.peers.iter().filter(move |(_, i)| i.first_seen.saturating_add(settle) <= now)
+    }
+
+    /// When the next member heard of less than `settle` ago settles.
+    pub(super) fn next_settled(&self, now: Time, settle: Time) -> Option<Time> {
+        self.peers.values().map(|i| i.first_seen.saturating_add(settle)).filter(|t| *t > now).min()
     }
 
     /// Members and what we know of them.

@@ -308,6 +308,13 @@ impl Peer {
                 t = t.min(self.round_started + self.cfg.min_round)
             }
             Phase::Finishing(_) => t = t.min(self.finish_at),
+            // A peer heard of only just may tip the start from genesis once
+            // it settles.
+            Phase::Waiting => {
+                if let Some(at) = self.members.next_settled(self.now, self.settle_time()) {
+                    t = t.min(at);
+                }
+            }
             Phase::Done => t = Time::MAX,
             _ => {}
         }

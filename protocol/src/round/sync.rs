@@ -14,6 +14,10 @@ use std::collections::BTreeSet;
 /// active peer (issue 13 item 4).
 const MAX_REPAIRS: usize = 16;
 
+/// Hello intervals after which what a waiting peer heard of another is
+/// current (see [`Peer::settle_time`]).
+const SETTLE_HELLOS: u64 = 1;
+
 impl Peer {
     pub(super) fn remember_foreign(&mut self, round: u64, known: KnownManifest) {
         if self.foreign.as_ref().is_none_or(|f| f.round <= round) {
@@ -256,6 +260,13 @@ impl Peer {
         (best, coming)
     }
 
+    /// How long a peer heard of only just is not taken at its word for
+    /// starting the run from genesis: a few hello intervals, so that its
+    /// current hello replaced any old one gossip's cache handed us.
+    pub(super) fn settle_time(&self) -> Time {
+        SETTLE_HELLOS * self.cfg.hello_interval
+    }
+
     pub(super) fn poll_waiting(&mut self, now: Time) {
         if let Some((round, state)) = self.resumed
             && self.resumed_after_the_end()
@@ -302,16 +313,21 @@ impl Peer {
         // under way, wait for a manifest. One peer saying so, with made-up
         // manifests or none, must not keep everyone waiting for ever (issue
         // 13 item 1): it is a minority of those present.
-        let past = self
-            .members
-            .iter()
-            .filter(|(_, i)| {
-                i.is_active()
-                    && i.round > 1
-                    && (i.recent.is_empty() || i.recent.iter().any(|m| !self.fetcher.is_unavailable(&m.id)))
-            })
-            .count();
-        if quorum::run_is_under_way(past, self.members.iter().count() + 1) {
+        // What we know of a peer heard of only just may be an old hello
+        // from gossip's cache ("round 1, nothing applied" while the run is
+        // at round 3; see `Members::settled`): such a peer counts once it
+        // settled, or at once if even that old news says it is past round 1.
+        let settle = self.settle_time();
+        let looks_past = |i: &members::PeerInfo| {
+            i.is_active()
+                && i.round > 1
+                && (i.recent.is_empty() || i.recent.iter().any(|m| !self.fetcher.is_unavailable(&m.id)))
+        };
+        let settled: BTreeSet<PeerId> = self.members.settled(now, settle).map(|(p, _)| *p).collect();
+        let counted: Vec<(&PeerId, &members::PeerInfo)> =
+            self.members.iter().filter(|(p, i)| settled.contains(p) || looks_past(i)).collect();
+        let past = counted.iter().filter(|(_, i)| looks_past(i)).count();
+        if quorum::run_is_under_way(past, counted.len() + 1) {
             return;
         }
 
@@ -326,11 +342,11 @@ impl Peer {
         };
         if self.history.anchored()
             && !self.history.knows_contributors()
-            && !self.members.iter().any(|(p, i)| self.history.is_trusted(p) && starting(i))
+            && !counted.iter().any(|(p, i)| self.history.is_trusted(p) && starting(i))
         {
             return;
         }
-        let present = 1 + self.members.iter().filter(|(_, i)| i.status != Status::Syncing).count();
+        let present = 1 + counted.iter().filter(|(_, i)| i.status != Status::Syncing).count();
         if present as u64 >= u64::from(self.cfg.min_peers) {
             self.state = self.cfg.genesis;
             self.start_round(1, now);

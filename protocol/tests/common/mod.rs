@@ -2,6 +2,7 @@
 //! with signed messages from peers made from seeds.
 #![allow(dead_code)]
 
+use protocol::round::rank_key;
 use protocol::{
     AppliedManifest, Config, Contribution, Envelope, Gossip, Hash, InEvent, Keypair, Manifest, ManifestEntry, Message,
     OutEvent, Peer, RunSpec, Status, Verdict,
@@ -84,4 +85,31 @@ pub fn requests_for(out: &[OutEvent], blob: Hash) -> Vec<protocol::PeerId> {
             _ => None,
         })
         .collect()
+}
+
+/// Seeds 1-4 with `me` the one ranked last as round 1's aggregator (so
+/// another signs round 1's manifest), and the others.
+pub fn four_peers_me_not_first(run: Hash) -> (u64, Vec<u64>) {
+    let me = [1u64, 2, 3, 4].into_iter().max_by_key(|s| rank_key(&run, 1, &Keypair::from_seed(*s).peer_id())).unwrap();
+    (me, [1u64, 2, 3, 4].into_iter().filter(|s| *s != me).collect())
+}
+
+/// A manifest of `round` signed by `signer` with entries of `keys` (each
+/// a contribution from `base`), as sealed bytes and its id.
+pub fn sealed_manifest(signer: u64, keys: &[u64], run: Hash, round: u64, base: Hash) -> (Vec<u8>, Hash) {
+    let mut entries: Vec<ManifestEntry> =
+        keys.iter().map(|s| entry(*s, run, round, Hash::of(format!("g{round}-{s}").as_bytes()), base)).collect();
+    entries.sort_by_key(|e| e.peer);
+    let m = Manifest { state: base, entries, exclusions: vec![], excluded: vec![], checks: vec![], ledger: None };
+    let bytes = Envelope::seal(&Keypair::from_seed(signer), run, round, &Message::Manifest(m)).unwrap();
+    let id = Hash::of(&bytes);
+    (bytes, id)
+}
+
+pub fn raw(key: u64, bytes: Vec<u8>) -> InEvent {
+    InEvent::Gossip(Gossip { bytes, source: Some(Keypair::from_seed(key).peer_id()) })
+}
+
+pub fn applied(round: u64, id: Hash) -> AppliedManifest {
+    AppliedManifest { round, id }
 }
