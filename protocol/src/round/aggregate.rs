@@ -130,7 +130,7 @@ impl Peer {
     /// Peers already moved past this round: its manifest exists and we
     /// missed it. Publishing another would split the swarm; wait for the
     /// next manifest and sync from it instead.
-    fn round_is_closed(&self, round: u64) -> bool {
+    pub(super) fn round_is_closed(&self, round: u64) -> bool {
         // Heads with standing only: fresh keys claiming a later round must
         // not outvote the peers that did the work.
         let active: Vec<&PeerInfo> = self

@@ -500,7 +500,17 @@ impl Peer {
                 |p: &PeerId, i: &members::PeerInfo| i.is_active() && i.round > r && shows(i) && !self.withholds(p);
             (present, self.members.iter().filter(|(p, i)| ahead(p, i)).count())
         };
-        if quorum::is_behind(ahead, active) {
+        // A round that peers with standing closed (more than a third of
+        // them are past it) is not ours to publish, and its manifest should
+        // come; when it has not come once the round's candidates had their
+        // turns, we missed it: sync as the comment of `round_is_closed`
+        // says. Without this, between a third and a half of the peers past
+        // our round left us gathering for ever (a healed even split whose
+        // other side ran on: it ended the run on two histories).
+        let closed_long_ago = matches!(self.phase, Phase::Gathering(_))
+            && now >= self.round_started + self.deadline.current() + 2 * self.cfg.aggregator_timeout
+            && self.round_is_closed(r);
+        if quorum::is_behind(ahead, active) || closed_long_ago {
             self.stats.resyncs += 1;
             self.phase = Phase::Waiting;
         }
