@@ -437,6 +437,8 @@ fn healed_even_splits_end_the_run_in_agreement() {
         assert!(sim.first_disagreement_from(3).is_some(), "seed {seed}: the split made two histories");
         sim.run_until(sim.now + 120_000);
         assert!(sim.all_finished(), "seed {seed}: every peer finished");
+        let last = sim.applied.get(&12).map_or(0, |a| a.len());
+        assert_eq!(last, 4, "seed {seed}: every peer applied the last round");
         assert_eq!(sim.first_disagreement_from(12), None, "seed {seed}: the run ends on one history");
         assert!(sim.divergent.is_empty(), "seed {seed}: a manifest was applied to the wrong state");
     }

@@ -151,8 +151,8 @@ impl Members {
     /// from a peer may be seconds old: one that says "round 1, nothing
     /// applied" while the run is at round 3. A newer hello replaces it (and
     /// an older one is refused by its counter), and hellos come every
-    /// hello interval: after a few of them what we know of a live peer is
-    /// current.
+    /// hello interval: after one (the caller's `settle`) what we know of a
+    /// live peer is normally current.
     pub(super) fn settled(&self, now: Time, settle: Time) -> impl Iterator<Item = (&PeerId, &PeerInfo)> {
         self.peers.iter().filter(move |(_, i)| i.first_seen.saturating_add(settle) <= now)
     }

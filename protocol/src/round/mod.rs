@@ -502,14 +502,26 @@ impl Peer {
         };
         // A round that peers with standing closed (more than a third of
         // them are past it) is not ours to publish, and its manifest should
-        // come; when it has not come once the round's candidates had their
-        // turns, we missed it: sync as the comment of `round_is_closed`
+        // come; when it has not come by the deadline plus two aggregator
+        // timeouts, we missed it: sync as the comment of `round_is_closed`
         // says. Without this, between a third and a half of the peers past
         // our round left us gathering for ever (a healed even split whose
-        // other side ran on: it ended the run on two histories).
+        // other side ran on: it ended the run on two histories). Only peers
+        // past our round that show a manifest of it or later that we have
+        // not given up on count for this: a peer with standing that just
+        // claims a later round closes the round for us (a stall), but must
+        // not send us back to waiting. (And a peer that applied rounds never
+        // starts the run over from genesis: see `poll_waiting`.)
+        let shows_past = |i: &members::PeerInfo| {
+            i.round > r && i.recent.iter().any(|m| m.round >= r && !self.fetcher.is_unavailable(&m.id))
+        };
         let closed_long_ago = matches!(self.phase, Phase::Gathering(_))
             && now >= self.round_started + self.deadline.current() + 2 * self.cfg.aggregator_timeout
-            && self.round_is_closed(r);
+            && self.round_is_closed(r)
+            && self
+                .members
+                .iter()
+                .any(|(p, i)| i.is_active() && self.history.counts(p) && !self.withholds(p) && shows_past(i));
         if quorum::is_behind(ahead, active) || closed_long_ago {
             self.stats.resyncs += 1;
             self.phase = Phase::Waiting;

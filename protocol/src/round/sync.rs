@@ -261,8 +261,10 @@ impl Peer {
     }
 
     /// How long a peer heard of only just is not taken at its word for
-    /// starting the run from genesis: a few hello intervals, so that its
-    /// current hello replaced any old one gossip's cache handed us.
+    /// starting the run from genesis: a hello interval, by which its current
+    /// hello has normally replaced any old one gossip's cache handed us (a
+    /// peer reached only through the mesh may take longer; two intervals
+    /// changed how the churn simulation heals, see the note of the change).
     pub(super) fn settle_time(&self) -> Time {
         SETTLE_HELLOS * self.cfg.hello_interval
     }
@@ -344,6 +346,13 @@ impl Peer {
             && !self.history.knows_contributors()
             && !counted.iter().any(|(p, i)| self.history.is_trusted(p) && starting(i))
         {
+            return;
+        }
+        // A peer that applied rounds in this life never starts the run over
+        // from genesis: it waits for a manifest to sync to. (It would sit
+        // out the rounds it already signed for, and peers that only claim a
+        // later round could otherwise send it there.)
+        if self.history.has_standing() {
             return;
         }
         let present = 1 + counted.iter().filter(|(_, i)| i.status != Status::Syncing).count();
