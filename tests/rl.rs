@@ -1,8 +1,13 @@
 //! The RL swarm on the real network: three honest `swarm join --rl`
-//! processes and one that inflates the rewards it claims train `tasks-gpt`
-//! with GRPO and share rollouts through a bootstrap node on 127.0.0.1.
-//! Every honest peer must take external rollouts (re-scored on arrival),
-//! reject the liar's batches and drop it, and finish every round; the
+//! processes, one that inflates the rewards it claims and one that serves
+//! corrupted rollout payloads train `tasks-gpt` with GRPO and share
+//! rollouts (announced on gossip, fetched as blobs) through a bootstrap
+//! node on 127.0.0.1.
+//! Every honest peer must take external rollouts (fetched, then re-scored),
+//! reject the liar's batches and drop it, never ask the corrupt server
+//! again after its first wrong bytes (without dropping it: bytes that are
+//! not the announced ones prove nothing against their author), and finish
+//! every round; the
 //! honest peers' mean reward in the last quarter of the rounds must be above
 //! the first quarter's.
 
@@ -16,7 +21,7 @@ const ROUNDS: u64 = 40;
 fn spec(dir: &std::path::Path) -> std::path::PathBuf {
     let mut s = trainer::rl::default_spec(trainer::rl::TASKS_GPT).unwrap();
     s.rounds = ROUNDS;
-    s.min_peers = 4;
+    s.min_peers = 5;
     s.rl.wait_ms = 2_000;
     s.rl.start_wait_ms = 120_000;
     s.rl.eval_every = 0;
@@ -34,7 +39,7 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
     let boot = start_bootstrap(&mut procs, dir.path());
     let common = ["--spec", spec, "--bootstrap", boot.as_str()];
     // Fixed identities: a peer's tasks and samples are drawn from its key.
-    for (i, name) in ["p0", "p1", "p2", "liar"].iter().enumerate() {
+    for (i, name) in ["p0", "p1", "p2", "liar", "corrupt"].iter().enumerate() {
         std::fs::create_dir_all(dir.path().join(name)).unwrap();
         std::fs::write(dir.path().join(name).join("key"), [i as u8 + 11; 32]).unwrap();
     }
@@ -42,6 +47,9 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
     let mut liar_args = common.to_vec();
     liar_args.extend(["--adversary", "inflate-rewards"]);
     let liar = start_peer(&mut procs, dir.path(), "liar", &liar_args);
+    let mut corrupt_args = common.to_vec();
+    corrupt_args.extend(["--adversary", "wrong-bytes"]);
+    let corrupt = start_peer(&mut procs, dir.path(), "corrupt", &corrupt_args);
 
     let mut first = 0f64;
     let mut last = 0f64;
@@ -60,6 +68,9 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
                 .collect::<Vec<_>>()
         );
         assert!(sum("taken") >= ROUNDS, "peer {i} trained on external rollouts: {}\n{log}", sum("taken"));
+        // Rollouts are blobs: every batch a peer took or rejected was fetched.
+        assert!(sum("fetched") >= ROUNDS && sum("fetched_bytes") > 0, "peer {i} fetched rollout batches\n{log}");
+        assert!(sum("unserved") >= ROUNDS / 2, "peer {i} gave up on the corrupt peer's batches\n{log}");
         assert!(sum("rejected") > 0, "peer {i} rejected the liar's rollouts\n{log}");
         assert_eq!(rounds.last().unwrap()["dropped_peers"], 1, "peer {i} dropped exactly one peer\n{log}");
         for r in &rounds {
@@ -85,6 +96,21 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
         assert!(log.contains(&format!("dropped peer {liar_id}:")), "the liar {liar_id} was dropped\n{log}");
     }
     assert_eq!(liar_lines.len() as u64, ROUNDS, "the liar ran its rounds too\n{liar_log}");
+    // The corrupt server is named once by each honest peer (by its libp2p
+    // id, in its listening line), and never dropped.
+    let corrupt_lines = collect(&corrupt, Duration::from_secs(60));
+    let corrupt_log = std::fs::read_to_string(&corrupt.log).unwrap();
+    let corrupt_id = corrupt_log
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on ").and_then(|a| a.rsplit("/p2p/").next()))
+        .expect("the corrupt peer's listening line")
+        .to_string();
+    assert_eq!(corrupt_lines.len() as u64, ROUNDS, "the corrupt peer ran its rounds too\n{corrupt_log}");
+    for p in &honest {
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        let named = log.matches(&format!("peer {corrupt_id} served ")).count();
+        assert_eq!(named, 1, "the corrupt peer {corrupt_id} was found out once\n{log}");
+    }
     let (first, last) = (first / (3 * quarter) as f64, last / (3 * quarter) as f64);
     eprintln!("mean reward of the honest peers: first {quarter} rounds {first:.3}, last {quarter} rounds {last:.3}");
     assert!(last > first, "reward rose: {first:.3} -> {last:.3}");

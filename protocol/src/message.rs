@@ -310,9 +310,9 @@ pub enum Message {
         /// The manifests it applied last.
         recent: Vec<AppliedManifest>,
     },
-    /// An RL peer's rollouts of the envelope's round (RL runs only; a
-    /// DiLoCo peer drops it).
-    Rollouts(crate::rollouts::RolloutBatch),
+    /// An RL peer's rollouts of the envelope's round, announced: the batch
+    /// is a blob fetched by its hash (RL runs only; a DiLoCo peer drops it).
+    Rollouts(crate::rollouts::Announce),
 }
 
 impl Message {

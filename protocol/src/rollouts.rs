@@ -4,7 +4,8 @@
 //!
 //! Each peer trains its own copy of the policy with GRPO. Every round it
 //! generates rollouts (a group of completions per task), publishes them as a
-//! signed [`RolloutBatch`] and builds its training batch from `local` of its
+//! [`RolloutBatch`] (a blob, announced on gossip by a signed [`Announce`])
+//! and builds its training batch from `local` of its
 //! own task groups and `external` ones taken from others. A task is
 //! `(family, seed, level)`, so a receiver regenerates it and re-scores every
 //! completion with its own checker: a peer whose claimed rewards differ is
@@ -12,6 +13,10 @@
 //!
 //! No I/O here: the node feeds the pool what gossip delivered and asks it for
 //! candidates; the checker lives with the task families in `trainer`.
+
+mod announce;
+
+pub use announce::{Announce, MAX_BATCH_BYTES, PayloadError};
 
 use crate::id::{Hash, PeerId};
 use crate::rng::SplitMix64;
@@ -72,8 +77,8 @@ impl Rollout {
     }
 }
 
-/// What a peer publishes each round (the payload of
-/// [`Message::Rollouts`](crate::Message::Rollouts)).
+/// What a peer publishes each round: a blob, announced by a signed
+/// [`Announce`] in [`Message::Rollouts`](crate::Message::Rollouts).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RolloutBatch {
     /// The sender's session: when its process started (ms since the epoch).
@@ -266,9 +271,11 @@ pub struct RlParams {
 
 impl RlSpec {
     /// The run id: BLAKE3 of a tag (with [`TASKS_VERSION`]) and the spec's
-    /// encoding (never equal to a DiLoCo run's id).
+    /// encoding (never equal to a DiLoCo run's id). The tag's `2` is the
+    /// exchange's version: rollouts as announced blobs (`1` gossiped whole
+    /// batches), so peers of the two never share a run.
     pub fn run_id(&self) -> Hash {
-        let mut bytes = format!("swarm/rl/1/tasks/{TASKS_VERSION}").into_bytes();
+        let mut bytes = format!("swarm/rl/2/tasks/{TASKS_VERSION}").into_bytes();
         bytes.extend(
             bincode::serde::encode_to_vec(self, bincode::config::standard()).expect("an RlSpec always encodes"),
         );
@@ -465,6 +472,12 @@ impl Pool {
         let excess = p.groups.len().saturating_sub(KEEP_PER_PEER);
         p.groups.drain(..excess);
         Ok(n)
+    }
+
+    /// Whether a batch `(session, round)` from `peer` would be refused as a
+    /// replay (checked before its payload is fetched).
+    pub fn is_replay(&self, peer: &PeerId, session: u64, round: u64) -> bool {
+        self.peers.get(peer).is_some_and(|p| (session, round) <= p.last)
     }
 
     /// Forgets groups older than `max_age` of our rounds.

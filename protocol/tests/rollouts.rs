@@ -203,3 +203,62 @@ fn specs_are_checked_and_round_trip() {
     other.seed = 1;
     assert_ne!(other.run_id(), s.run_id());
 }
+
+#[test]
+fn a_payload_is_checked_against_its_signed_announcement_before_it_is_decoded() {
+    let b = batch(3, vec![group(0, 1, &[1.0, 0.0]), group(1, 2, &[0.0, 0.0])]);
+    let (a, bytes) = Announce::of(&b).unwrap();
+    assert_eq!((a.session, a.round, a.groups, a.bytes as usize), (1, 3, 2, bytes.len()));
+    a.check(3).unwrap();
+    assert_eq!(a.open(&bytes).unwrap(), b);
+    // What gossip carries is small, whatever the batch's size.
+    let key = protocol::Keypair::from_seed(1);
+    let env = protocol::Envelope::seal(&key, protocol::Hash([7; 32]), 3, &protocol::Message::Rollouts(a)).unwrap();
+    let opened = protocol::Envelope::open(&env).unwrap();
+    assert_eq!(opened.message().unwrap(), protocol::Message::Rollouts(a));
+    assert!(env.len() <= 200, "an announcement of {} bytes", env.len());
+    // The envelope's round, the size and the group count are bounded
+    // before anything is fetched.
+    assert!(matches!(a.check(4), Err(RolloutError::Invalid(_))));
+    for bad in [
+        Announce { bytes: 0, ..a },
+        Announce { bytes: MAX_BATCH_BYTES as u32 + 1, ..a },
+        Announce { groups: 0, ..a },
+        Announce { groups: MAX_ROLLOUTS as u32 + 1, ..a },
+    ] {
+        assert!(matches!(bad.check(3), Err(RolloutError::TooLarge(_))), "{bad:?}");
+    }
+    // Bytes that are not the announced ones are the provider's fault:
+    // one flipped, one short, one more.
+    let mut flipped = bytes.clone();
+    flipped[5] ^= 1;
+    let mut longer = bytes.clone();
+    longer.push(0);
+    for other in [flipped, bytes[..bytes.len() - 1].to_vec(), longer] {
+        assert_eq!(a.open(&other), Err(PayloadError::WrongBytes(other.len())));
+    }
+    // The announced bytes, but not the batch announced: the author's fault.
+    let (other, _) = Announce::of(&batch(4, b.rollouts.clone())).unwrap();
+    let lied = Announce { hash: a.hash, bytes: a.bytes, ..other };
+    assert!(matches!(lied.open(&bytes), Err(PayloadError::Bad(RolloutError::Invalid(_)))));
+    let garbage = vec![0xffu8; 40];
+    let g = Announce { hash: protocol::Hash::of(&garbage), bytes: 40, ..a };
+    assert!(matches!(g.open(&garbage), Err(PayloadError::Bad(RolloutError::Invalid(_)))));
+    // A batch over the wire bounds is neither announced nor opened.
+    let mut long = group(0, 1, &[1.0, 0.0]);
+    long.completions[0] = "x".repeat(MAX_COMPLETION_BYTES + 1);
+    assert!(matches!(Announce::of(&batch(1, vec![long])), Err(RolloutError::TooLarge(_))));
+}
+
+#[test]
+fn the_largest_batch_the_wire_bounds_allow_fits_the_payload_bound() {
+    let full = Rollout {
+        task: TaskRef { family: FAMILIES - 1, seed: u64::MAX, level: MAX_LEVEL },
+        completions: vec!["~".repeat(MAX_COMPLETION_BYTES); MAX_GROUP],
+        rewards: vec![f32::MAX; MAX_GROUP],
+    };
+    let b = RolloutBatch { session: u64::MAX, round: u64::MAX, rollouts: vec![full; MAX_ROLLOUTS] };
+    let (a, bytes) = Announce::of(&b).unwrap();
+    assert!(bytes.len() <= MAX_BATCH_BYTES && bytes.len() > MAX_BATCH_BYTES - 64 * 1024, "{}", bytes.len());
+    assert_eq!(a.open(&bytes).unwrap(), b);
+}

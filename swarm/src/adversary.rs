@@ -31,7 +31,8 @@ pub enum Adversary {
     IgnoreDispute,
     /// Serves corrupted bytes for every blob, on libp2p and on the data
     /// plane (where the sizes are right and every chunk is wrong); trains
-    /// and contributes, but publishes no manifest of its own.
+    /// and contributes, but publishes no manifest of its own. In RL runs:
+    /// announces its real rollout batches and serves corrupted payloads.
     WrongBytes,
     /// RL runs: publishes its rollouts with reward 1 claimed for every
     /// completion (it trains on the true rewards itself).

@@ -3,17 +3,19 @@
 //! One event loop owns the libp2p swarm (the same behaviour as a DiLoCo
 //! node: bootstrap, Kademlia, gossipsub) and the [`Pool`] of external
 //! rollouts; a learner thread ([`learner`]) owns the policy. Each round the
-//! node asks for its rollouts, publishes them as a signed
-//! [`Message::Rollouts`] on the run's topic, waits (at most `rl.wait_ms`)
+//! node asks for its rollouts, publishes them as a blob announced by a
+//! signed [`Message::Rollouts`] on the run's topic ([`exchange`]: receivers
+//! fetch the payload on the blob protocol), waits (at most `rl.wait_ms`)
 //! for enough fresh external groups, and has the learner train on `local` of
 //! its own groups and up to `external` taken ones, each re-scored with the
 //! learner's own checker first. A peer whose claimed rewards differ is
-//! dropped for the rest of the run (its later batches are refused at the
-//! gossip layer, which also stops relaying them).
+//! dropped for the rest of the run (its later announcements are refused at
+//! the gossip layer, which also stops relaying them).
 //!
 //! Peers do not wait for each other beyond that: a slow or silent peer only
 //! means fewer external groups.
 
+mod exchange;
 mod learner;
 mod report;
 
@@ -26,7 +28,7 @@ use learner::{Done, Job};
 use libp2p::futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, gossipsub};
-use protocol::rollouts::{Pool, Rollout, RolloutBatch, RolloutError, Rules};
+use protocol::rollouts::{Pool, RolloutBatch, Rules};
 use protocol::{Envelope, Keypair, Message, PeerId, RlSpec, Status};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,8 +48,10 @@ pub struct RlConfig {
     pub listen: String,
     /// Dial attempts per bootstrap address.
     pub bootstrap_attempts: u32,
-    /// Claim reward 1 for every published completion (the attack suite).
-    pub inflate_rewards: bool,
+    /// How this peer lies (the attack suite): `InflateRewards` claims
+    /// reward 1 for every published completion, `WrongBytes` serves
+    /// corrupted rollout payloads; the others are DiLoCo attacks.
+    pub adversary: Option<crate::adversary::Adversary>,
 }
 
 /// A started RL node: its events and the task to await.
@@ -56,8 +60,9 @@ pub type Started = (mpsc::UnboundedReceiver<RlEvent>, tokio::task::JoinHandle<Re
 /// Peers whose hellos are remembered (for the start quorum).
 const MAX_HELLO_PEERS: usize = 1024;
 
-/// The largest blob an RL node accepts on the blob protocol (it serves none).
-const MAX_BLOB: usize = 1 << 16;
+/// The largest blob an RL node accepts on the blob protocol: a rollout
+/// batch (each request is bounded by its announced size, too).
+const MAX_BLOB: usize = protocol::rollouts::MAX_BATCH_BYTES;
 
 /// Starts an RL node: key, swarm, bootstrap, learner thread; then the event
 /// loop in a task. `stop` ends it after the round in progress.
@@ -113,11 +118,12 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
         done,
         stop,
         pool: Pool::new(),
+        exchange: exchange::Exchange::default(),
         phase: Phase::Warming,
         round: 0,
         current: Current::default(),
         warned_alone: false,
-        inflate: cfg.inflate_rewards,
+        adversary: cfg.adversary,
         rejected: 0,
         hellos: BTreeMap::new(),
         seq: std::time::SystemTime::now()
@@ -169,11 +175,13 @@ struct RlLoop {
     done: mpsc::UnboundedReceiver<Done>,
     stop: mpsc::UnboundedReceiver<()>,
     pool: Pool,
+    /// Rollout payloads served and being fetched.
+    exchange: exchange::Exchange,
     phase: Phase,
     round: u64,
     current: Current,
     warned_alone: bool,
-    inflate: bool,
+    adversary: Option<crate::adversary::Adversary>,
     /// Groups of batches rejected by re-scoring since the last report.
     rejected: usize,
     /// Per peer on the topic: its last hello's counter and whether it is
@@ -309,7 +317,7 @@ impl RlLoop {
             }
             Done::Generated { round, mut rollouts, tokens, secs } => {
                 let mut published = rollouts.clone();
-                if self.inflate {
+                if self.adversary == Some(crate::adversary::Adversary::InflateRewards) {
                     for g in &mut published {
                         g.rewards.iter_mut().for_each(|x| *x = 1.0);
                     }
@@ -338,29 +346,11 @@ impl RlLoop {
         Ok(())
     }
 
-    fn publish(&mut self, round: u64, batch: RolloutBatch) {
-        let n = batch.rollouts.len();
-        let bytes = match Envelope::seal(&self.key, self.run, round, &Message::Rollouts(batch)) {
-            Ok(b) => b,
-            Err(e) => {
-                self.say(format!("round {round}: rollouts not published: {e:?} (over the 120 KiB bound)"));
-                return;
-            }
-        };
-        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
-            Ok(_) => self.current.shared = n,
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) if !self.warned_alone => {
-                self.warned_alone = true;
-                self.say(format!("round {round}: no peer on the run's topic yet; {n} groups not shared"));
-            }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
-            Err(e) => self.say(format!("round {round}: publishing rollouts failed: {e}")),
-        }
-    }
-
     fn report(&mut self, t: learner::Trained) {
         let learner::Trained { round, update, taken, accuracy: eval, tokens, secs: train_secs } = t;
         let rejected = std::mem::take(&mut self.rejected);
+        let (fetched, fetched_bytes) = std::mem::take(&mut self.exchange.fetched);
+        let unserved = std::mem::take(&mut self.exchange.unserved);
         let local = &self.current.local;
         let mut by_family: BTreeMap<u8, (f32, usize)> = BTreeMap::new();
         let (mut sum, mut n) = (0f32, 0usize);
@@ -385,6 +375,9 @@ impl RlLoop {
             shared: self.current.shared,
             taken: taken.len(),
             rejected,
+            fetched,
+            fetched_bytes,
+            unserved,
             dropped_peers: self.pool.dropped(),
             pool_peers: self.pool.peers(),
             loss: update.loss,
@@ -406,13 +399,16 @@ impl RlLoop {
                 message,
             })) => {
                 let source = message.source.as_ref().and_then(crate::identity::protocol_peer);
-                let verdict = self.on_gossip(&message.data, source);
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    verdict,
-                );
+                // An announcement's verdict waits for its payload.
+                if let Some(verdict) = self.on_gossip(&message.data, source, &message_id, propagation_source) {
+                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        verdict,
+                    );
+                }
             }
+            SwarmEvent::Behaviour(net::BehaviourEvent::Blobs(ev)) => self.on_blob_event(ev),
             SwarmEvent::Behaviour(net::BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id,
                 info,
@@ -432,50 +428,35 @@ impl RlLoop {
     }
 
     /// Checks a gossip message in order: size and signature, signer is the
-    /// author (where gossip names one; it is anonymous), run, then content
-    /// (bounds), then the pool's rules.
-    fn on_gossip(&mut self, data: &[u8], source: Option<protocol::PeerId>) -> gossipsub::MessageAcceptance {
+    /// author (where gossip names one; it is anonymous), run, then content.
+    /// A hello is judged at once; a rollout announcement once its payload
+    /// is fetched and checked (`None` here).
+    fn on_gossip(
+        &mut self,
+        data: &[u8],
+        source: Option<protocol::PeerId>,
+        message_id: &gossipsub::MessageId,
+        via: libp2p::PeerId,
+    ) -> Option<gossipsub::MessageAcceptance> {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
-        let Ok(opened) = Envelope::open(data) else { return Reject };
+        let Ok(opened) = Envelope::open(data) else { return Some(Reject) };
         if source.is_some_and(|s| s != opened.sender) || opened.run != self.run {
-            return Reject;
+            return Some(Reject);
         }
-        let batch = match opened.message() {
-            Ok(Message::Rollouts(batch)) => batch,
+        match opened.message() {
+            Ok(Message::Rollouts(a)) => self.on_announce(opened.sender, opened.round, a, message_id, via),
             Ok(Message::Hello { status, seq, .. }) => {
                 if !self.hellos.contains_key(&opened.sender) && self.hellos.len() >= MAX_HELLO_PEERS {
-                    return Ignore;
+                    return Some(Ignore);
                 }
                 let last = self.hellos.entry(opened.sender).or_insert((0, false));
                 if seq <= last.0 {
-                    return Ignore;
+                    return Some(Ignore);
                 }
                 *last = (seq, status == Status::Active);
-                return Accept;
+                Some(Accept)
             }
-            _ => return Reject,
-        };
-        if batch.round != opened.round {
-            return Reject;
-        }
-        let groups = batch.rollouts.len();
-        let checker = trainer::rl::checker(&self.spec);
-        let rescore = |r: &Rollout| checker.rescore(r.task, &r.completions);
-        match self.pool.offer(opened.sender, batch, self.round, &self.rules, &rescore) {
-            Ok(_) => Accept,
-            Err(RolloutError::Replayed { .. }) => Ignore,
-            Err(RolloutError::Lied { task, claimed, rescored }) => {
-                self.rejected += groups;
-                self.say(format!(
-                    "dropped peer {}: claimed rewards {claimed:?} for {} task {} (level {}), re-scored {rescored:?}",
-                    opened.sender.short(),
-                    trainer::rl::tasks::family_name(task.family),
-                    task.seed,
-                    task.level,
-                ));
-                Reject
-            }
-            Err(_) => Reject,
+            _ => Some(Reject),
         }
     }
 }

@@ -53,11 +53,9 @@ fn resolve(args: &JoinArgs) -> Result<RlSpec> {
 /// Joins an RL run and prints one line (or JSON object) per round.
 pub(crate) async fn join(args: JoinArgs) -> Result<()> {
     let spec = resolve(&args)?;
-    let inflate_rewards = match args.adversary {
-        None => false,
-        Some(Adversary::InflateRewards) => true,
-        Some(other) => bail!("--adversary {other:?} is a DiLoCo attack; RL runs know inflate-rewards"),
-    };
+    if let Some(other) = args.adversary.filter(|a| !matches!(a, Adversary::InflateRewards | Adversary::WrongBytes)) {
+        bail!("--adversary {other:?} is a DiLoCo attack; RL runs know inflate-rewards and wrong-bytes");
+    }
     if args.device != swarm::worker::Backend::Cpu {
         bail!("the RL policy runs on the CPU (--device cpu)");
     }
@@ -67,7 +65,7 @@ pub(crate) async fn join(args: JoinArgs) -> Result<()> {
         bootstrap: args.bootstrap.clone(),
         listen: args.listen.clone(),
         bootstrap_attempts: args.bootstrap_attempts,
-        inflate_rewards,
+        adversary: args.adversary,
     };
     let (stop, stop_rx) = tokio::sync::mpsc::unbounded_channel();
     let (mut events, task) = swarm::rl::start(cfg, stop_rx).await?;

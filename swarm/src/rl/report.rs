@@ -44,6 +44,14 @@ pub struct RlRound {
     pub taken: usize,
     /// External task groups rejected by re-scoring.
     pub rejected: usize,
+    /// Rollout batches fetched on the blob protocol and checked against
+    /// their announcements since the last round's line.
+    pub fetched: usize,
+    /// Their bytes.
+    pub fetched_bytes: u64,
+    /// Announcements given up on since the last round's line: no provider
+    /// served their payload (or only wrong bytes).
+    pub unserved: usize,
     /// Peers dropped for claimed rewards that did not re-score (in all).
     pub dropped_peers: usize,
     /// Peers whose rollouts are in the pool.
@@ -61,7 +69,7 @@ impl RlRound {
     pub fn line(&self) -> String {
         let fams: Vec<String> = self.reward_by_family.iter().map(|(f, r)| format!("{f} {r:.2}")).collect();
         let mut s = format!(
-            "round {:>3}: reward {:.3} ({}) | {:.0} tok/s | rollouts shared {} taken {} rejected {} | loss {:+.4} on {} completions | {:.1} s",
+            "round {:>3}: reward {:.3} ({}) | {:.0} tok/s | rollouts shared {} taken {} rejected {} | fetched {} batches ({:.1} KB){} | loss {:+.4} on {} completions | {:.1} s",
             self.round,
             self.reward,
             fams.join(", "),
@@ -69,6 +77,12 @@ impl RlRound {
             self.shared,
             self.taken,
             self.rejected,
+            self.fetched,
+            self.fetched_bytes as f64 / 1e3,
+            match self.unserved {
+                0 => String::new(),
+                n => format!(", {n} unserved"),
+            },
             self.loss,
             self.samples,
             self.secs
