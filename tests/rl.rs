@@ -70,6 +70,10 @@ fn rl_peers_share_rollouts_drop_a_liar_and_improve() {
         assert!(sum("taken") >= ROUNDS, "peer {i} trained on external rollouts: {}\n{log}", sum("taken"));
         // Rollouts are blobs: every batch a peer took or rejected was fetched.
         assert!(sum("fetched") >= ROUNDS && sum("fetched_bytes") > 0, "peer {i} fetched rollout batches\n{log}");
+        // The corrupt peer is asked once: its wrong bytes ban it as a
+        // provider, and nobody relays what they could not check (it is
+        // connected to every peer here, through the bootstrap's Kademlia).
+        assert_eq!(sum("wrong_bytes"), 1, "peer {i} asked the corrupt peer once\n{log}");
         assert!(sum("unserved") >= ROUNDS / 2, "peer {i} gave up on the corrupt peer's batches\n{log}");
         assert!(sum("rejected") > 0, "peer {i} rejected the liar's rollouts\n{log}");
         assert_eq!(rounds.last().unwrap()["dropped_peers"], 1, "peer {i} dropped exactly one peer\n{log}");

@@ -16,7 +16,7 @@
 
 mod announce;
 
-pub use announce::{Announce, MAX_BATCH_BYTES, PayloadError};
+pub use announce::{Announce, MAX_BATCH_BYTES, PayloadError, batch_bound};
 
 use crate::id::{Hash, PeerId};
 use crate::rng::SplitMix64;
@@ -64,8 +64,10 @@ pub struct Rollout {
     /// The task.
     pub task: TaskRef,
     /// The completions (text after the prompt, up to the end token).
+    #[serde(deserialize_with = "announce::de_completions")]
     pub completions: Vec<String>,
     /// The claimed reward of each completion.
+    #[serde(deserialize_with = "announce::de_rewards")]
     pub rewards: Vec<f32>,
 }
 
@@ -88,6 +90,7 @@ pub struct RolloutBatch {
     /// its policy after `round - 1` updates.
     pub round: u64,
     /// The task groups.
+    #[serde(deserialize_with = "announce::de_groups")]
     pub rollouts: Vec<Rollout>,
 }
 
@@ -165,6 +168,8 @@ impl RolloutBatch {
 /// What a receiver's spec allows in a batch, beyond the wire bounds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rules {
+    /// Task groups per batch at most (`rl.generate`).
+    pub generate: usize,
     /// Completions per group (`rl.group`).
     pub group: usize,
     /// Most characters per completion (`rl.max_tokens`: the small policy
@@ -179,10 +184,23 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The most bytes a batch of this run encodes to: an announcement of
+    /// more is refused before its payload is fetched.
+    pub fn max_batch_bytes(&self) -> usize {
+        batch_bound(self.generate, self.group, self.max_chars)
+    }
+
     /// Checks every group of a (validated) batch against the spec: a
     /// completion must be printable ASCII of at most `max_chars` (what the
     /// receiver's policy can read back exactly as scored).
     pub fn check(&self, batch: &RolloutBatch) -> Result<(), RolloutError> {
+        if batch.rollouts.len() > self.generate {
+            return Err(RolloutError::OffSpec(format!(
+                "{} task groups, more than the {} a round generates",
+                batch.rollouts.len(),
+                self.generate
+            )));
+        }
         for r in &batch.rollouts {
             let t = r.task;
             if t.level != self.level || !self.families.contains(&t.family) {
@@ -353,16 +371,9 @@ impl RlSpec {
         if r.sft_steps > 100_000 {
             return bad("rl.sft_steps", "must be at most 100000");
         }
-        // A round's batch must fit one envelope: at most max_tokens bytes
-        // per completion, plus framing (a length byte, a 4-byte reward) and
-        // a task reference per group.
-        let bytes = u64::from(r.generate) * (u64::from(r.group) * (u64::from(r.max_tokens) + 6) + 16);
-        if bytes > 100 * 1024 {
-            return bad(
-                "rl.generate",
-                "rl.generate x rl.group x rl.max_tokens is over what one 120 KiB message carries",
-            );
-        }
+        // A round's batch is a blob: with generate, group and max_tokens
+        // bounded above, at most 64 x 32 x 256 characters (about 540 KB),
+        // under MAX_BATCH_BYTES.
         if r.max_age == 0 || r.max_age > 1_000 {
             return bad("rl.max_age", "must be between 1 and 1000");
         }
@@ -472,6 +483,12 @@ impl Pool {
         let excess = p.groups.len().saturating_sub(KEEP_PER_PEER);
         p.groups.drain(..excess);
         Ok(n)
+    }
+
+    /// Whether `peer` has rollouts in the pool (or had, and was not
+    /// evicted): a publisher whose batches passed re-scoring.
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
     }
 
     /// Whether a batch `(session, round)` from `peer` would be refused as a

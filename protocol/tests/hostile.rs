@@ -303,20 +303,7 @@ fn a_late_joiner_leaves_when_the_peers_of_the_run_left_after_its_last_round() {
         out.extend(p.handle(gossip(s, run, 10, &Message::Leave { seq: 2, recent: last.clone() }), 20));
     }
     // Nobody serves the final manifest any more: every request fails.
-    let (mut t, mut left) = (700, out.iter().any(|o| matches!(o, OutEvent::Finished)));
-    while !left && t < 60_000 {
-        let mut queue = p.handle(InEvent::Tick, t);
-        while let Some(o) = queue.pop() {
-            match o {
-                OutEvent::Request { hash, from, .. } => {
-                    queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable }, t))
-                }
-                OutEvent::Finished => left = true,
-                _ => {}
-            }
-        }
-        t += 300;
-    }
+    let (left, t) = fail_every_request(&mut p, out, |_| true);
     eprintln!("the joiner left at {t} ms: {left}");
     assert!(left, "the joiner left: {:?}", p.phase());
 }

@@ -7,8 +7,7 @@ mod common;
 use common::*;
 use protocol::round::{Span, rank_key};
 use protocol::{
-    AppliedManifest, Config, DropReason, FetchFailure, Hash, InEvent, Keypair, Message, OutEvent, Peer, Phase, Status,
-    Verdict,
+    AppliedManifest, Config, DropReason, FetchFailure, Hash, InEvent, Keypair, Message, Peer, Phase, Status, Verdict,
 };
 
 /// What a joiner of the run hears in the tests below: three peers of the
@@ -178,21 +177,7 @@ fn fresh_keys_saying_the_run_is_over_do_not_end_the_wait_of_a_peer_that_trusts_n
             out.extend(p.handle(gossip(s, run, 10, &Message::Leave { seq: 2, recent: last.clone() }), 20));
         }
         // Nobody serves the made-up final manifest: every request fails.
-        let (mut t, mut left) = (700, out.iter().any(|o| matches!(o, OutEvent::Finished)));
-        while !left && p.phase() == Phase::Waiting && t < 60_000 {
-            let mut queue = std::mem::take(&mut out);
-            queue.extend(p.handle(InEvent::Tick, t));
-            while let Some(o) = queue.pop() {
-                match o {
-                    OutEvent::Request { hash, from, .. } => {
-                        queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable }, t))
-                    }
-                    OutEvent::Finished => left = true,
-                    _ => {}
-                }
-            }
-            t += 300;
-        }
+        let (left, t) = fail_every_request(&mut p, out, |p| p.phase() == Phase::Waiting);
         assert_eq!(left, !trusting, "left at {t} ms, trusting {trusting}: {:?}", p.phase());
         if trusting {
             assert_eq!(p.phase(), Phase::Waiting);

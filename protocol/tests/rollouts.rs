@@ -17,7 +17,7 @@ fn batch(round: u64, groups: Vec<Rollout>) -> RolloutBatch {
 }
 
 fn rules() -> Rules {
-    Rules { group: 2, max_chars: 8, level: 1, families: vec![0, 1], max_age: 2 }
+    Rules { generate: 8, group: 2, max_chars: 8, level: 1, families: vec![0, 1], max_age: 2 }
 }
 
 /// The checker of `group`'s completions: the reward is the number written.
@@ -57,6 +57,9 @@ fn bounds_and_the_run_s_rules_are_checked_before_anything_is_kept() {
         let got = pool.offer(p, batch(1, vec![g.clone()]), 1, &r, &check);
         assert!(matches!(got, Err(RolloutError::OffSpec(_))), "{g:?}: {got:?}");
     }
+    // More groups than a round generates.
+    let nine = batch(1, (0..9).map(|s| group(0, s, &[1.0, 0.0])).collect());
+    assert!(matches!(pool.offer(p, nine, 1, &r, &check), Err(RolloutError::OffSpec(_))));
     assert_eq!(pool.peers(), 0);
     assert_eq!(pool.dropped(), 0, "off-spec is refused, not a lie");
     assert!(pool.candidates(1, 2, true, 0).is_empty());
@@ -197,7 +200,12 @@ fn specs_are_checked_and_round_trip() {
     assert_eq!(field(&|t| t.rl.external = u32::MAX), "rl.external", "local + external overflows");
     assert_eq!(field(&|t| t.rl.max_age = 0), "rl.max_age");
     assert_eq!(field(&|t| t.rl.group = 1), "rl.group");
-    assert_eq!(field(&|t| (t.rl.generate, t.rl.group, t.rl.max_tokens) = (64, 32, 256)), "rl.generate");
+    // The largest batch a spec allows is a blob well within the payload bound.
+    let mut big = spec();
+    (big.rl.generate, big.rl.group, big.rl.max_tokens) = (64, 32, 256);
+    big.validate().unwrap();
+    assert!(batch_bound(64, 32, 256) < MAX_BATCH_BYTES / 3);
+    assert_eq!(field(&|t| t.rl.generate = 65), "rl.generate");
     assert_eq!(field(&|t| t.rl.kl = 0.1), "rl.kl");
     let mut other = spec();
     other.seed = 1;
@@ -244,6 +252,19 @@ fn a_payload_is_checked_against_its_signed_announcement_before_it_is_decoded() {
     let garbage = vec![0xffu8; 40];
     let g = Announce { hash: protocol::Hash::of(&garbage), bytes: 40, ..a };
     assert!(matches!(g.open(&garbage), Err(PayloadError::Bad(RolloutError::Invalid(_)))));
+    // Vectors are bounded by their length prefix while decoding, before
+    // anything is allocated for them: a group of a million empty
+    // completions (1 MB of payload) fails in the decoder, not in a check
+    // after it.
+    let mut huge = group(0, 1, &[]);
+    huge.completions = vec![String::new(); 1_000_000];
+    let bytes = bincode::serde::encode_to_vec(batch(3, vec![huge]), bincode::config::standard()).unwrap();
+    let h = Announce { hash: protocol::Hash::of(&bytes), bytes: bytes.len() as u32, groups: 1, ..a };
+    match h.open(&bytes) {
+        Err(PayloadError::Bad(RolloutError::Invalid(why))) => assert!(why.contains("at most 32"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(Announce::of(&batch(1, vec![])), Err(RolloutError::Invalid(_))));
     // A batch over the wire bounds is neither announced nor opened.
     let mut long = group(0, 1, &[1.0, 0.0]);
     long.completions[0] = "x".repeat(MAX_COMPLETION_BYTES + 1);

@@ -271,6 +271,30 @@ pub fn build_with(
     max_blob: usize,
     plane_port: Option<u16>,
 ) -> Result<Swarm<Behaviour>, Error> {
+    build_inner(key, max_blob, plane_port, GOSSIP_HISTORY)
+}
+
+/// Gossipsub's heartbeat.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Heartbeats a message stays in gossipsub's cache (its default): the
+/// cache also holds a message whose verdict is pending, and a verdict
+/// given after it left is not relayed.
+const GOSSIP_HISTORY: usize = 5;
+
+/// Builds an RL node's swarm. Its rollout announcements wait for their
+/// payload before gossip hears a verdict (up to one blob timeout for each
+/// of two providers), so gossipsub keeps messages that long.
+pub fn build_rl(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour>, Error> {
+    let held = 2 * blob_timeout(max_blob).as_millis() / HEARTBEAT.as_millis() + 2;
+    build_inner(key, max_blob, None, GOSSIP_HISTORY.max(held as usize))
+}
+
+fn build_inner(
+    key: &protocol::Keypair,
+    max_blob: usize,
+    plane_port: Option<u16>,
+    history: usize,
+) -> Result<Swarm<Behaviour>, Error> {
     let keypair = crate::identity::to_libp2p(key);
     let peer_id = keypair.public().to_peer_id();
     // Anonymous gossip (issue 13 item 4): every message is a signed
@@ -285,7 +309,8 @@ pub fn build_with(
         .validate_messages()
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .message_id_fn(message_id)
-        .heartbeat_interval(Duration::from_millis(500))
+        .heartbeat_interval(HEARTBEAT)
+        .history_length(history)
         .flood_publish(true)
         .build()
         .map_err(|e| Error::Net(e.to_string()))?;

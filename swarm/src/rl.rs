@@ -70,7 +70,7 @@ pub async fn start(cfg: RlConfig, stop: mpsc::UnboundedReceiver<()>) -> Result<S
     let rules = trainer::rl::rules(&cfg.spec).map_err(|e| Error::Rl(e.to_string()))?;
     let key = crate::identity::load_or_create(&cfg.data_dir.join("key"))?;
     let run = cfg.spec.run_id();
-    let mut swarm = net::build_with(&key, MAX_BLOB, None)?;
+    let mut swarm = net::build_rl(&key, MAX_BLOB)?;
     swarm.listen_on(net::parse_addr(&cfg.listen)?).map_err(|e| Error::Net(e.to_string()))?;
     let topic = gossipsub::IdentTopic::new(format!("swarm/rl/{}", run.to_hex()));
     swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| Error::Net(e.to_string()))?;
@@ -351,6 +351,7 @@ impl RlLoop {
         let rejected = std::mem::take(&mut self.rejected);
         let (fetched, fetched_bytes) = std::mem::take(&mut self.exchange.fetched);
         let unserved = std::mem::take(&mut self.exchange.unserved);
+        let wrong_bytes = std::mem::take(&mut self.exchange.wrong);
         let local = &self.current.local;
         let mut by_family: BTreeMap<u8, (f32, usize)> = BTreeMap::new();
         let (mut sum, mut n) = (0f32, 0usize);
@@ -378,6 +379,7 @@ impl RlLoop {
             fetched,
             fetched_bytes,
             unserved,
+            wrong_bytes,
             dropped_peers: self.pool.dropped(),
             pool_peers: self.pool.peers(),
             loss: update.loss,

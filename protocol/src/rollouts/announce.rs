@@ -11,17 +11,76 @@
 
 use super::{MAX_COMPLETION_BYTES, MAX_GROUP, MAX_ROLLOUTS, RolloutBatch, RolloutError};
 use crate::id::Hash;
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+
+/// The most bytes a batch of `groups` groups of `group` completions of at
+/// most `chars` bytes encodes to (each length prefix, reward and task
+/// reference counted).
+pub const fn batch_bound(groups: usize, group: usize, chars: usize) -> usize {
+    groups * (16 + group * (chars + 8)) + 32
+}
 
 /// The largest encoded batch: [`MAX_ROLLOUTS`] groups of [`MAX_GROUP`]
-/// completions of [`MAX_COMPLETION_BYTES`], with each length prefix, reward
-/// and task reference (about 2 MiB; the wire bounds admit no larger batch).
-pub const MAX_BATCH_BYTES: usize = MAX_ROLLOUTS * (16 + MAX_GROUP * (MAX_COMPLETION_BYTES + 8)) + 32;
+/// completions of [`MAX_COMPLETION_BYTES`] (about 2 MiB; the wire bounds
+/// admit no larger batch). A run's spec bounds its batches further
+/// ([`Rules::max_batch_bytes`](super::Rules::max_batch_bytes)).
+pub const MAX_BATCH_BYTES: usize = batch_bound(MAX_ROLLOUTS, MAX_GROUP, MAX_COMPLETION_BYTES);
 
-/// What decoding a payload may allocate: bincode counts the decoded sizes
-/// (a `String`'s header too), a little more than the largest batch's
-/// encoding (the bound's test decodes it); a payload of many empty strings
-/// would ask for far more, and fails instead.
+/// Decodes a sequence of at most `N` elements, refusing a longer one from
+/// its length prefix, before anything is allocated for it (bincode's serde
+/// path counts string bytes against its limit, not vectors: a payload of
+/// a million empty strings would otherwise decode to 24 MB of headers).
+pub(super) fn at_most<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T, const N: usize>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Bounded<T, N> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {N} elements")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > N {
+                return Err(A::Error::invalid_length(hint, &self));
+            }
+            let mut v = Vec::with_capacity(hint);
+            while let Some(x) = seq.next_element()? {
+                if v.len() == N {
+                    return Err(A::Error::invalid_length(N + 1, &self));
+                }
+                v.push(x);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(Bounded::<T, N>(PhantomData))
+}
+
+/// [`RolloutBatch::rollouts`], decoded: at most [`MAX_ROLLOUTS`].
+pub(super) fn de_groups<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<super::Rollout>, D::Error> {
+    at_most::<D, super::Rollout, MAX_ROLLOUTS>(d)
+}
+
+/// [`Rollout::completions`](super::Rollout::completions), decoded: at most
+/// [`MAX_GROUP`].
+pub(super) fn de_completions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    at_most::<D, String, MAX_GROUP>(d)
+}
+
+/// [`Rollout::rewards`](super::Rollout::rewards), decoded: at most
+/// [`MAX_GROUP`].
+pub(super) fn de_rewards<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    at_most::<D, f32, MAX_GROUP>(d)
+}
+
+/// bincode's decode limit for a payload: what it counts while decoding is
+/// a little over the largest batch's encoding (the bound's test decodes
+/// it), so twice the payload bound.
 const DECODE_LIMIT: usize = 2 * MAX_BATCH_BYTES;
 
 /// A peer's rollouts of a round, announced on gossip (the payload of
@@ -57,6 +116,9 @@ impl Announce {
     /// Fails on a batch over the wire bounds (which no receiver would take).
     pub fn of(batch: &RolloutBatch) -> Result<(Announce, Vec<u8>), RolloutError> {
         batch.validate()?;
+        if batch.rollouts.is_empty() {
+            return Err(RolloutError::Invalid("an empty batch".into()));
+        }
         let bytes = bincode::serde::encode_to_vec(batch, bincode::config::standard())
             .map_err(|e| RolloutError::Invalid(e.to_string()))?;
         if bytes.len() > MAX_BATCH_BYTES {

@@ -113,3 +113,26 @@ pub fn raw(key: u64, bytes: Vec<u8>) -> InEvent {
 pub fn applied(round: u64, id: Hash) -> AppliedManifest {
     AppliedManifest { round, id }
 }
+
+/// Drives a peer in 300 ms ticks from 700 ms (until 60 s, and while
+/// `go` holds), failing every blob request it makes, `out` included (as
+/// when nobody serves the run's last manifest). Returns whether it left
+/// (`Finished`) and when the loop stopped.
+pub fn fail_every_request(p: &mut Peer, mut out: Vec<OutEvent>, go: impl Fn(&Peer) -> bool) -> (bool, u64) {
+    let (mut t, mut left) = (700, out.iter().any(|o| matches!(o, OutEvent::Finished)));
+    while !left && go(p) && t < 60_000 {
+        let mut queue = std::mem::take(&mut out);
+        queue.extend(p.handle(InEvent::Tick, t));
+        while let Some(o) = queue.pop() {
+            match o {
+                OutEvent::Request { hash, from, .. } => queue.extend(
+                    p.handle(InEvent::RequestFailed { hash, from, why: protocol::FetchFailure::Unreachable }, t),
+                ),
+                OutEvent::Finished => left = true,
+                _ => {}
+            }
+        }
+        t += 300;
+    }
+    (left, t)
+}

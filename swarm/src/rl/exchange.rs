@@ -20,9 +20,16 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 pub(super) const SERVE_BYTES: usize = 8 * protocol::rollouts::MAX_BATCH_BYTES;
 /// And at most this many.
 const SERVE_COUNT: usize = 1024;
-/// Announcements whose payload is being fetched at once; more wait for
-/// nothing (gossip is told to ignore them).
-const MAX_FETCHES: usize = 64;
+/// Announcements of authors with nothing in our pool (strangers, fresh
+/// keys among them) whose payload is being fetched or waits, at once; more
+/// are ignored. Authors in the pool (at most 256) are not counted here, so
+/// strangers that stall their answers cannot keep the others' rollouts out.
+const MAX_STRANGER_FETCHES: usize = 64;
+/// Fetches started per author in one of our rounds (a peer that announces
+/// many rounds quickly gets no more of our bandwidth and re-scoring).
+const FETCHES_PER_ROUND: u32 = 2;
+/// Authors counted per round at most (fresh keys cost bounded memory).
+const MAX_AUTHORS_PER_ROUND: usize = 4096;
 /// Providers remembered for serving wrong bytes (never asked again).
 const MAX_BANNED: usize = 4096;
 
@@ -34,6 +41,11 @@ pub(super) struct Exchange {
     order: VecDeque<protocol::Hash>,
     served_bytes: usize,
     fetches: BTreeMap<request_response::OutboundRequestId, Fetch>,
+    /// The next announcement of an author whose fetch is in flight (one
+    /// fetch per author at once; a newer announcement replaces it).
+    queued: BTreeMap<PeerId, Fetch>,
+    /// Our round, and the fetches started per author in it.
+    started: (u64, BTreeMap<PeerId, u32>),
     /// Providers that served bytes that were not the announced ones.
     banned: HashSet<libp2p::PeerId>,
     /// Payloads fetched and checked, and their bytes, since the last report.
@@ -41,6 +53,9 @@ pub(super) struct Exchange {
     /// Announcements given up on since the last report: nobody served
     /// their payload.
     pub unserved: usize,
+    /// Answers of bytes that were not the announced ones, since the last
+    /// report.
+    pub wrong: usize,
 }
 
 /// A payload being fetched for an announcement held back from gossip.
@@ -99,7 +114,9 @@ impl RlLoop {
     }
 
     /// An announcement that passed the envelope's checks: fetch its payload
-    /// (the verdict comes with it), or judge it now.
+    /// (the verdict comes with it), or judge it now. Checked in order: our
+    /// own (replayed to us), bounds (the wire's, then this run's), a
+    /// dropped author, a replay, then the fetch limits.
     pub(super) fn on_announce(
         &mut self,
         author: PeerId,
@@ -109,19 +126,46 @@ impl RlLoop {
         source: libp2p::PeerId,
     ) -> Option<gossipsub::MessageAcceptance> {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
-        if a.check(envelope_round).is_err() || self.pool.is_dropped(&author) {
-            return Some(Reject);
-        }
-        if self.pool.is_replay(&author, a.session, a.round) || self.exchange.fetches.len() >= MAX_FETCHES {
+        if author == self.key.peer_id() {
             return Some(Ignore);
         }
+        let off_spec = a.groups as usize > self.rules.generate || a.bytes as usize > self.rules.max_batch_bytes();
+        if a.check(envelope_round).is_err() || off_spec || self.pool.is_dropped(&author) {
+            return Some(Reject);
+        }
+        if self.pool.is_replay(&author, a.session, a.round) {
+            return Some(Ignore);
+        }
+        let e = &mut self.exchange;
+        if !self.pool.knows(&author) {
+            let pool = &self.pool;
+            let strangers = e.fetches.values().chain(e.queued.values()).filter(|f| !pool.knows(&f.author)).count();
+            if strangers >= MAX_STRANGER_FETCHES {
+                return Some(Ignore);
+            }
+        }
+        if e.started.0 != self.round {
+            e.started = (self.round, BTreeMap::new());
+        }
+        let known = e.started.1.contains_key(&author);
+        let count = e.started.1.get(&author).copied().unwrap_or(0);
+        if count >= FETCHES_PER_ROUND || (!known && e.started.1.len() >= MAX_AUTHORS_PER_ROUND) {
+            return Some(Ignore);
+        }
+        e.started.1.insert(author, count + 1);
         let mut next = vec![source];
         if let Some(lp) = crate::identity::libp2p_peer(&author).filter(|lp| *lp != source) {
             next.push(lp);
         }
-        next.retain(|p| !self.exchange.banned.contains(p));
+        next.retain(|p| !e.banned.contains(p));
         next.reverse();
         let fetch = Fetch { announce: a, author, message_id: message_id.clone(), source, next };
+        if e.fetches.values().any(|f| f.author == author) {
+            if let Some(old) = e.queued.insert(author, fetch) {
+                self.tell_gossip(&old, Ignore);
+            }
+            return None;
+        }
         self.fetch(fetch);
         None
     }
@@ -131,14 +175,23 @@ impl RlLoop {
     fn fetch(&mut self, mut f: Fetch) {
         let Some(to) = f.next.pop() else {
             self.exchange.unserved += 1;
-            return self.verdict(&f, gossipsub::MessageAcceptance::Ignore);
+            return self.finish(f, gossipsub::MessageAcceptance::Ignore);
         };
         let request = net::BlobRequest::bounded(f.announce.hash.0, f.announce.bytes as usize);
         let id = self.swarm.behaviour_mut().blobs.send_request(&to, request);
         self.exchange.fetches.insert(id, f);
     }
 
-    fn verdict(&mut self, f: &Fetch, v: gossipsub::MessageAcceptance) {
+    /// Gives gossip its verdict on a fetched announcement, and starts the
+    /// author's queued one.
+    fn finish(&mut self, f: Fetch, v: gossipsub::MessageAcceptance) {
+        self.tell_gossip(&f, v);
+        if let Some(q) = self.exchange.queued.remove(&f.author) {
+            self.fetch(q);
+        }
+    }
+
+    fn tell_gossip(&mut self, f: &Fetch, v: gossipsub::MessageAcceptance) {
         self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&f.message_id, &f.source, v);
     }
 
@@ -174,6 +227,7 @@ impl RlLoop {
         let batch = match f.announce.open(&bytes) {
             Ok(b) => b,
             Err(PayloadError::WrongBytes(n)) => {
+                self.exchange.wrong += 1;
                 if self.exchange.banned.len() < MAX_BANNED && self.exchange.banned.insert(provider) {
                     self.say(format!(
                         "peer {provider} served {n} bytes that are not the rollouts {} of peer {}; never asked again",
@@ -191,7 +245,7 @@ impl RlLoop {
                         f.author.short()
                     ));
                 }
-                return self.verdict(&f, Reject);
+                return self.finish(f, Reject);
             }
         };
         self.exchange.fetched.0 += 1;
@@ -204,7 +258,7 @@ impl RlLoop {
             Err(RolloutError::Replayed { .. }) => Ignore,
             Err(_) => Reject,
         };
-        self.verdict(&f, v);
+        self.finish(f, v);
     }
 
     /// Gives a checked batch to the pool (the run's rules, then re-scoring

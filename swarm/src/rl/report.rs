@@ -52,6 +52,9 @@ pub struct RlRound {
     /// Announcements given up on since the last round's line: no provider
     /// served their payload (or only wrong bytes).
     pub unserved: usize,
+    /// Answers of bytes that were not the announced payload, since the
+    /// last round's line (their providers are never asked again).
+    pub wrong_bytes: usize,
     /// Peers dropped for claimed rewards that did not re-score (in all).
     pub dropped_peers: usize,
     /// Peers whose rollouts are in the pool.

@@ -160,6 +160,7 @@ pub fn check_spec(spec: &RlSpec) -> Result<Vec<u8>, TrainerError> {
 /// What a peer of this run accepts from others (see `Pool::offer`).
 pub fn rules(spec: &RlSpec) -> Result<Rules, TrainerError> {
     Ok(Rules {
+        generate: spec.rl.generate as usize,
         group: spec.rl.group as usize,
         max_chars: spec.rl.max_tokens as usize,
         level: spec.rl.level,
