@@ -231,16 +231,21 @@ fn a_brown_gpt_joiner_syncs_a_169_mb_state_through_the_data_plane_among_lying_pe
     // joiner syncs to a manifest most peers confirm, and one CI run started
     // the joiner when only peer-0 had, so it synced to round 1 (genesis,
     // nothing to fetch) and the data-plane assertion failed.
+    let log = |n: &str| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default();
     for (i, lines) in [(0, &mut first), (1, &mut second)] {
         while !reports(lines).iter().any(|r| r.round >= 2) {
-            lines.push(honest[i].lines.recv_timeout(Duration::from_secs(600)).expect("honest peers apply round 2"));
+            let line = honest[i].lines.recv_timeout(Duration::from_secs(600)).unwrap_or_else(|e| {
+                let logs: Vec<String> =
+                    ["peer-0", "peer-1", "liar"].iter().map(|n| format!("--- {n}:\n{}", log(n))).collect();
+                panic!("peer-{i} applies round 2: {e:?}\n{}", logs.join("\n"))
+            });
+            lines.push(line);
         }
     }
     let joiner = start_peer_env(&mut procs, dir.path(), "joiner", &base, &env);
     first.extend(collect(&honest[0], Duration::from_secs(900)));
     let end = reports(&first);
     let late = reports(&collect(&joiner, Duration::from_secs(300)));
-    let log = |n: &str| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap();
     let (l0, lj) = (log("peer-0"), log("joiner"));
     assert_eq!(end.last().map(|r| r.round), Some(s.rounds), "peer-0 finished:\n{l0}");
     for (name, l) in [("peer-0", &l0), ("joiner", &lj)] {

@@ -455,3 +455,44 @@ fn one_peer_with_standing_claiming_a_later_round_does_not_send_two_honest_peers_
     assert_eq!(p.stats().resyncs, 0, "a claim nobody backs with a manifest sends nobody back");
     assert_eq!(p.phase(), Phase::Gathering(2), "the round stays closed to us (the stall the README states)");
 }
+
+#[test]
+fn a_peer_caught_serving_wrong_bytes_does_not_close_the_round_of_two_honest_peers() {
+    // The stall above, where the liar is caught: a data-plane test (two
+    // honest peers and one that serves wrong bytes and publishes no
+    // manifest) stalled for good when the liar moved on alone and claimed
+    // the round was past. Bytes that do not hash to what was asked are a
+    // lie: the provider withholds, its claims stop counting, and the
+    // honest peers publish the round.
+    let run = spec().run_id();
+    let (mut p, _) = peer_with(1, 10);
+    let state = round_one_applied(&mut p, 1, &[2, 3], run);
+    let made_up = Hash::of(b"made-up round 2");
+    p.handle(InEvent::TrainingDone { round: 2, contribution: contribution(Hash::of(b"mine 2"), 8, state) }, 1_000);
+    let h = Hash::of(b"honest 2");
+    p.handle(gossip(2, run, 2, &Message::Contribution(contribution(h, 8, state))), 1_010);
+    p.handle(InEvent::BlobReady(h), 1_020);
+    let liar = Keypair::from_seed(3).peer_id();
+    let mut published = None;
+    for (t, seq) in (1_100..90_000).step_by(500).zip(10..) {
+        let mut out = p.handle(gossip(2, run, 2, &hello(Status::Active, seq, vec![])), t);
+        out.extend(p.handle(gossip(3, run, 3, &hello(Status::Active, seq, vec![applied(2, made_up)])), t));
+        out.extend(p.handle(InEvent::Tick, t + 1));
+        let mut queue = out;
+        while let Some(o) = queue.pop() {
+            if let Some(m) = published_manifest(std::slice::from_ref(&o)) {
+                published.get_or_insert(m);
+            }
+            if let OutEvent::Request { hash, from, .. } = o {
+                let why = if from == liar { FetchFailure::WrongBytes } else { FetchFailure::NotFound };
+                queue.extend(p.handle(InEvent::RequestFailed { hash, from, why }, t + 2));
+            }
+        }
+        if published.is_some() {
+            break;
+        }
+    }
+    let m = published.expect("the honest peer published round 2 once the liar served wrong bytes");
+    assert_eq!(m.entries.len(), 2, "its own contribution and the other honest peer's: {m:?}");
+    assert_eq!(p.stats().resyncs, 0);
+}

@@ -249,6 +249,13 @@ impl Peer {
         let banned = why == FetchFailure::WrongBytes;
         if banned {
             self.stats.bad_providers += 1;
+            // Bytes that do not hash to what was asked are a lie (an honest
+            // peer serves what it stored, checked): like an aggregator whose
+            // manifest nobody could collect, the peer withholds, so its
+            // claims do not close our round for the standing window (with
+            // three peers, its claim to be past the round alone did, and the
+            // two honest peers stalled for good: a data-plane test saw it).
+            self.mark_withholding(from);
         }
         let (result, requests) = self.fetcher.failed(hash, from, banned, why == FetchFailure::NotFound, self.now);
         self.stats.requests += requests.len() as u64;
@@ -298,6 +305,22 @@ impl Peer {
         })
     }
 
+    /// Records that `p` withheld in `round` (see [`Peer::withholds`]):
+    /// not a candidate of that round, and not counted in the rules that
+    /// close a round or choose a history for the standing window.
+    fn withheld_in(&mut self, round: u64, p: PeerId) {
+        let floor = self.round.saturating_sub(history::STANDING_ROUNDS);
+        self.withheld.retain(|r, _| *r >= floor);
+        self.withheld.entry(round).or_default().insert(p);
+    }
+
+    /// A provider served bytes that were not the blob asked for.
+    fn mark_withholding(&mut self, p: PeerId) {
+        if p != self.me {
+            self.withheld_in(self.round, p);
+        }
+    }
+
     /// An entry of the manifest being collected is served by nobody (its
     /// contributor and the aggregator withhold it, or they are gone): the
     /// manifest cannot be applied by anyone who lacks it. We still hold the
@@ -309,9 +332,7 @@ impl Peer {
     fn manifest_unservable(&mut self, round: u64, missing: Hash) {
         let Some(k) = self.rounds.get_mut(&round).and_then(|d| d.manifest.take()) else { return };
         self.stats.unservable_manifests += 1;
-        let floor = self.round.saturating_sub(history::STANDING_ROUNDS);
-        self.withheld.retain(|r, _| *r >= floor);
-        self.withheld.entry(round).or_default().insert(k.aggregator);
+        self.withheld_in(round, k.aggregator);
         let data = self.rounds.entry(round).or_default();
         data.contributions.retain(|_, a| a.contribution.hash != missing);
         let state = self.state;
