@@ -33,7 +33,10 @@ impl Peer {
     /// no such contributor alive (round 1, or all gone), every active peer is
     /// a candidate.
     fn candidates(&self, round: u64) -> Vec<PeerId> {
-        let withheld = |p: &PeerId| self.withheld.get(&round).is_some_and(|w| w.contains(p));
+        // Nor a provider that served wrong bytes: its manifest would name
+        // a contribution nobody gets from it.
+        let withheld =
+            |p: &PeerId| self.fetcher.is_banned(p) || self.withheld.get(&round).is_some_and(|w| w.contains(p));
         let alive = |p: &PeerId| {
             (*p == self.me || self.members.is_active(p)) && !self.reviews.excluded.contains(p) && !withheld(p)
         };

@@ -80,10 +80,12 @@ impl Peer {
     }
 
     /// Whether `p` aggregated a manifest that nobody could collect in the
-    /// last [`history::STANDING_ROUNDS`] rounds.
+    /// last [`history::STANDING_ROUNDS`] rounds, or ever served us bytes
+    /// that were not what we asked for (a lie: such a provider is never
+    /// asked again either).
     pub(super) fn withholds(&self, p: &PeerId) -> bool {
         let floor = self.round.saturating_sub(history::STANDING_ROUNDS);
-        self.withheld.range(floor..).any(|(_, w)| w.contains(p))
+        self.fetcher.is_banned(p) || self.withheld.range(floor..).any(|(_, w)| w.contains(p))
     }
 
     /// Active peers that list any of our recently applied manifests.
@@ -104,7 +106,8 @@ impl Peer {
             return false;
         }
         // An aggregator whose manifest nobody could collect does not count
-        // for its history (it would pull us back to what it withholds).
+        // for its history (it would pull us back to what it withholds), nor
+        // a provider that served wrong bytes (`withholds`).
         // Nor does a peer that does not vouch (a fresh key): a Sybil group
         // listing another candidate's second manifest must not pull us
         // onto it (issue 13 item 2).

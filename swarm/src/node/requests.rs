@@ -23,10 +23,15 @@ impl EventLoop {
         if self.plane_request(hash, kind, from) {
             return;
         }
-        let target = crate::identity::libp2p_peer(&from).filter(|lp| !self.banned.contains(lp));
-        let Some(lp) = target else {
+        let Some(lp) = crate::identity::libp2p_peer(&from) else {
             return self.queue.push_back(InEvent::RequestFailed { hash, from, why: FetchFailure::Unreachable });
         };
+        if self.banned.contains(&lp) {
+            // It served bytes that did not verify (here or on the data
+            // plane, where the protocol may not have heard of it): say so,
+            // so that its claims stop counting too.
+            return self.queue.push_back(InEvent::RequestFailed { hash, from, why: FetchFailure::WrongBytes });
+        }
         let request = net::BlobRequest::bounded(hash.0, self.max_bytes(kind));
         let id = self.swarm.behaviour_mut().blobs.send_request(&lp, request);
         self.flow(kind).sent += 32;
