@@ -11,7 +11,8 @@
 //! completion with its own checker: a peer whose claimed rewards differ is
 //! dropped ([`Pool::drop_peer`]) and its rollouts are never used.
 //!
-//! No I/O here: the node feeds the pool what gossip delivered and asks it for
+//! No I/O here: the node feeds the pool the batches it fetched and checked
+//! against their announcements (which come by gossip) and asks it for
 //! candidates; the checker lives with the task families in `trainer`.
 
 mod announce;
@@ -106,8 +107,8 @@ pub enum RolloutError {
     /// From a peer whose claimed rewards did not match re-scoring.
     #[error("from a dropped peer")]
     Dropped,
-    /// Not what this run's spec asks for (group size, level, family,
-    /// completion length or characters).
+    /// Not what this run's spec asks for (group count or size, level,
+    /// family, completion length or characters).
     #[error("does not follow the run's spec: {0}")]
     OffSpec(String),
     /// A (session, round) not newer than one already seen from the sender.

@@ -283,9 +283,10 @@ const GOSSIP_HISTORY: usize = 5;
 
 /// Builds an RL node's swarm. Its rollout announcements wait for their
 /// payload before gossip hears a verdict (up to one blob timeout for each
-/// of two providers), so gossipsub keeps messages that long.
+/// of two providers, after the author's previous fetch for a queued one),
+/// so gossipsub keeps messages that long.
 pub fn build_rl(key: &protocol::Keypair, max_blob: usize) -> Result<Swarm<Behaviour>, Error> {
-    let held = 2 * blob_timeout(max_blob).as_millis() / HEARTBEAT.as_millis() + 2;
+    let held = 4 * blob_timeout(max_blob).as_millis() / HEARTBEAT.as_millis() + 2;
     build_inner(key, max_blob, None, GOSSIP_HISTORY.max(held as usize))
 }
 

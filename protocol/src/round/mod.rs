@@ -129,10 +129,9 @@ pub struct Peer {
     rounds: BTreeMap<u64, RoundData>,
     /// The latest manifest seen from another history.
     foreign: Option<Foreign>,
-    /// Aggregators whose manifest of a round named a blob nobody served,
-    /// and providers that served wrong bytes in a round: not candidates of
-    /// that round any more, and no voice for their history or in closing
-    /// a round (the last `STANDING_ROUNDS` rounds are kept).
+    /// Aggregators whose manifest of a round named a blob nobody served:
+    /// not candidates of that round any more, and no voice for their
+    /// history (the last `STANDING_ROUNDS` rounds are kept).
     withheld: BTreeMap<u64, std::collections::BTreeSet<PeerId>>,
     /// When we went back to gathering a round after giving up its manifest:
     /// the candidates' turns count from then.

@@ -250,12 +250,11 @@ impl Peer {
         if banned {
             self.stats.bad_providers += 1;
             // Bytes that do not hash to what was asked are a lie (an honest
-            // peer serves what it stored, checked): like an aggregator whose
-            // manifest nobody could collect, the peer withholds, so its
-            // claims do not close our round for the standing window (with
-            // three peers, its claim to be past the round alone did, and the
-            // two honest peers stalled for good: a data-plane test saw it).
-            self.mark_withholding(from);
+            // peer serves what it stored, checked): the fetcher bans the
+            // provider for good, and with that its claims never count again
+            // (`withholds`) nor is it an aggregator candidate. With three
+            // peers, its claim to be past our round alone closed the round,
+            // and the two honest peers stalled for good (a data-plane test).
         }
         let (result, requests) = self.fetcher.failed(hash, from, banned, why == FetchFailure::NotFound, self.now);
         self.stats.requests += requests.len() as u64;
@@ -312,13 +311,6 @@ impl Peer {
         let floor = self.round.saturating_sub(history::STANDING_ROUNDS);
         self.withheld.retain(|r, _| *r >= floor);
         self.withheld.entry(round).or_default().insert(p);
-    }
-
-    /// A provider served bytes that were not the blob asked for.
-    fn mark_withholding(&mut self, p: PeerId) {
-        if p != self.me {
-            self.withheld_in(self.round, p);
-        }
     }
 
     /// An entry of the manifest being collected is served by nobody (its

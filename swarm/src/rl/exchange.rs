@@ -157,7 +157,6 @@ impl RlLoop {
         if let Some(lp) = crate::identity::libp2p_peer(&author).filter(|lp| *lp != source) {
             next.push(lp);
         }
-        next.retain(|p| !e.banned.contains(p));
         next.reverse();
         let fetch = Fetch { announce: a, author, message_id: message_id.clone(), source, next };
         if e.fetches.values().any(|f| f.author == author) {
@@ -173,6 +172,9 @@ impl RlLoop {
     /// Asks the next provider, or gives up (gossip ignores the announcement:
     /// nobody could serve it, which proves nothing against its author).
     fn fetch(&mut self, mut f: Fetch) {
+        // Providers banned since the announcement came (a queued one) too.
+        let banned = &self.exchange.banned;
+        f.next.retain(|p| !banned.contains(p));
         let Some(to) = f.next.pop() else {
             self.exchange.unserved += 1;
             return self.finish(f, gossipsub::MessageAcceptance::Ignore);
@@ -188,6 +190,13 @@ impl RlLoop {
         self.tell_gossip(&f, v);
         if let Some(q) = self.exchange.queued.remove(&f.author) {
             self.fetch(q);
+        }
+    }
+
+    /// A dropped author's queued announcement is refused, not fetched.
+    fn drop_queued(&mut self, author: &PeerId) {
+        if let Some(q) = self.exchange.queued.remove(author) {
+            self.tell_gossip(&q, gossipsub::MessageAcceptance::Reject);
         }
     }
 
@@ -239,6 +248,7 @@ impl RlLoop {
             }
             Err(PayloadError::Bad(e)) => {
                 self.rejected += f.announce.groups as usize;
+                self.drop_queued(&f.author);
                 if self.pool.drop_peer(f.author, e.to_string()) {
                     self.say(format!(
                         "dropped peer {}: it announced rollouts that are not a batch: {e}",
@@ -269,6 +279,7 @@ impl RlLoop {
         let rescore = |r: &Rollout| checker.rescore(r.task, &r.completions);
         let offered = self.pool.offer(author, batch, self.round, &self.rules, &rescore);
         if let Err(RolloutError::Lied { task, claimed, rescored }) = &offered {
+            self.drop_queued(&author);
             self.rejected += groups;
             self.say(format!(
                 "dropped peer {}: claimed rewards {claimed:?} for {} task {} (level {}), re-scored {rescored:?}",
