@@ -423,47 +423,12 @@ fn a_peer_with_standing_that_resyncs_ignores_what_fresh_keys_confirm() {
     assert_eq!(p.phase(), Phase::Syncing(2), "synced to what the peers with standing confirm");
 }
 
-#[test]
-fn one_peer_with_standing_claiming_a_later_round_does_not_send_two_honest_peers_back_to_waiting() {
-    // Found in review of the closed-round resync: in a swarm of three, one
-    // peer with standing claiming a later round is a third of the others,
-    // which closes our round (not ours to publish: a stall, as before).
-    // Resyncing from a closed round on that claim alone sent both honest
-    // peers back to waiting, and from there to genesis (they would then
-    // sit out the round they had signed). The claim must show a manifest
-    // of our round or later that we have not given up on; a made-up one
-    // nobody serves is given up.
-    let run = spec().run_id();
-    let (mut p, _) = peer_with(1, 10);
-    let state = round_one_applied(&mut p, 1, &[2, 3], run);
-    let made_up = Hash::of(b"made-up round 2");
-    p.handle(InEvent::TrainingDone { round: 2, contribution: contribution(Hash::of(b"mine 2"), 8, state) }, 1_000);
-    let h = Hash::of(b"honest 2");
-    p.handle(gossip(2, run, 2, &Message::Contribution(contribution(h, 8, state))), 1_010);
-    p.handle(InEvent::BlobReady(h), 1_020);
-    for (t, seq) in (1_100..90_000).step_by(500).zip(10..) {
-        let mut out = p.handle(gossip(2, run, 2, &hello(Status::Active, seq, vec![])), t);
-        out.extend(p.handle(gossip(3, run, 3, &hello(Status::Active, seq, vec![applied(2, made_up)])), t));
-        out.extend(p.handle(InEvent::Tick, t + 1));
-        let mut queue = out;
-        while let Some(o) = queue.pop() {
-            if let OutEvent::Request { hash, from, .. } = o {
-                queue.extend(p.handle(InEvent::RequestFailed { hash, from, why: FetchFailure::NotFound }, t + 2));
-            }
-        }
-    }
-    assert_eq!(p.stats().resyncs, 0, "a claim nobody backs with a manifest sends nobody back");
-    assert_eq!(p.phase(), Phase::Gathering(2), "the round stays closed to us (the stall the README states)");
-}
-
-#[test]
-fn a_peer_caught_serving_wrong_bytes_does_not_close_the_round_of_two_honest_peers() {
-    // The stall above, where the liar is caught: a data-plane test (two
-    // honest peers and one that serves wrong bytes and publishes no
-    // manifest) stalled for good when the liar moved on alone and claimed
-    // the round was past. Bytes that do not hash to what was asked are a
-    // lie: the provider withholds, its claims stop counting, and the
-    // honest peers publish the round.
+/// A swarm of three in round 2: we (peer 1) trained, peer 2's contribution
+/// is in, and peer 3 claims every 500 ms for 90 s to have applied a round-2
+/// manifest nobody else knows; every request to peer 3 fails with
+/// `liar_fails`, the others with `NotFound`. Returns our peer and the first
+/// manifest it published, if any (driving stops there).
+fn a_liar_claims_round_2_is_past(liar_fails: FetchFailure) -> (Peer, Option<Manifest>) {
     let run = spec().run_id();
     let (mut p, _) = peer_with(1, 10);
     let state = round_one_applied(&mut p, 1, &[2, 3], run);
@@ -484,7 +449,7 @@ fn a_peer_caught_serving_wrong_bytes_does_not_close_the_round_of_two_honest_peer
                 published.get_or_insert(m);
             }
             if let OutEvent::Request { hash, from, .. } = o {
-                let why = if from == liar { FetchFailure::WrongBytes } else { FetchFailure::NotFound };
+                let why = if from == liar { liar_fails } else { FetchFailure::NotFound };
                 queue.extend(p.handle(InEvent::RequestFailed { hash, from, why }, t + 2));
             }
         }
@@ -492,6 +457,34 @@ fn a_peer_caught_serving_wrong_bytes_does_not_close_the_round_of_two_honest_peer
             break;
         }
     }
+    (p, published)
+}
+
+#[test]
+fn one_peer_with_standing_claiming_a_later_round_does_not_send_two_honest_peers_back_to_waiting() {
+    // Found in review of the closed-round resync: in a swarm of three, one
+    // peer with standing claiming a later round is a third of the others,
+    // which closes our round (not ours to publish: a stall, as before).
+    // Resyncing from a closed round on that claim alone sent both honest
+    // peers back to waiting, and from there to genesis (they would then
+    // sit out the round they had signed). The claim must show a manifest
+    // of our round or later that we have not given up on; a made-up one
+    // nobody serves is given up.
+    let (p, published) = a_liar_claims_round_2_is_past(FetchFailure::NotFound);
+    assert!(published.is_none(), "{published:?}");
+    assert_eq!(p.stats().resyncs, 0, "a claim nobody backs with a manifest sends nobody back");
+    assert_eq!(p.phase(), Phase::Gathering(2), "the round stays closed to us (the stall the README states)");
+}
+
+#[test]
+fn a_peer_caught_serving_wrong_bytes_does_not_close_the_round_of_two_honest_peers() {
+    // The stall above, where the liar is caught: a data-plane test (two
+    // honest peers and one that serves wrong bytes and publishes no
+    // manifest) stalled for good when the liar moved on alone and claimed
+    // the round was past. Bytes that do not hash to what was asked are a
+    // lie: the provider withholds, its claims stop counting, and the
+    // honest peers publish the round.
+    let (p, published) = a_liar_claims_round_2_is_past(FetchFailure::WrongBytes);
     let m = published.expect("the honest peer published round 2 once the liar served wrong bytes");
     assert_eq!(m.entries.len(), 2, "its own contribution and the other honest peer's: {m:?}");
     assert_eq!(p.stats().resyncs, 0);
